@@ -1,0 +1,56 @@
+# Tally — `make help` lists the targets. Everything runs from a fresh machine:
+# Python packages into .venv, Kafka's jars from Maven Central, PostgreSQL from Debian.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+STACK := deploy/bin/stack.sh
+export TALLY_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
+export TALLY_PG_PORT ?= 5433
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status logs lint test test-unit demo clean-state
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.venv/.installed: requirements.txt constraints.txt libs/*/pyproject.toml $(wildcard services/*/pyproject.toml)
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	@touch $@
+
+setup: .venv/.installed ## create .venv, install pinned packages, fetch Kafka's jars, make the local JWT secret
+	@$(STACK) fetch
+	@$(PY) -c "from tally_kit.auth import ensure_local_secret; ensure_local_secret()"
+
+up: setup ## start Kafka (KRaft) and PostgreSQL, create topics, apply migrations, print endpoints
+	@$(STACK) up
+	@$(PY) deploy/bin/bootstrap.py
+	@echo "Kafka       127.0.0.1:9092 (PLAINTEXT, KRaft controller on 9093)"
+	@echo "PostgreSQL  127.0.0.1:5433  user tally / password tally  databases tally_contracts, tally_invoicing"
+	@echo "logs        .state/logs/"
+
+down: ## stop every process started by `make up` / `make demo` (data is kept in .state/)
+	@$(STACK) down
+
+status: ## what is running
+	@$(STACK) status
+
+logs: ## follow the logs of everything (Ctrl-C to stop)
+	@tail -n 50 -F .state/logs/*.log
+
+lint: setup ## ruff on everything, mypy on the libraries
+	$(PY) -m ruff check .
+	$(PY) -m mypy libs/tally_billing/tally_billing libs/tally_streams/tally_streams libs/tally_kit/tally_kit
+
+test-unit: setup ## unit tests only (no Kafka, no PostgreSQL)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test: up lint ## the full suite against the real stack: lint, unit, integration, end-to-end
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: up ## run the whole system (today: the stack; services join as they land)
+	@echo "The stack is up. Services are not part of the demo yet: see README.md."
+
+clean-state: down ## delete all local data (Kafka logs, PostgreSQL cluster)
+	rm -rf .state

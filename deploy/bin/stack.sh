@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The local stack: Apache Kafka (KRaft, from Maven-resolved jars) and a PostgreSQL cluster
+# the project owns. Usage: deploy/bin/stack.sh {up|down|status|kafka-up|kafka-down|pg-up|pg-down|fetch}
+# Every wait polls a real answer (no fixed sleeps) and gives up after a bounded time.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="${TALLY_STATE_DIR:-$ROOT/.state}"
+LOGS="$STATE/logs"
+KAFKA_PORT="${TALLY_KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${TALLY_KAFKA_CONTROLLER_PORT:-9093}"
+PG_PORT="${TALLY_PG_PORT:-5433}"
+KAFKA_LIBS="$ROOT/deploy/kafka/libs"
+KAFKA_DIR="$STATE/kafka"
+PG_DIR="$STATE/postgres"
+PG_DATA="$PG_DIR/data"
+PG_RUN="$PG_DIR/run"
+JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+
+mkdir -p "$LOGS"
+log() { printf '[stack] %s\n' "$*"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # wait_for <description> <seconds> <command...>
+  local what="$1" limit="$2"; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then log "gave up waiting for $what after ${limit}s"; return 1; fi
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------- Kafka
+kafka_fetch() {
+  if [ -f "$KAFKA_LIBS/.complete" ] && [ "$KAFKA_LIBS/.complete" -nt "$ROOT/deploy/kafka/pom.xml" ]; then return 0; fi
+  log "resolving Apache Kafka jars from Maven Central (deploy/kafka/pom.xml)"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies
+  touch "$KAFKA_LIBS/.complete"
+}
+
+kafka_pid() { [ -f "$KAFKA_DIR/kafka.pid" ] && kill -0 "$(cat "$KAFKA_DIR/kafka.pid")" 2>/dev/null && cat "$KAFKA_DIR/kafka.pid"; }
+
+kafka_java() { "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+  -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"; }
+
+kafka_up() {
+  kafka_fetch
+  if kafka_pid >/dev/null; then log "kafka already running (pid $(kafka_pid))"; return 0; fi
+  mkdir -p "$KAFKA_DIR/data"
+  sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
+      -e "s#@DATA_DIR@#$KAFKA_DIR/data#g" "$ROOT/deploy/kafka/server.properties.in" > "$KAFKA_DIR/server.properties"
+  if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid | tail -n 1)"
+    log "formatting KRaft storage (cluster id $cluster_id)"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" >> "$LOGS/kafka.log" 2>&1
+  fi
+  log "starting Apache Kafka on 127.0.0.1:$KAFKA_PORT"
+  nohup "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" >> "$LOGS/kafka.log" 2>&1 &
+  echo $! > "$KAFKA_DIR/kafka.pid"
+  wait_for "kafka port $KAFKA_PORT" 120 port_open "$KAFKA_PORT" || { tail -n 40 "$LOGS/kafka.log"; return 1; }
+}
+
+kafka_down() {
+  local pid; pid="$(kafka_pid || true)"
+  if [ -z "$pid" ]; then log "kafka not running"; return 0; fi
+  log "stopping kafka (pid $pid)"
+  kill -TERM "$pid"
+  # A controlled shutdown flushes every log; wait for it rather than killing.
+  local deadline=$((SECONDS + 90))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then log "kafka did not stop in 90s; killing"; kill -KILL "$pid"; break; fi
+    sleep 0.2
+  done
+  rm -f "$KAFKA_DIR/kafka.pid"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_bin() {
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [ -z "$d" ]; then
+    log "PostgreSQL is missing: installing Debian's postgresql package"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null
+    d="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  fi
+  echo "$d"
+}
+
+# PostgreSQL refuses to run as root; the cluster belongs to the system user 'postgres'.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+pg_up() {
+  local bin; bin="$(pg_bin)"
+  mkdir -p "$PG_DIR" "$PG_RUN"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR" "$PG_RUN"; fi
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    log "initialising PostgreSQL cluster in $PG_DATA"
+    as_pg "$bin/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >> "$LOGS/postgres.log" 2>&1
+    cat >> "$PG_DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_RUN'
+max_connections = 300
+shared_buffers = 256MB
+fsync = on
+log_min_messages = warning
+CONF
+  fi
+  if as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then log "postgres already running"; else
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/server.log" -w -t 60 start >/dev/null
+  fi
+  ln -sf "$PG_DIR/server.log" "$LOGS/postgres-server.log"
+  wait_for "postgres" 60 as_pg "$bin/pg_isready" -h "$PG_RUN" -p "$PG_PORT"
+  # The application role and databases (idempotent).
+  as_pg "$bin/psql" -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tally') THEN
+    CREATE ROLE tally LOGIN CREATEDB PASSWORD 'tally';
+  END IF;
+END $$;
+SQL
+  local db
+  for db in ${TALLY_PG_DATABASES:-tally_contracts tally_invoicing}; do
+    if [ "$(as_pg "$bin/psql" -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'")" != 1 ]; then
+      as_pg "$bin/createdb" -h "$PG_RUN" -p "$PG_PORT" -U postgres -O tally "$db"
+    fi
+  done
+}
+
+pg_down() {
+  local bin; bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+  [ -n "$bin" ] && [ -f "$PG_DATA/PG_VERSION" ] || { log "postgres not set up"; return 0; }
+  if as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    log "stopping postgres"
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null
+  else log "postgres not running"; fi
+}
+
+status() {
+  if kafka_pid >/dev/null && port_open "$KAFKA_PORT"; then echo "kafka     up    127.0.0.1:$KAFKA_PORT (pid $(kafka_pid))"; else echo "kafka     down"; fi
+  if port_open "$PG_PORT"; then echo "postgres  up    127.0.0.1:$PG_PORT"; else echo "postgres  down"; fi
+}
+
+case "${1:-}" in
+  fetch) kafka_fetch ;;
+  kafka-up) kafka_up ;;
+  kafka-down) kafka_down ;;
+  pg-up) pg_up ;;
+  pg-down) pg_down ;;
+  up) pg_up; kafka_up ;;
+  down) kafka_down; pg_down ;;
+  status) status ;;
+  *) echo "usage: $0 {up|down|status|kafka-up|kafka-down|pg-up|pg-down|fetch}" >&2; exit 2 ;;
+esac

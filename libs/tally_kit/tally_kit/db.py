@@ -1,0 +1,54 @@
+"""asyncpg pool bound to an aiohttp app's lifecycle, with JSON and exact-decimal codecs.
+
+``numeric`` columns come back as ``decimal.Decimal`` (asyncpg's default); ``json``/``jsonb``
+values are (de)serialised with Decimals written as strings, so no amount ever passes
+through a float.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+POOL_KEY: web.AppKey[asyncpg.Pool] = web.AppKey("tally_db_pool", asyncpg.Pool)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, separators=(",", ":"), sort_keys=True)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection)
+    assert pool is not None
+    return pool
+
+
+def pool_context(dsn_of: Callable[[web.Application], str], *, max_size: int = 10) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context: the pool opens at startup and closes at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[POOL_KEY] = await create_pool(dsn_of(app), max_size=max_size)
+        try:
+            yield
+        finally:
+            await app[POOL_KEY].close()
+
+    return ctx
