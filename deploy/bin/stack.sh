@@ -25,7 +25,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_for() { # wait_for <description> <seconds> <command...>
   local what="$1" limit="$2"; shift 2
   local deadline=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
+  until "$@" >/dev/null; do
     if ((SECONDS >= deadline)); then log "gave up waiting for $what after ${limit}s"; return 1; fi
     sleep 0.2
   done
@@ -57,12 +57,19 @@ kafka_up() {
     log "formatting KRaft storage (cluster id $cluster_id)"
     kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" >> "$LOGS/kafka.log" 2>&1
   fi
+  if port_open "$KAFKA_PORT"; then log "port $KAFKA_PORT is taken by another process; set TALLY_KAFKA_PORT"; return 1; fi
   log "starting Apache Kafka on 127.0.0.1:$KAFKA_PORT"
   nohup "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" >> "$LOGS/kafka.log" 2>&1 &
   echo $! > "$KAFKA_DIR/kafka.pid"
-  wait_for "kafka port $KAFKA_PORT" 120 port_open "$KAFKA_PORT" || { tail -n 40 "$LOGS/kafka.log"; return 1; }
+  wait_for "kafka port $KAFKA_PORT" 120 kafka_answers || { tail -n 40 "$LOGS/kafka.log"; return 1; }
+}
+
+kafka_answers() {
+  # Our broker process is alive and its port accepts connections (fail fast if it died).
+  kafka_pid >/dev/null || { log "kafka exited during start-up" >&2; tail -n 40 "$LOGS/kafka.log" >&2; exit 1; }
+  port_open "$KAFKA_PORT"
 }
 
 kafka_down() {
