@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tally_billing.examples import cpm_terms_json
+from tally_billing.periods import PeriodKind, period_by_key
+from tally_billing.terms import parse_terms
+from tally_billing.versions import (
+    ContractVersion,
+    effective_version,
+    in_flight,
+    split_by_version,
+    version_in_force,
+    versions_in_period,
+)
+
+TERMS = parse_terms(cpm_terms_json())
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def v(n: int, start: datetime, end: datetime | None = None) -> ContractVersion:
+    return ContractVersion("c-1", n, start, end, TERMS)
+
+
+V1 = v(1, utc(2026, 1, 1, 5))
+V2 = v(2, utc(2026, 3, 15, 4))
+V3 = v(3, utc(2026, 6, 1, 4), utc(2026, 9, 1, 4))
+
+
+@pytest.mark.parametrize(
+    ("instant", "expected"),
+    [
+        (utc(2025, 12, 31), None),
+        (utc(2026, 1, 1, 5), 1),
+        (utc(2026, 3, 15, 3, 59, 59), 1),
+        (utc(2026, 3, 15, 4), 2),  # effective_from is inclusive
+        (utc(2026, 6, 1, 4), 3),
+        (utc(2026, 9, 1, 3, 59), 3),
+        (utc(2026, 9, 1, 4), None),  # effective_to is exclusive and nothing follows
+    ],
+)
+def test_effective_version(instant: datetime, expected: int | None) -> None:
+    got = effective_version([V3, V1, V2], instant)
+    assert (got.version if got else None) == expected
+
+
+def test_same_effective_from_higher_version_wins() -> None:
+    a, b = v(1, utc(2026, 1, 1)), v(2, utc(2026, 1, 1))
+    got = effective_version([b, a], utc(2026, 2, 1))
+    assert got is not None and got.version == 2
+    assert versions_in_period([a, b], period_by_key("2026-01", "UTC", PeriodKind.MONTH)) == [b]
+
+
+def test_version_validation() -> None:
+    with pytest.raises(ValueError):
+        ContractVersion("c", 1, datetime(2026, 1, 1), None, TERMS)
+    with pytest.raises(ValueError):
+        v(1, utc(2026, 2, 1), utc(2026, 1, 1))
+
+
+def test_flight_bounds_in_contract_zone() -> None:
+    # Flight 2026-01-01 .. 2026-12-31 in New York.
+    assert not in_flight(TERMS, utc(2026, 1, 1, 4, 59, 59))
+    assert in_flight(TERMS, utc(2026, 1, 1, 5))
+    assert in_flight(TERMS, datetime(2027, 1, 1, 4, 59, 59, 999999, tzinfo=UTC))
+    assert not in_flight(TERMS, utc(2027, 1, 1, 5))
+    assert version_in_force([V1], utc(2027, 2, 1)) is None
+
+
+def test_amendment_mid_period_splits_events_by_event_time() -> None:
+    march = period_by_key("2026-03", "America/New_York", PeriodKind.MONTH)
+    events = [march.start + timedelta(days=d) for d in range(31)]
+    grouped, orphans = split_by_version([V1, V2], events, lambda e: e)
+    assert orphans == []
+    # 1–14 March (local) under version 1, 15–31 March under version 2.
+    assert len(grouped[1]) == 14 and len(grouped[2]) == 17
+    assert max(grouped[1]) < V2.effective_from <= min(grouped[2])
+    assert [x.version for x in versions_in_period([V2, V1, V3], march)] == [1, 2]
