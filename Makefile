@@ -26,8 +26,8 @@ setup: .venv/.installed ## create .venv, install pinned packages, fetch Kafka's 
 up: setup ## start Kafka (KRaft) and PostgreSQL, create topics, apply migrations, print endpoints
 	@$(STACK) up
 	@$(PY) deploy/bin/bootstrap.py
-	@echo "Kafka       127.0.0.1:9092 (PLAINTEXT, KRaft controller on 9093)"
-	@echo "PostgreSQL  127.0.0.1:5433  user tally / password tally  databases tally_contracts, tally_invoicing"
+	@echo "Kafka       $(TALLY_KAFKA_BOOTSTRAP) (PLAINTEXT, KRaft)"
+	@echo "PostgreSQL  127.0.0.1:$(TALLY_PG_PORT)  user tally / password tally  databases tally_contracts, tally_invoicing"
 	@echo "logs        .state/logs/"
 
 down: ## stop every process started by `make up` / `make demo` (data is kept in .state/)
@@ -39,9 +39,12 @@ status: ## what is running
 logs: ## follow the logs of everything (Ctrl-C to stop)
 	@tail -n 50 -F .state/logs/*.log
 
-lint: setup ## ruff on everything, mypy on the libraries
+# mypy runs per package: each library and service is its own top-level package.
+MYPY_PACKAGES := libs/tally_billing/tally_billing libs/tally_streams/tally_streams libs/tally_kit/tally_kit $(wildcard services/*/tally_*)
+
+lint: setup ## ruff on everything, mypy on every library and service package
 	$(PY) -m ruff check .
-	$(PY) -m mypy libs/tally_billing/tally_billing libs/tally_streams/tally_streams libs/tally_kit/tally_kit
+	@for p in $(MYPY_PACKAGES); do echo "mypy $$p"; $(PY) -m mypy $$p || exit 1; done
 
 test-unit: setup ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

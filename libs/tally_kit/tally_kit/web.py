@@ -25,6 +25,8 @@ ReadinessCheck = Callable[[web.Application], Awaitable[None]]
 REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("tally_registry", CollectorRegistry)
 VERIFIER_KEY: web.AppKey[TokenVerifier] = web.AppKey("tally_verifier", TokenVerifier)
 CHECKS_KEY: web.AppKey[list[ReadinessCheck]] = web.AppKey("tally_ready_checks", list)
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("tally_principal", Principal)
+REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("tally_request_id", str)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
 
@@ -46,10 +48,9 @@ METRICS_KEY: web.AppKey[HttpMetrics] = web.AppKey("tally_http_metrics", HttpMetr
 
 def principal(request: web.Request) -> Principal:
     """The authenticated caller (set by the auth middleware)."""
-    p = request.get("principal")
+    p = request.get(PRINCIPAL_KEY)
     if p is None:
         raise ApiError(401, "authentication required")
-    assert isinstance(p, Principal)
     return p
 
 
@@ -76,11 +77,11 @@ def create_app(
     async def problems_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        request["request_id"] = request_id
+        request[REQUEST_ID_KEY] = request_id
         status = 500
         try:
             if verifier is not None and request.path not in public and not request.path.startswith("/static/"):
-                request["principal"] = verifier.verify(bearer_token(request.headers.get("Authorization")))
+                request[PRINCIPAL_KEY] = verifier.verify(bearer_token(request.headers.get("Authorization")))
             resp = await handler(request)
             status = resp.status
             return resp

@@ -1,0 +1,305 @@
+"""Apply consumed records to the database, idempotently.
+
+Each record is applied in one transaction keyed by its natural key (``close_id``,
+``adjustment_id``): the first application inserts the key together with its lines, a replay
+finds the key and changes nothing. Lines land on the open draft of their (advertiser,
+currency, period) invoice or (partner, currency, period) statement; when that period's
+document was already finalized, a supplementary draft for the same period is started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from tally_billing.money import currency
+from tally_kit import audit
+
+from . import domain
+from .metrics import METRICS
+
+log = logging.getLogger("tally.invoicing.apply")
+
+SYSTEM_ACTOR = "system:invoicing-consumer"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a consumed record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+async def draft_invoice(
+    conn: asyncpg.Connection, advertiser_id: str, currency_code: str, period_key: str, actor: str,
+) -> asyncpg.Record:
+    """The open draft invoice for (advertiser, currency, period), locked; created when missing."""
+    for _ in range(5):
+        row = await conn.fetchrow(
+            """SELECT * FROM invoices WHERE advertiser_id = $1 AND currency = $2 AND period_key = $3
+               AND status = 'draft' FOR UPDATE""", advertiser_id, currency_code, period_key)
+        if row is not None:
+            return row
+        row = await conn.fetchrow(
+            """INSERT INTO invoices (advertiser_id, currency, period_key) VALUES ($1, $2, $3)
+               ON CONFLICT (advertiser_id, currency, period_key) WHERE status = 'draft' DO NOTHING RETURNING *""",
+            advertiser_id, currency_code, period_key)
+        if row is not None:
+            supplementary = await conn.fetchval(
+                "SELECT count(*) FROM invoices WHERE advertiser_id = $1 AND currency = $2 AND period_key = $3 AND status <> 'draft'",
+                advertiser_id, currency_code, period_key)
+            await audit.append(conn, entity_type="invoice", entity_id=str(row["id"]), action="created", actor=actor,
+                               tenant_type="advertiser", tenant_id=advertiser_id,
+                               after={"status": "draft", "advertiser_id": advertiser_id, "currency": currency_code,
+                                      "period_key": period_key, "supplementary": bool(supplementary)})
+            return row
+    raise RuntimeError("could not obtain a draft invoice (concurrent finalizations kept winning)")
+
+
+async def draft_statement(
+    conn: asyncpg.Connection, partner_id: str, currency_code: str, period_key: str, actor: str,
+) -> asyncpg.Record:
+    for _ in range(5):
+        row = await conn.fetchrow(
+            """SELECT * FROM payout_statements WHERE partner_id = $1 AND currency = $2 AND period_key = $3
+               AND status = 'draft' FOR UPDATE""", partner_id, currency_code, period_key)
+        if row is not None:
+            return row
+        row = await conn.fetchrow(
+            """INSERT INTO payout_statements (partner_id, currency, period_key) VALUES ($1, $2, $3)
+               ON CONFLICT (partner_id, currency, period_key) WHERE status = 'draft' DO NOTHING RETURNING *""",
+            partner_id, currency_code, period_key)
+        if row is not None:
+            await audit.append(conn, entity_type="payout_statement", entity_id=str(row["id"]), action="created",
+                               actor=actor, tenant_type="partner", tenant_id=partner_id,
+                               after={"status": "draft", "partner_id": partner_id, "currency": currency_code,
+                                      "period_key": period_key})
+            return row
+    raise RuntimeError("could not obtain a draft statement")
+
+
+async def refresh_invoice_total(conn: asyncpg.Connection, invoice_id: UUID) -> Decimal:
+    """Total = sum of the rounded lines. Any change to a draft's lines withdraws a pending
+    four-eyes preparation: what was looked at is no longer what would be finalized."""
+    total: Decimal = await conn.fetchval(
+        """UPDATE invoices SET total = (SELECT COALESCE(SUM(amount), 0) FROM invoice_lines WHERE invoice_id = $1),
+               prepared_by = NULL, prepared_at = NULL, updated_at = now()
+           WHERE id = $1 RETURNING total""", invoice_id)
+    return total
+
+
+async def refresh_statement_total(conn: asyncpg.Connection, statement_id: UUID) -> Decimal:
+    total: Decimal = await conn.fetchval(
+        """UPDATE payout_statements SET lines_total = (SELECT COALESCE(SUM(amount), 0) FROM statement_lines
+               WHERE statement_id = $1), prepared_by = NULL, prepared_at = NULL, updated_at = now()
+           WHERE id = $1 RETURNING lines_total""", statement_id)
+    return total
+
+
+async def _reject(conn: asyncpg.Connection, src: Source, natural_key: str | None, kind: str, reason: str,
+                  raw: bytes | None) -> None:
+    await conn.execute(
+        """INSERT INTO rejected_records (kafka_topic, kafka_partition, kafka_offset, natural_key, error_kind, reason, raw)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+        src.topic, src.partition, src.offset, natural_key, kind, reason, raw)
+    METRICS.records.labels(src.topic, "rejected").inc()
+    log.warning("record rejected", extra={"topic": src.topic, "partition": src.partition, "offset": src.offset,
+                                          "natural_key": natural_key, "reason": reason})
+
+
+async def reject_undecodable(conn: asyncpg.Connection, src: Source, kind: str, reason: str, raw: bytes | None) -> None:
+    await _reject(conn, src, None, kind, reason, raw)
+
+
+def _ts(v: Any) -> datetime:
+    assert isinstance(v, datetime)
+    return v
+
+
+async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], src: Source) -> str:
+    """Apply one closed period. Returns ``applied``, ``duplicate`` or ``rejected``."""
+    problems = domain.validate_close(rec)
+    async with conn.transaction():
+        if problems:
+            await _reject(conn, src, rec.get("close_id"), "invalid", "; ".join(problems), None)
+            return "rejected"
+        digest = domain.content_hash(rec)
+        inserted = await conn.fetchval(
+            """INSERT INTO period_closes (close_id, contract_id, advertiser_id, contract_type, currency, time_zone,
+                   period_kind, period_key, period_start, period_end, closed_at, content_hash, record, source_offsets,
+                   kafka_topic, kafka_partition, kafka_offset)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+               ON CONFLICT (close_id) DO NOTHING RETURNING true""",
+            rec["close_id"], rec["contract_id"], rec["advertiser_id"], rec["contract_type"], rec["currency"],
+            rec["time_zone"], rec["period_kind"], rec["period_key"], _ts(rec["period_start"]), _ts(rec["period_end"]),
+            _ts(rec["closed_at"]), digest, dict(rec), list(rec["source_offsets"]), src.topic, src.partition, src.offset)
+        if not inserted:
+            return await _duplicate(conn, "period_closes", "close_id", rec["close_id"], digest, src)
+        cur = currency(rec["currency"])
+        lines = domain.invoice_lines_for_close(rec)
+        if lines:
+            inv = await draft_invoice(conn, rec["advertiser_id"], cur.code, rec["period_key"], SYSTEM_ACTOR)
+            await conn.execute(
+                """UPDATE invoices SET period_start = LEAST(period_start, $2), period_end = GREATEST(period_end, $3),
+                       payment_terms_days = LEAST(payment_terms_days, $4),
+                       po_references = CASE WHEN $5::text IS NULL OR $5 = ANY(po_references) THEN po_references
+                                            ELSE array_append(po_references, $5) END
+                   WHERE id = $1""",
+                inv["id"], _ts(rec["period_start"]), _ts(rec["period_end"]), rec["payment_terms_days"],
+                rec.get("po_reference"))
+            for ln in lines:
+                await conn.execute(
+                    """INSERT INTO invoice_lines (invoice_id, contract_id, kind, description, contract_version, price_point,
+                           event_type, quantity, unit, unit_price, amount_exact, amount, close_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+                    inv["id"], ln.contract_id, ln.kind, ln.description, ln.contract_version, ln.price_point,
+                    ln.event_type, ln.quantity, ln.unit, ln.unit_price, ln.amount_exact, ln.amount, rec["close_id"])
+            total = await refresh_invoice_total(conn, inv["id"])
+            await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="lines_added",
+                               actor=SYSTEM_ACTOR, tenant_type="advertiser", tenant_id=rec["advertiser_id"],
+                               before={"total": inv["total"]},
+                               after={"total": total, "close_id": rec["close_id"], "lines": len(lines),
+                                      "source": f"{src.topic}[{src.partition}]@{src.offset}"})
+        for partner_id, plines in sorted(domain.statement_lines_for_close(rec).items()):
+            st = await draft_statement(conn, partner_id, cur.code, rec["period_key"], SYSTEM_ACTOR)
+            for ln in plines:
+                await conn.execute(
+                    """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, description,
+                           contract_version, event_type, quantity, amount_exact, amount, close_id)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                    st["id"], ln.contract_id, rec["advertiser_id"], ln.kind, ln.description, ln.contract_version,
+                    ln.event_type, ln.quantity, ln.amount_exact, ln.amount, rec["close_id"])
+            total = await refresh_statement_total(conn, st["id"])
+            await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="lines_added",
+                               actor=SYSTEM_ACTOR, tenant_type="partner", tenant_id=partner_id,
+                               before={"lines_total": st["lines_total"]},
+                               after={"lines_total": total, "close_id": rec["close_id"], "lines": len(plines)})
+    METRICS.records.labels(src.topic, "applied").inc()
+    return "applied"
+
+
+async def _duplicate(conn: asyncpg.Connection, table: str, key_col: str, key: str, digest: str, src: Source) -> str:
+    stored = await conn.fetchval(f"SELECT content_hash FROM {table} WHERE {key_col} = $1", key)
+    if stored != digest:
+        # Same natural key, different content: the first version stands (it may already be on
+        # a finalized invoice); the conflicting record is kept for finance to look at.
+        await _reject(conn, src, key, "conflict", f"{key_col} {key} was already applied with different content", None)
+        METRICS.records.labels(src.topic, "conflict").inc()
+        return "rejected"
+    METRICS.records.labels(src.topic, "duplicate").inc()
+    return "duplicate"
+
+
+async def _corrected_invoice_line(conn: asyncpg.Connection, adj: Mapping[str, Any]) -> asyncpg.Record | None:
+    """The original line an adjustment corrects: same contract, corrected period and price point."""
+    return await conn.fetchrow(
+        """SELECT l.id, l.invoice_id FROM invoice_lines l
+           WHERE l.close_id = $1 AND l.contract_version = $2 AND l.price_point = $3
+           ORDER BY l.created_at LIMIT 1""",
+        f"{adj['contract_id']}/{adj['corrects_period_key']}", adj["contract_version"], adj["price_point"])
+
+
+async def _corrected_statement_line(conn: asyncpg.Connection, adj: Mapping[str, Any]) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT l.id, l.statement_id FROM statement_lines l JOIN payout_statements s ON s.id = l.statement_id
+           WHERE l.close_id = $1 AND l.contract_version = $2 AND l.event_type IS NOT DISTINCT FROM $3
+             AND s.partner_id = $4 ORDER BY l.created_at LIMIT 1""",
+        f"{adj['contract_id']}/{adj['corrects_period_key']}", adj["contract_version"], adj.get("event_type"),
+        adj["partner_id"])
+
+
+async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src: Source) -> str:
+    """Apply one adjustment to the draft invoice (and statement) of its open period."""
+    problems = domain.validate_adjustment(adj)
+    async with conn.transaction():
+        if problems:
+            await _reject(conn, src, adj.get("adjustment_id"), "invalid", "; ".join(problems), None)
+            return "rejected"
+        digest = domain.content_hash(adj)
+        inserted = await conn.fetchval(
+            """INSERT INTO adjustments (adjustment_id, kind, contract_id, advertiser_id, partner_id, currency,
+                   corrects_period_key, applies_to_period_key, amount_exact, partner_payout_exact, content_hash, record,
+                   kafka_topic, kafka_partition, kafka_offset)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               ON CONFLICT (adjustment_id) DO NOTHING RETURNING true""",
+            adj["adjustment_id"], adj["kind"], adj["contract_id"], adj["advertiser_id"], adj.get("partner_id"),
+            adj["currency"], adj["corrects_period_key"], adj["applies_to_period_key"], adj["amount_exact"],
+            adj.get("partner_payout_exact"), digest, dict(adj), src.topic, src.partition, src.offset)
+        if not inserted:
+            return await _duplicate(conn, "adjustments", "adjustment_id", adj["adjustment_id"], digest, src)
+        cur = currency(adj["currency"])
+        inv = await draft_invoice(conn, adj["advertiser_id"], cur.code, adj["applies_to_period_key"], SYSTEM_ACTOR)
+        corrected = await _corrected_invoice_line(conn, adj)
+        key = domain.adjustment_aggregation_key(adj)
+        line = await conn.fetchrow(
+            "SELECT id, quantity, amount_exact FROM invoice_lines WHERE invoice_id = $1 AND aggregation_key = $2 FOR UPDATE",
+            inv["id"], key)
+        if line is None:
+            amount = domain.relined(0, domain.ZERO, adj["quantity"], adj["amount_exact"], cur.code)
+            line_id = await conn.fetchval(
+                """INSERT INTO invoice_lines (invoice_id, contract_id, kind, adjustment_kind, description, contract_version,
+                       price_point, event_type, quantity, unit, unit_price, amount_exact, amount, corrects_period_key,
+                       corrects_invoice_id, corrects_line_id, aggregation_key)
+                   VALUES ($1, $2, 'adjustment', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                   RETURNING id""",
+                inv["id"], adj["contract_id"], adj["kind"], domain.adjustment_description(adj), adj["contract_version"],
+                adj["price_point"], adj.get("event_type"), amount[0], adj["unit"], adj["unit_price"], amount[1], amount[2],
+                adj["corrects_period_key"], corrected["invoice_id"] if corrected else None,
+                corrected["id"] if corrected else None, key)
+        else:
+            amount = domain.relined(line["quantity"], line["amount_exact"], adj["quantity"], adj["amount_exact"], cur.code)
+            line_id = line["id"]
+            await conn.execute("UPDATE invoice_lines SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
+                               line_id, *amount)
+        await conn.execute("UPDATE adjustments SET invoice_line_id = $2 WHERE adjustment_id = $1", adj["adjustment_id"], line_id)
+        total = await refresh_invoice_total(conn, inv["id"])
+        await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="adjustment_applied",
+                           actor=SYSTEM_ACTOR, tenant_type="advertiser", tenant_id=adj["advertiser_id"],
+                           before={"total": inv["total"]},
+                           after={"total": total, "adjustment_id": adj["adjustment_id"], "kind": adj["kind"],
+                                  "line_id": str(line_id), "source": f"{src.topic}[{src.partition}]@{src.offset}"})
+        payout = adj.get("partner_payout_exact")
+        if payout is not None and adj.get("partner_id"):
+            await _apply_statement_adjustment(conn, adj, payout, cur.code)
+    METRICS.records.labels(src.topic, "applied").inc()
+    return "applied"
+
+
+async def _apply_statement_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], payout: Decimal,
+                                      cur_code: str) -> None:
+    st = await draft_statement(conn, adj["partner_id"], cur_code, adj["applies_to_period_key"], SYSTEM_ACTOR)
+    corrected = await _corrected_statement_line(conn, adj)
+    key = domain.statement_aggregation_key(adj)
+    line = await conn.fetchrow(
+        "SELECT id, quantity, amount_exact FROM statement_lines WHERE statement_id = $1 AND aggregation_key = $2 FOR UPDATE",
+        st["id"], key)
+    if line is None:
+        q, ex, rounded = domain.relined(0, domain.ZERO, adj["quantity"], payout, cur_code)
+        line_id = await conn.fetchval(
+            """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, adjustment_kind, description,
+                   contract_version, event_type, quantity, amount_exact, amount, corrects_period_key,
+                   corrects_statement_id, corrects_line_id, aggregation_key)
+               VALUES ($1, $2, $3, 'adjustment', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id""",
+            st["id"], adj["contract_id"], adj["advertiser_id"], adj["kind"], domain.adjustment_description(adj),
+            adj["contract_version"], adj.get("event_type"), q, ex, rounded, adj["corrects_period_key"],
+            corrected["statement_id"] if corrected else None, corrected["id"] if corrected else None, key)
+    else:
+        q, ex, rounded = domain.relined(line["quantity"], line["amount_exact"], adj["quantity"], payout, cur_code)
+        line_id = line["id"]
+        await conn.execute("UPDATE statement_lines SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
+                           line_id, q, ex, rounded)
+    await conn.execute("UPDATE adjustments SET statement_line_id = $2 WHERE adjustment_id = $1", adj["adjustment_id"], line_id)
+    total = await refresh_statement_total(conn, st["id"])
+    await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="adjustment_applied",
+                       actor=SYSTEM_ACTOR, tenant_type="partner", tenant_id=adj["partner_id"],
+                       before={"lines_total": st["lines_total"]},
+                       after={"lines_total": total, "adjustment_id": adj["adjustment_id"], "line_id": str(line_id)})

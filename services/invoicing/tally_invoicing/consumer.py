@@ -1,0 +1,123 @@
+"""The Kafka consumer: billing.periods_closed and billing.adjustments → the database.
+
+Shape (arroyo's): poll → decode → apply (one PostgreSQL transaction per record, keyed by its
+natural key) → commit the offsets, last. A crash anywhere before the commit means the batch
+is read again and every record already applied is recognised by its key and skipped, so the
+effect is exactly once even though delivery is at least once. A record that cannot be
+decoded or is inconsistent is kept in ``rejected_records`` with its reason; it is not retried.
+A database or broker error retries the same batch (bounded backoff) and never commits past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from tally_streams.avro import DecodeError, SchemaCatalog
+from tally_streams.kafka import consumer_config
+
+from .apply import Source, apply_adjustment, apply_period_closed, reject_undecodable
+from .metrics import METRICS
+
+log = logging.getLogger("tally.invoicing.consumer")
+
+
+class InvoicingConsumer:
+    def __init__(self, *, bootstrap: str, group_id: str, periods_closed_topic: str, adjustments_topic: str,
+                 pool: asyncpg.Pool, catalog: SchemaCatalog, batch_max: int = 200) -> None:
+        self.pool = pool
+        self.batch_max = batch_max
+        self.codecs = {periods_closed_topic: catalog.codec("period_closed"), adjustments_topic: catalog.codec("adjustment")}
+        self.periods_closed_topic = periods_closed_topic
+        self.adjustments_topic = adjustments_topic
+        self._consumer = Consumer(consumer_config(bootstrap, group_id, **{"client.id": "tally-invoicing"}))
+        self._consumer.subscribe([periods_closed_topic, adjustments_topic])
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        METRICS.consumer_up.set(1)
+        backoff_s = 0.2
+        pending: list[Message] = []
+        try:
+            while not self._stopping.is_set():
+                if not pending:
+                    pending = await asyncio.to_thread(self._poll)
+                    if not pending:
+                        continue
+                try:
+                    await self.apply_batch(pending)
+                    await asyncio.to_thread(self._commit, pending)
+                    pending = []
+                    backoff_s = 0.2
+                except (OSError, asyncpg.PostgresError, KafkaException, asyncpg.InterfaceError) as exc:
+                    # transient: keep the batch, do not commit, retry after a bounded backoff
+                    METRICS.consumer_errors.inc()
+                    log.warning("batch failed; retrying", extra={"error": str(exc), "backoff_s": backoff_s})
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
+                    except TimeoutError:
+                        pass
+                    backoff_s = min(backoff_s * 2, 10.0)
+        finally:
+            METRICS.consumer_up.set(0)
+            await asyncio.to_thread(self._consumer.close)
+
+    def _poll(self) -> list[Message]:
+        msgs = self._consumer.consume(num_messages=self.batch_max, timeout=0.5)
+        out = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            out.append(m)
+        return out
+
+    async def apply_batch(self, msgs: Sequence[Message]) -> None:
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            for m in msgs:
+                await self.apply_message(conn, m)
+        METRICS.batch_seconds.observe(time.perf_counter() - started)
+
+    async def apply_message(self, conn: asyncpg.Connection, m: Message) -> str:
+        topic, partition, offset = _where(m)
+        src = Source(topic, partition, offset)
+        codec = self.codecs[topic]
+        raw = m.value()
+        try:
+            rec: dict[str, Any] = codec.decode(raw)
+        except DecodeError as exc:
+            async with conn.transaction():
+                await reject_undecodable(conn, src, exc.kind, exc.reason, raw)
+            return "rejected"
+        if topic == self.periods_closed_topic:
+            return await apply_period_closed(conn, rec, src)
+        return await apply_adjustment(conn, rec, src)
+
+    def _commit(self, msgs: Sequence[Message]) -> None:
+        top: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            topic, partition, offset = _where(m)
+            top[(topic, partition)] = max(top.get((topic, partition), -1), offset)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(top.items())]
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            METRICS.commits.inc()
+
+
+def _where(m: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed (not an error) message."""
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset

@@ -1,0 +1,304 @@
+"""Pure invoicing rules: closed periods and adjustments → invoice and statement lines, the
+minimum-commitment shortfall, payout carry-forward, document numbers and journal entries.
+
+No I/O here (the billing library has no ``invoice_lines`` module yet, so the line-building
+rules live in this module). Every line is rounded exactly once, with
+``tally_billing.money.round_to_minor`` (half-even, to the currency's minor unit); a
+document's total is the sum of its rounded lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from tally_billing.money import UnknownCurrency, currency, exact, round_to_minor
+from tally_kit.audit import canonical_json
+
+ZERO = Decimal(0)
+MILLE = Decimal(1000)
+
+ADJUSTMENT_KINDS = ("late_event", "reversal_after_close", "ivt_credit", "backdated_amendment")
+#: adjustment kinds that can only take money away (their amount is ≤ 0)
+CREDIT_KINDS = frozenset({"reversal_after_close", "ivt_credit"})
+
+ACCOUNT_CASH = "1000"
+ACCOUNT_RECEIVABLE = "1100"
+ACCOUNT_PAYABLE = "2100"
+ACCOUNT_REVENUE = "4000"
+ACCOUNT_COST_OF_REVENUE = "5000"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One invoice or statement line, as built from a record (not yet stored)."""
+
+    kind: str
+    description: str
+    amount_exact: Decimal
+    amount: Decimal
+    contract_id: str | None = None
+    contract_version: int | None = None
+    price_point: str | None = None
+    event_type: str | None = None
+    quantity: int | None = None
+    unit: str | None = None
+    unit_price: Decimal | None = None
+
+
+def content_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a decoded record's canonical JSON: the same id with other content is a conflict."""
+    return hashlib.sha256(canonical_json(dict(record)).encode()).hexdigest()
+
+
+def total_of(amounts: Iterable[Decimal]) -> Decimal:
+    with exact():
+        return sum(amounts, ZERO)
+
+
+def _fmt(d: Decimal) -> str:
+    return format(d.normalize(), "f") if d == d.to_integral_value() else format(d, "f").rstrip("0")
+
+
+# ------------------------------------------------------------------ validation
+
+
+def validate_close(rec: Mapping[str, Any]) -> list[str]:
+    """Problems that make a closed-period record unusable (empty when it is fine)."""
+    problems: list[str] = []
+    try:
+        currency(rec["currency"])
+    except UnknownCurrency as exc:
+        problems.append(f"currency: {exc}")
+    if rec["close_id"] != f"{rec['contract_id']}/{rec['period_key']}":
+        problems.append("close_id: must be '<contract_id>/<period_key>'")
+    mc = rec.get("minimum_commitment")
+    if mc is not None and mc < 0:
+        problems.append("minimum_commitment: must be ≥ 0")
+    for i, ln in enumerate(rec["lines"]):
+        where = f"lines[{i}]"
+        if ln["quantity"] < 0:
+            problems.append(f"{where}.quantity: must be ≥ 0")
+        if ln["line_type"] == "cpm_over_delivery":
+            if ln["amount_exact"] != 0:
+                problems.append(f"{where}.amount_exact: over-delivery is never billed (must be 0)")
+        elif ln["amount_exact"] < 0:
+            problems.append(f"{where}.amount_exact: must be ≥ 0")
+        if ln["line_type"] == "cpm_impressions":
+            with exact():
+                expected = Decimal(ln["quantity"]) * ln["unit_price"] / MILLE
+            if ln["unit"] != "per_thousand" or expected != ln["amount_exact"]:
+                problems.append(f"{where}.amount_exact: {ln['amount_exact']} ≠ quantity × rate ÷ 1000 = {expected}")
+        if ln["line_type"] == "cpa_conversions" and not ln.get("event_type"):
+            problems.append(f"{where}.event_type: required for cpa_conversions")
+    for i, p in enumerate(rec["payouts"]):
+        if not p["partner_id"]:
+            problems.append(f"payouts[{i}].partner_id: required")
+    return problems
+
+
+def validate_adjustment(adj: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    try:
+        currency(adj["currency"])
+    except UnknownCurrency as exc:
+        problems.append(f"currency: {exc}")
+    if adj["kind"] in CREDIT_KINDS:
+        if adj["amount_exact"] > 0:
+            problems.append(f"amount_exact: a {adj['kind']} only removes money (must be ≤ 0)")
+        payout = adj.get("partner_payout_exact")
+        if payout is not None and payout > 0:
+            problems.append(f"partner_payout_exact: a {adj['kind']} only removes money (must be ≤ 0)")
+    if adj.get("partner_payout_exact") is not None and not adj.get("partner_id"):
+        problems.append("partner_id: required when partner_payout_exact is set")
+    return problems
+
+
+# ------------------------------------------------------------------ lines from a closed period
+
+
+def _close_line_description(ln: Mapping[str, Any], cur_code: str) -> str:
+    version = f"v{ln['contract_version']}"
+    if ln["line_type"] == "cpm_impressions":
+        return f"CPM impressions ({version}, {ln['price_point']}) at {_fmt(ln['unit_price'])} {cur_code} per thousand"
+    if ln["line_type"] == "cpm_over_delivery":
+        return f"Over-delivery past the budget cap ({version}, {ln['price_point']}): not billed"
+    return f"CPA {ln.get('event_type') or ln['price_point']} conversions ({version})"
+
+
+def invoice_lines_for_close(rec: Mapping[str, Any]) -> list[Line]:
+    """Advertiser lines of a closed period: one per price point, over-delivery at zero, and a
+    minimum-commitment shortfall line when the period's rounded amount is below the minimum.
+
+    The shortfall is computed against the *rounded* lines (minimum − their sum), so that the
+    contract's lines on the invoice add up to exactly the (rounded) minimum commitment.
+    """
+    cur = currency(rec["currency"])
+    lines: list[Line] = []
+    for ln in rec["lines"]:
+        amount_exact = ZERO if ln["line_type"] == "cpm_over_delivery" else ln["amount_exact"]
+        lines.append(Line(
+            kind=ln["line_type"],
+            description=_close_line_description(ln, cur.code),
+            amount_exact=amount_exact,
+            amount=round_to_minor(amount_exact, cur),
+            contract_id=rec["contract_id"],
+            contract_version=ln["contract_version"],
+            price_point=ln["price_point"],
+            event_type=ln.get("event_type"),
+            quantity=ln["quantity"],
+            unit=ln["unit"],
+            unit_price=ln["unit_price"],
+        ))
+    minimum = rec.get("minimum_commitment")
+    if minimum is not None:
+        billed = total_of(ln.amount for ln in lines)
+        with exact():
+            shortfall_exact = minimum - billed
+        if shortfall_exact > 0:
+            shortfall = round_to_minor(shortfall_exact, cur)
+            if shortfall > 0:
+                lines.append(Line(
+                    kind="minimum_commitment_shortfall",
+                    description=(f"Minimum commitment shortfall: minimum {_fmt(minimum)} {cur.code}, "
+                                 f"billed {_fmt(billed)} {cur.code}"),
+                    amount_exact=shortfall_exact,
+                    amount=shortfall,
+                    contract_id=rec["contract_id"],
+                    quantity=1,
+                    unit="per_unit",
+                    unit_price=shortfall_exact,
+                ))
+    return lines
+
+
+def statement_lines_for_close(rec: Mapping[str, Any]) -> dict[str, list[Line]]:
+    """Partner lines of a closed period, grouped by partner: one per (version, event type)."""
+    cur = currency(rec["currency"])
+    out: dict[str, list[Line]] = {}
+    for p in rec["payouts"]:
+        out.setdefault(p["partner_id"], []).append(Line(
+            kind="cpa_payout",
+            description=(f"CPA {p['event_type']} payouts ({p['quantity']} conversions, v{p['contract_version']}, "
+                         f"contract {rec['contract_id']}, advertiser {rec['advertiser_id']})"),
+            amount_exact=p["amount_exact"],
+            amount=round_to_minor(p["amount_exact"], cur),
+            contract_id=rec["contract_id"],
+            contract_version=p["contract_version"],
+            event_type=p["event_type"],
+            quantity=p["quantity"],
+        ))
+    return out
+
+
+# ------------------------------------------------------------------ adjustments
+
+_ADJ_TITLES = {
+    "late_event": "Late events",
+    "reversal_after_close": "Clawback (reversal after close)",
+    "ivt_credit": "Invalid-traffic credit",
+    "backdated_amendment": "Backdated amendment",
+}
+
+
+def adjustment_aggregation_key(adj: Mapping[str, Any]) -> str:
+    """Adjustments of one kind for one contract, corrected period and price point share a line
+    on the carrying invoice; the line's amount is its summed exact amount, rounded once."""
+    return "|".join(str(x) for x in (
+        "adj", adj["kind"], adj["contract_id"], adj["corrects_period_key"], adj["line_type"],
+        adj["contract_version"], adj["price_point"], adj.get("event_type") or "", adj["unit_price"]))
+
+
+def statement_aggregation_key(adj: Mapping[str, Any]) -> str:
+    return "|".join(str(x) for x in (
+        "adj", adj["kind"], adj["contract_id"], adj["corrects_period_key"], adj["contract_version"],
+        adj.get("event_type") or adj["price_point"]))
+
+
+def adjustment_description(adj: Mapping[str, Any]) -> str:
+    what = adj.get("event_type") or adj["price_point"]
+    return (f"{_ADJ_TITLES[adj['kind']]}: contract {adj['contract_id']} period {adj['corrects_period_key']}, "
+            f"{what} (v{adj['contract_version']})")
+
+
+def relined(quantity_before: int, exact_before: Decimal, quantity_delta: int, exact_delta: Decimal,
+            cur_code: str) -> tuple[int, Decimal, Decimal]:
+    """An aggregated adjustment line after one more adjustment: (quantity, exact, rounded)."""
+    with exact():
+        new_exact = exact_before + exact_delta
+    return quantity_before + quantity_delta, new_exact, round_to_minor(new_exact, currency(cur_code))
+
+
+# ------------------------------------------------------------------ lifecycle rules
+
+
+def needs_second_approver(total: Decimal, threshold: Decimal) -> bool:
+    """Four-eyes: a document whose absolute total exceeds the threshold needs a second user."""
+    return abs(total) > threshold
+
+
+def document_number(prefix: str, year: int, seq: int) -> str:
+    return f"{prefix}-{year}-{seq:06d}"
+
+
+@dataclass(frozen=True)
+class PayoutSettlement:
+    carried_in: Decimal
+    lines_total: Decimal
+    balance: Decimal
+    amount_payable: Decimal
+    carried_out: Decimal
+
+
+def settle_payout(carried_in: Decimal, lines_total: Decimal, minimum_payout: Decimal) -> PayoutSettlement:
+    """What a finalized statement pays: its balance (carried in + lines) when that reaches the
+    minimum payout; otherwise nothing, and the balance — small or negative — is carried
+    forward to the partner's next statement in the same currency. A negative balance is never
+    paid out."""
+    with exact():
+        balance = carried_in + lines_total
+    if balance > 0 and balance >= minimum_payout:
+        return PayoutSettlement(carried_in, lines_total, balance, balance, ZERO)
+    return PayoutSettlement(carried_in, lines_total, balance, ZERO, balance)
+
+
+# ------------------------------------------------------------------ journal entries
+
+JournalLine = tuple[str, Decimal]  # (account code, signed amount: debit > 0, credit < 0)
+
+
+def _pair(debit_account: str, credit_account: str, amount: Decimal) -> list[JournalLine]:
+    if amount == 0:
+        return []
+    return [(debit_account, amount), (credit_account, -amount)]
+
+
+def invoice_journal(total: Decimal) -> list[JournalLine]:
+    """Finalizing an invoice: debit receivable, credit revenue (reversed for a negative total)."""
+    return _pair(ACCOUNT_RECEIVABLE, ACCOUNT_REVENUE, total)
+
+
+def credit_note_journal(invoice_total: Decimal) -> list[JournalLine]:
+    """A full credit note reverses its invoice's entry."""
+    return _pair(ACCOUNT_REVENUE, ACCOUNT_RECEIVABLE, invoice_total)
+
+
+def invoice_payment_journal(total: Decimal) -> list[JournalLine]:
+    return _pair(ACCOUNT_CASH, ACCOUNT_RECEIVABLE, total)
+
+
+def statement_journal(lines_total: Decimal) -> list[JournalLine]:
+    """Finalizing a payout statement: the period's payouts are a cost owed to the partner
+    (debit cost of revenue, credit payable); clawbacks reverse it."""
+    return _pair(ACCOUNT_COST_OF_REVENUE, ACCOUNT_PAYABLE, lines_total)
+
+
+def payout_payment_journal(amount_payable: Decimal) -> list[JournalLine]:
+    return _pair(ACCOUNT_PAYABLE, ACCOUNT_CASH, amount_payable)
+
+
+def is_balanced(lines: Sequence[JournalLine]) -> bool:
+    return total_of(a for _, a in lines) == 0

@@ -1,0 +1,105 @@
+"""Pure invoicing rules: lines from a closed period, shortfall, carry-forward, journals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tally_invoicing import domain
+from tally_invoicing.settings import amount_map
+
+
+def close(lines: list[dict[str, Any]], minimum: str | None = None, currency: str = "USD") -> dict[str, Any]:
+    return {"close_id": "c/2026-03", "contract_id": "c", "advertiser_id": "a", "period_key": "2026-03",
+            "currency": currency, "minimum_commitment": None if minimum is None else Decimal(minimum),
+            "lines": lines, "payouts": []}
+
+
+def cpm(q: int, rate: str, line_type: str = "cpm_impressions") -> dict[str, Any]:
+    amount = Decimal(0) if line_type == "cpm_over_delivery" else Decimal(q) * Decimal(rate) / 1000
+    return {"line_type": line_type, "contract_version": 1, "price_point": "band:0", "event_type": None, "quantity": q,
+            "unit": "per_thousand", "unit_price": Decimal(rate), "amount_exact": amount}
+
+
+@pytest.mark.parametrize(("currency", "q", "rate", "expected"), [
+    ("USD", 1, "5", "0.00"),          # 0.005 → 0.00 (half-even)
+    ("USD", 3, "5", "0.02"),          # 0.015 → 0.02
+    ("JPY", 5000, "0.5", "2"),        # 2.5 → 2
+    ("JPY", 3000, "0.5", "2"),        # 1.5 → 2
+    ("BHD", 1, "2.5", "0.002"),       # 0.0025 → 0.002
+    ("BHD", 3, "2.5", "0.008"),       # 0.0075 → 0.008
+])
+def test_each_line_rounded_once_half_even(currency: str, q: int, rate: str, expected: str) -> None:
+    [line] = domain.invoice_lines_for_close(close([cpm(q, rate)], currency=currency))
+    assert line.amount == Decimal(expected)
+    assert line.amount_exact == Decimal(q) * Decimal(rate) / 1000
+
+
+def test_over_delivery_is_zero_priced() -> None:
+    lines = domain.invoice_lines_for_close(close([cpm(1000, "5"), cpm(50, "5", "cpm_over_delivery")]))
+    assert [ln.amount for ln in lines] == [Decimal("5.00"), Decimal("0.00")]
+
+
+def test_shortfall_brings_the_contract_exactly_to_the_minimum() -> None:
+    lines = domain.invoice_lines_for_close(close([cpm(1001, "5")], minimum="100.00"))  # 5.005 → 5.00
+    assert lines[-1].kind == "minimum_commitment_shortfall" and lines[-1].amount == Decimal("95.00")
+    assert domain.total_of(ln.amount for ln in lines) == Decimal("100.00")
+    assert len(domain.invoice_lines_for_close(close([cpm(30000, "5")], minimum="100.00"))) == 1  # 150 ≥ 100
+
+
+@given(st.integers(min_value=0, max_value=10**9), st.decimals(min_value=0, max_value=100, places=3),
+       st.decimals(min_value=0, max_value=10**6, places=2))
+def test_total_is_the_sum_of_rounded_lines_and_meets_the_minimum(q: int, rate: Decimal, minimum: Decimal) -> None:
+    lines = domain.invoice_lines_for_close(close([cpm(q, str(rate))], minimum=str(minimum)))
+    total = domain.total_of(ln.amount for ln in lines)
+    assert total >= minimum
+    assert all(ln.amount == ln.amount.quantize(Decimal("0.01")) for ln in lines)
+
+
+def test_validation_names_the_field() -> None:
+    bad = cpm(1000, "5")
+    bad["amount_exact"] = Decimal("4.99")
+    assert any(p.startswith("lines[0].amount_exact") for p in domain.validate_close(close([bad])))
+    assert domain.validate_close(close([cpm(1000, "5")], currency="ZZZ"))[0].startswith("currency")
+    adj = {"kind": "reversal_after_close", "currency": "USD", "amount_exact": Decimal(1), "partner_payout_exact": None,
+           "partner_id": None}
+    assert domain.validate_adjustment(adj) == ["amount_exact: a reversal_after_close only removes money (must be ≤ 0)"]
+
+
+@pytest.mark.parametrize(("carried", "lines", "minimum", "payable", "carried_out"), [
+    ("0", "30.00", "50", "0", "30.00"),       # under the minimum: carried
+    ("30.00", "25.00", "50", "55.00", "0"),   # reaches it with the carry: paid
+    ("30.00", "-45.00", "50", "0", "-15.00"),  # negative: carried, never paid
+    ("-15.00", "100.00", "50", "85.00", "0"),
+    ("0", "0", "0", "0", "0"),
+])
+def test_payout_settlement(carried: str, lines: str, minimum: str, payable: str, carried_out: str) -> None:
+    s = domain.settle_payout(Decimal(carried), Decimal(lines), Decimal(minimum))
+    assert (s.amount_payable, s.carried_out) == (Decimal(payable), Decimal(carried_out))
+    assert s.amount_payable + s.carried_out == s.balance
+
+
+@pytest.mark.parametrize("total", [Decimal("10.00"), Decimal("-3.50")])
+def test_journals_balance_and_credit_note_reverses(total: Decimal) -> None:
+    inv, note = domain.invoice_journal(total), domain.credit_note_journal(total)
+    assert domain.is_balanced(inv) and domain.is_balanced(note)
+    net: dict[str, Decimal] = {}
+    for account, amount in [*inv, *note]:
+        net[account] = net.get(account, Decimal(0)) + amount
+    assert set(net.values()) == {Decimal(0)}
+    assert domain.invoice_journal(Decimal(0)) == []
+
+
+def test_four_eyes_and_numbers_and_settings() -> None:
+    assert domain.needs_second_approver(Decimal("10000.01"), Decimal("10000"))
+    assert not domain.needs_second_approver(Decimal("-10000"), Decimal("10000"))
+    assert domain.document_number("INV", 2026, 7) == "INV-2026-000007"
+    assert amount_map("JPY=5000, *=50") == {"JPY": Decimal(5000), "*": Decimal(50)}
+    with pytest.raises(ValueError, match=r"\*"):
+        amount_map("USD=5")
+    with pytest.raises(ValueError):
+        amount_map("USD=1.5e3,*=1")
