@@ -40,7 +40,7 @@ from aiohttp import web
 from .auth import Principal
 from .db import POOL_KEY
 from .problems import ApiError, problem_response
-from .web import Handler
+from .web import Handler, principal
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -144,12 +144,20 @@ async def _release(pool: asyncpg.Pool, scope: str, key: str) -> None:
         await conn.execute("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status IS NULL", scope, key)
 
 
+def _caller(request: web.Request) -> Principal | None:
+    """The authenticated caller, or None on a public path."""
+    try:
+        return principal(request)
+    except ApiError:
+        return None
+
+
 def middleware(
     pool_of: Callable[[web.Application], asyncpg.Pool] = lambda app: app[POOL_KEY],
     *,
     methods: tuple[str, ...] = ("POST",),
     lease: timedelta = DEFAULT_LEASE,
-    principal_of: Callable[[web.Request], Principal | None] = lambda r: r.get("principal"),
+    principal_of: Callable[[web.Request], Principal | None] | None = None,
 ) -> Any:
     """An aiohttp middleware applying the rules above to ``methods`` carrying the header."""
 
@@ -159,7 +167,7 @@ def middleware(
         if request.method not in methods or key is None:
             return await handler(request)
         _check_key(key)
-        who = principal_of(request)
+        who = (principal_of or _caller)(request)
         scope = scope_of(who) if who is not None else "anonymous"
         body = await request.read()  # cached by aiohttp: the handler reads it again
         digest = request_hash(request.method, request.path_qs, body)
@@ -171,9 +179,8 @@ def middleware(
             resp = await handler(request)
         except ApiError as err:
             resp = problem_response(err, request.path)
-        except web.HTTPException as exc:
-            if exc.status >= 400:
-                await _release(pool, scope, key)
+        except web.HTTPException:
+            await _release(pool, scope, key)  # not a kept response: the client may retry
             raise
         except BaseException:
             await _release(pool, scope, key)

@@ -1,0 +1,1 @@
+"""Tally contracts service: the system of record for contracts, their versions, approvals and audit trail."""
