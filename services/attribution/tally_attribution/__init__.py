@@ -1,0 +1,1 @@
+"""Tally attribution: HTTP ingest of ad events and the CPA attribution processor."""

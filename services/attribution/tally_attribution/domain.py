@@ -1,0 +1,609 @@
+"""The attribution decider: state bookkeeping around ``tally_billing.attribution.decide`` and
+``tally_billing.cpa.reverse``. Pure: no Kafka, no clock of its own (``now`` is passed in).
+
+The billing library owns the rules (window, touch model, minimum delay, dedupe, caps, tiers,
+reversal amounts). This module owns what the library leaves to its caller: the contract book
+built from ``contracts.terms``, the exposure index, the dedupe memory and the per-period cap
+and tier counters, and the mapping of each decision to the output records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tally_billing.attribution import (
+    Attributed,
+    Conversion,
+    CpaContract,
+    DedupeFacts,
+    Exposure,
+    PriorConversion,
+    Rejected,
+    RejectReason,
+    UsageSnapshot,
+    decide,
+)
+from tally_billing.cpa import (
+    CpaUsage,
+    LegAmount,
+    PricedConversion,
+    Reversal,
+    ReversalOutcome,
+    ReversalRefused,
+    reverse,
+)
+from tally_billing.money import exact
+from tally_billing.periods import period_containing
+from tally_billing.terms import ContractType, Price, PriceKind, TermsInvalid, parse_terms
+from tally_billing.versions import ContractVersion, version_in_force
+
+from .state import SEP, AttributionState
+
+log = logging.getLogger("tally.attribution.domain")
+
+MICROS = 1_000_000
+DEFAULT_LOOKBACK_DAYS = 7
+
+
+#: scale of the Avro decimals on billing.attributed_conversions / conversion_outcomes
+AMOUNT_SCALE = 12
+AMOUNT_PRECISION = 38
+
+
+def fits_amount_scale(amount: Decimal) -> bool:
+    """True when ``amount`` is exactly representable as decimal(38, 12): an amount that is not
+    is refused rather than rounded (rounding belongs to the invoice line only)."""
+    t = amount.as_tuple()
+    exponent = int(t.exponent)
+    integer_digits = len(t.digits) + exponent
+    return exponent >= -AMOUNT_SCALE and integer_digits <= AMOUNT_PRECISION - AMOUNT_SCALE
+
+
+def to_us(t: datetime) -> int:
+    t = t.astimezone(UTC)
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- contract book
+
+
+@dataclass
+class BookEntry:
+    contract_id: str
+    advertiser_id: str
+    contract_type: str
+    revision: int
+    versions: tuple[ContractVersion, ...]
+    campaigns: frozenset[str]
+
+
+class ContractBook:
+    """The latest picture of every contract from the compacted ``contracts.terms`` topic."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, BookEntry] = {}
+        self._campaigns_any: dict[str, set[str]] = {}
+        self._cpa_campaigns: set[str] = set()
+        self._by_advertiser: dict[str, list[CpaContract]] = {}
+        self.max_lookback_days = DEFAULT_LOOKBACK_DAYS
+        self.max_household_window_days = 0
+
+    def apply(self, record: Mapping[str, Any]) -> str | None:
+        """Take one terms record; returns why it was ignored, or None when applied."""
+        cid = str(record["contract_id"])
+        held = self.entries.get(cid)
+        if held is not None and int(record["revision"]) < held.revision:
+            return f"revision {record['revision']} is older than the held {held.revision}"
+        versions: list[ContractVersion] = []
+        terminated_at = record.get("terminated_at")
+        for v in record["versions"]:
+            try:
+                terms = parse_terms(json.loads(v["terms_json"]))
+            except (TermsInvalid, ValueError) as exc:
+                return f"version {v['version']} has invalid terms: {exc}"
+            effective_to = v.get("effective_to")
+            if terminated_at is not None and (effective_to is None or terminated_at < effective_to):
+                effective_to = terminated_at
+            if effective_to is not None and effective_to <= v["effective_from"]:
+                continue  # terminated before it ever took effect
+            versions.append(ContractVersion(cid, int(v["version"]), v["effective_from"], effective_to, terms))
+        campaigns = frozenset(c for v in versions for c in v.terms.common.campaign_ids)
+        self.entries[cid] = BookEntry(cid, str(record["advertiser_id"]), str(record["contract_type"]),
+                                      int(record["revision"]), tuple(versions), campaigns)
+        self._reindex()
+        return None
+
+    def _reindex(self) -> None:
+        self._campaigns_any = {}
+        self._cpa_campaigns = set()
+        self._by_advertiser = {}
+        lookback = DEFAULT_LOOKBACK_DAYS
+        household = 0
+        for e in self.entries.values():
+            for c in e.campaigns:
+                self._campaigns_any.setdefault(c, set()).add(e.contract_id)
+            cpa_versions = tuple(v for v in e.versions if v.terms.contract_type is ContractType.CPA)
+            if not cpa_versions:
+                continue
+            self._cpa_campaigns |= {c for v in cpa_versions for c in v.terms.common.campaign_ids}
+            self._by_advertiser.setdefault(e.advertiser_id, []).append(CpaContract(e.contract_id, cpa_versions))
+            for v in cpa_versions:
+                cpa = v.terms.cpa
+                assert cpa is not None
+                days = [cpa.attribution.lookback_days, *(d for _, d in cpa.attribution.lookback_days_by_event_type),
+                        *(o.lookback_days for o in cpa.partner_overrides if o.lookback_days is not None)]
+                lookback = max(lookback, *days)
+                household = max([household, *(d for _, d in cpa.dedupe.household_window_days_by_event_type)])
+        self.max_lookback_days = lookback
+        self.max_household_window_days = household
+
+    def knows_campaign(self, campaign_id: str) -> bool:
+        return campaign_id in self._campaigns_any
+
+    def cpa_campaign(self, campaign_id: str) -> bool:
+        return campaign_id in self._cpa_campaigns
+
+    def cpa_contracts_of(self, advertiser_id: str) -> list[CpaContract]:
+        return self._by_advertiser.get(advertiser_id, [])
+
+    def version(self, contract_id: str, version: int) -> ContractVersion | None:
+        e = self.entries.get(contract_id)
+        if e is None:
+            return None
+        return next((v for v in e.versions if v.version == version), None)
+
+
+def rating_version(contract: CpaContract, at: datetime) -> ContractVersion | None:
+    """The version that rates a conversion at ``at`` (in force, else the last started: tail)."""
+    v = version_in_force(contract.versions, at)
+    if v is not None:
+        return v
+    started = [x for x in contract.versions if x.effective_from <= at]
+    return max(started, key=lambda x: (x.effective_from, x.version)) if started else None
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass
+class DeadLetter:
+    error_kind: str
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class Decision:
+    outcome: dict[str, Any]
+    attributed: dict[str, Any] | None = None
+    dead_letter: DeadLetter | None = None
+
+    @property
+    def reason(self) -> str | None:
+        r = self.outcome.get("reason")
+        return None if r is None else str(r)
+
+
+@dataclass(frozen=True)
+class Source:
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass
+class Decider:
+    book: ContractBook
+    state: AttributionState
+    max_exposures_per_household: int = 64
+    max_future: timedelta = timedelta(minutes=5)
+    dedupe_retention: timedelta = timedelta(days=400)
+    late_allowance: timedelta = timedelta(days=1)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ exposure index
+
+    def index_impression(self, imp: Mapping[str, Any], arrival: datetime) -> DeadLetter | None:
+        """Add one impression to its household's exposures; a dead letter when it cannot count."""
+        if imp["event_time"] > arrival + self.max_future:
+            return DeadLetter("invalid", "event_time is in the future", "event_time")
+        if not self.book.knows_campaign(imp["campaign_id"]):
+            return DeadLetter("unknown_campaign", f"campaign {imp['campaign_id']!r} is covered by no contract", "campaign_id")
+        if imp["ivt"] != "none" or not self.book.cpa_campaign(imp["campaign_id"]):
+            return None  # invalid traffic never drives a payout; CPM-only campaigns need no exposure
+        key = "x:" + imp["household_id"]
+        held: list[list[Any]] = list(self.state.get(key) or [])
+        if any(e[0] == imp["impression_id"] for e in held):
+            return None  # a retried or repeated beacon: one exposure
+        t = to_us(imp["event_time"])
+        held.append([imp["impression_id"], t, imp["advertiser_id"], imp["campaign_id"], imp["partner_id"]])
+        held.sort(key=lambda e: (e[1], e[0]))
+        horizon = to_us(arrival) - self.exposure_horizon_us()
+        held = [e for e in held if e[1] >= horizon][-self.max_exposures_per_household:]
+        if held:
+            self.state.put(key, held)
+        else:
+            self.state.delete(key)
+        return None
+
+    def exposure_horizon_us(self) -> int:
+        return (timedelta(days=self.book.max_lookback_days) + self.late_allowance) // timedelta(microseconds=1)
+
+    def prune(self, now: datetime) -> int:
+        """Drop exposures older than the longest lookback in force (plus the late allowance) and
+        dedupe memory older than its retention. Returns the number of keys removed or shrunk."""
+        now_us = to_us(now)
+        horizon = now_us - self.exposure_horizon_us()
+        forget = now_us - self.dedupe_retention // timedelta(microseconds=1)
+        household_horizon = now_us - timedelta(days=self.book.max_household_window_days) // timedelta(microseconds=1)
+        changed = 0
+        for key, value in list(self.state.kv.items()):
+            prefix = key[:2]
+            if prefix == "x:":
+                kept = [e for e in value if e[1] >= horizon]
+                if len(kept) != len(value):
+                    changed += 1
+                    self.state.put(key, kept) if kept else self.state.delete(key)
+            elif prefix == "h:":
+                kept = [p for p in value if p[2] >= household_horizon]
+                if len(kept) != len(value):
+                    changed += 1
+                    self.state.put(key, kept) if kept else self.state.delete(key)
+            elif prefix == "c:" and value["t"] < forget:
+                changed += 1
+                self.state.delete(key)
+            elif prefix == "o:" and value[1] < forget:
+                changed += 1
+                self.state.delete(key)
+        return changed
+
+    # ------------------------------------------------------------ conversions
+
+    def decide(self, conv: Mapping[str, Any], src: Source, arrival: datetime, now: datetime) -> Decision:
+        """The one outcome of one conversion record (and the state changes it implies)."""
+        problem = self._invalid(conv, arrival)
+        if problem is not None:
+            field_name, reason = problem
+            self._remember_rejected(conv)
+            return Decision(
+                self._outcome(conv, src, now, reason=RejectReason.INVALID, detail=f"{field_name}: {reason}"),
+                dead_letter=DeadLetter("invalid", reason, field_name),
+            )
+        if conv["kind"] == "reversal":
+            return self._reverse(conv, src, now)
+        return self._attribute(conv, src, now)
+
+    def _invalid(self, conv: Mapping[str, Any], arrival: datetime) -> tuple[str, str] | None:
+        if conv["event_time"] > arrival + self.max_future:
+            return "event_time", "is in the future"
+        for name in ("conversion_id", "advertiser_id", "household_id", "event_type"):
+            if not str(conv[name]).strip():
+                return name, "must not be empty"
+        if conv["value"] is not None and conv["value"] < 0:
+            return "value", "must be ≥ 0"
+        if conv["value"] is not None and conv["currency"] is None:
+            return "currency", "is required when value is given"
+        if conv["kind"] == "reversal" and not conv.get("reverses_conversion_id"):
+            return "reverses_conversion_id", "is required for a reversal"
+        if conv["kind"] == "conversion" and conv.get("reverses_conversion_id"):
+            return "reverses_conversion_id", "only a reversal references an original conversion"
+        if conv.get("reversal_amount") is not None and conv["reversal_amount"] <= 0:
+            return "reversal_amount", "must be > 0"
+        return None
+
+    def _remember_rejected(self, conv: Mapping[str, Any]) -> None:
+        key = "c:" + conv["conversion_id"]
+        if self.state.get(key) is None:
+            self.state.put(key, {"s": "rejected", "t": to_us(conv["event_time"])})
+
+    def _usage(self, contracts: list[CpaContract], at: datetime) -> tuple[UsageSnapshot, dict[str, str]]:
+        """Usage of every candidate contract in the period of ``at`` (in that contract's zone)."""
+        contract_usage: dict[str, CpaUsage] = {}
+        partner_usage: dict[tuple[str, str], CpaUsage] = {}
+        event_counts: dict[tuple[str, str], int] = {}
+        periods: dict[str, str] = {}
+        for k in contracts:
+            v = rating_version(k, at)
+            if v is None:
+                continue
+            period = period_containing(at, v.terms.common.time_zone, v.terms.common.billing_period).key
+            periods[k.contract_id] = period
+            u = self.state.get(f"u:{k.contract_id}{SEP}{period}")
+            if u is not None:
+                contract_usage[k.contract_id] = CpaUsage(int(u[0]), Decimal(u[1]))
+        return UsageSnapshot(contract_usage, _PartnerUsage(self.state, periods, partner_usage),
+                             _EventCounts(self.state, periods, event_counts)), periods
+
+    def _attribute(self, conv: Mapping[str, Any], src: Source, now: datetime) -> Decision:
+        cid = conv["conversion_id"]
+        adv = conv["advertiser_id"]
+        household = conv["household_id"]
+        at: datetime = conv["event_time"]
+        order_key = None if conv["order_id"] is None else f"o:{adv}{SEP}{conv['order_id']}"
+        dedupe = DedupeFacts(
+            conversion_id_seen=self.state.get("c:" + cid) is not None,
+            order_id_seen=order_key is not None and self.state.get(order_key) is not None,
+            household_conversions=tuple(
+                PriorConversion(p[0], p[1], from_us(p[2])) for p in self.state.get("h:" + household) or ()
+            ),
+        )
+        exposures = [
+            Exposure(e[0], household, e[3], e[4] or "", from_us(e[1]))
+            for e in self.state.get("x:" + household) or () if e[2] == adv
+        ]
+        contracts = self.book.cpa_contracts_of(adv)
+        usage, periods = self._usage(contracts, at)
+        result = decide(
+            Conversion(conversion_id=cid, advertiser_id=adv, household_id=household, event_type=conv["event_type"],
+                       occurred_at=at, order_id=conv["order_id"], order_value=conv["value"], currency=conv["currency"]),
+            exposures, contracts, dedupe=dedupe, usage=usage,
+        )
+        if isinstance(result, Rejected):
+            if not dedupe.conversion_id_seen:
+                self._remember_rejected(conv)
+            a = result.would_have_been
+            return Decision(self._outcome(conv, src, now, reason=result.reason, detail=result.detail, attributed=a))
+        unfit = next((x for x in (result.advertiser_amount, result.partner_amount) if not fits_amount_scale(x)), None)
+        if unfit is not None:
+            self._remember_rejected(conv)
+            return Decision(self._outcome(conv, src, now, reason=RejectReason.INVALID,
+                                          detail=f"amount {unfit} needs more than {AMOUNT_SCALE} decimals; fix the contract's price"))
+        self._count(conv, result, periods[result.contract_id], order_key)
+        version = self.book.version(result.contract_id, result.version)
+        assert version is not None
+        cur = version.terms.common.currency
+        outcome = self._outcome(conv, src, now, attributed=result, currency=cur)
+        attributed = {
+            "conversion_id": cid,
+            "kind": "conversion",
+            "original_conversion_id": None,
+            "contract_id": result.contract_id,
+            "contract_version": result.version,
+            "advertiser_id": adv,
+            "partner_id": result.partner_id or None,
+            "event_type": conv["event_type"],
+            "event_time": at,
+            "original_event_time": None,
+            "exposure_id": result.exposure_id,
+            "exposure_time": result.exposure_at,
+            "rule": rule_text(result),
+            "currency": cur,
+            "advertiser_amount": result.advertiser_amount,
+            "partner_payout": result.partner_amount,
+            "decided_at": now,
+        }
+        return Decision(outcome, attributed)
+
+    def _count(self, conv: Mapping[str, Any], a: Attributed, period: str, order_key: str | None) -> None:
+        """Record an attributed conversion: dedupe memory, caps and tier counters."""
+        t = to_us(conv["event_time"])
+        amount = a.advertiser_amount
+        k = a.contract_id
+        for key in (f"u:{k}{SEP}{period}", f"p:{k}{SEP}{a.partner_id}{SEP}{period}"):
+            n, total = self.state.get(key) or (0, "0")
+            with exact():
+                self.state.put(key, [int(n) + 1, str(Decimal(total) + amount)])
+        tier_key = f"e:{k}{SEP}{period}{SEP}{conv['event_type']}"
+        self.state.put(tier_key, int(self.state.get(tier_key) or 0) + 1)
+        if order_key is not None:
+            self.state.put(order_key, [conv["conversion_id"], t])
+        hk = "h:" + conv["household_id"]
+        self.state.put(hk, [*(self.state.get(hk) or ()), [k, conv["event_type"], t]])
+        p = a.priced
+        self.state.put("c:" + conv["conversion_id"], {
+            "s": "attributed", "t": t, "contract_id": k, "version": a.version, "advertiser_id": conv["advertiser_id"],
+            "partner_id": a.partner_id, "event_type": conv["event_type"], "exposure_id": a.exposure_id,
+            "exposure_us": to_us(a.exposure_at), "rule": rule_text(a), "period_key": a.period_key,
+            "order_value": None if conv["value"] is None else str(conv["value"]),
+            "tier": p.tier_index, "adv_price": _price_json(p.advertiser_price), "par_price": _price_json(p.partner_payout),
+            "adv": _leg_json(p.advertiser), "par": _leg_json(p.partner), "reversals": [],
+        })
+
+    def _reverse(self, conv: Mapping[str, Any], src: Source, now: datetime) -> Decision:
+        rid = conv["conversion_id"]
+        if self.state.get("c:" + rid) is not None:
+            return Decision(self._outcome(conv, src, now, reason=RejectReason.DUPLICATE, detail="conversion id already counted"))
+        orig_id = conv["reverses_conversion_id"]
+        orig = self.state.get("c:" + orig_id)
+
+        def reject(reason: RejectReason, detail: str) -> Decision:
+            self._remember_rejected(conv)
+            return Decision(self._outcome(conv, src, now, reason=reason, detail=detail, original=orig_id))
+
+        if orig is None or orig["s"] != "attributed":
+            what = "is unknown" if orig is None else "was not attributed"
+            return reject(RejectReason.INVALID, f"original conversion {orig_id!r} {what}; nothing to reverse")
+        if orig["advertiser_id"] != conv["advertiser_id"]:
+            return reject(RejectReason.INVALID, "advertiser_id differs from the original conversion's")
+        version = self.book.version(orig["contract_id"], orig["version"])
+        cur = None if version is None else version.terms.common.currency
+        if conv["currency"] is not None and cur is not None and conv["currency"] != cur:
+            return reject(RejectReason.INVALID, "currency differs from the original conversion's")
+        priced = PricedConversion(
+            event_type=orig["event_type"], tier_index=orig["tier"], advertiser_price=_price_of(orig["adv_price"]),
+            partner_payout=_price_of(orig["par_price"]), advertiser=_leg_of(orig["adv"]), partner=_leg_of(orig["par"]),
+            payout_override=None,
+        )
+        earlier = tuple(_reversal_of(r, orig_id) for r in orig["reversals"])
+        lock = None if version is None or version.terms.cpa is None else version.terms.cpa.reversal_lock_days
+        out = reverse(
+            priced, conversion_id=orig_id, conversion_at=from_us(orig["t"]),
+            order_value=None if orig["order_value"] is None else Decimal(orig["order_value"]),
+            earlier=earlier, reversal=Reversal(rid, orig_id, conv["event_time"], conv.get("reversal_amount")),
+            lock_days=lock,
+        )
+        if out.refused is ReversalRefused.ALREADY_REVERSED:
+            return reject(RejectReason.DUPLICATE, f"conversion {orig_id!r} is already fully reversed")
+        if out.refused is ReversalRefused.LOCKED:
+            return reject(RejectReason.OUTSIDE_WINDOW, f"the reversal lock period ({lock} days after the conversion) has passed")
+        if out.refused is not None:
+            return reject(RejectReason.INVALID, f"reversal refused: {out.refused.value}")
+        if not (fits_amount_scale(out.advertiser_amount) and fits_amount_scale(out.partner_amount)):
+            return reject(RejectReason.INVALID, f"reversed amount needs more than {AMOUNT_SCALE} decimals")
+        orig = dict(orig)
+        orig["reversals"] = [*orig["reversals"], {
+            "id": rid, "adv": None if out.advertiser is None else _leg_json(out.advertiser),
+            "par": None if out.partner is None else _leg_json(out.partner), "completes": out.completes,
+            "refunded": None if out.refunded_order_value is None else str(out.refunded_order_value),
+        }]
+        self.state.put("c:" + orig_id, orig)
+        self.state.put("c:" + rid, {"s": "reversal", "t": to_us(conv["event_time"]), "of": orig_id})
+        with exact():
+            adv_amount = -out.advertiser_amount
+            partner_amount = -out.partner_amount
+        exposure_time = from_us(orig["exposure_us"])
+        attributed = {
+            "conversion_id": rid, "kind": "reversal", "original_conversion_id": orig_id,
+            "contract_id": orig["contract_id"], "contract_version": orig["version"], "advertiser_id": orig["advertiser_id"],
+            "partner_id": orig["partner_id"] or None, "event_type": orig["event_type"], "event_time": conv["event_time"],
+            "original_event_time": from_us(orig["t"]), "exposure_id": orig["exposure_id"], "exposure_time": exposure_time,
+            "rule": orig["rule"], "currency": cur or "", "advertiser_amount": adv_amount, "partner_payout": partner_amount,
+            "decided_at": now,
+        }
+        outcome = self._outcome(conv, src, now, original=orig_id)
+        outcome.update({
+            "contract_id": orig["contract_id"], "contract_version": orig["version"], "partner_id": orig["partner_id"] or None,
+            "exposure_id": orig["exposure_id"], "exposure_time": exposure_time, "rule": orig["rule"],
+            "period_key": orig["period_key"], "currency": cur, "advertiser_amount": adv_amount,
+            "partner_payout": partner_amount, "reversal_completes": out.completes,
+            "detail": "full reversal" if out.completes else "partial reversal",
+        })
+        return Decision(outcome, attributed)
+
+    # ------------------------------------------------------------ outputs
+
+    def _outcome(
+        self,
+        conv: Mapping[str, Any],
+        src: Source,
+        now: datetime,
+        *,
+        reason: RejectReason | None = None,
+        detail: str | None = None,
+        attributed: Attributed | None = None,
+        currency: str | None = None,
+        original: str | None = None,
+    ) -> dict[str, Any]:
+        a = attributed
+        if a is not None and currency is None:
+            v = self.book.version(a.contract_id, a.version)
+            currency = None if v is None else v.terms.common.currency
+        return {
+            "outcome_id": src.id,
+            "conversion_id": conv["conversion_id"],
+            "kind": conv["kind"],
+            "outcome": "attributed" if reason is None else "rejected",
+            "reason": None if reason is None else reason.value,
+            "detail": detail,
+            "advertiser_id": conv["advertiser_id"],
+            "household_id": conv["household_id"],
+            "event_type": conv["event_type"],
+            "event_time": conv["event_time"],
+            "order_id": conv["order_id"],
+            "contract_id": None if a is None else a.contract_id,
+            "contract_version": None if a is None else a.version,
+            "partner_id": None if a is None else (a.partner_id or None),
+            "exposure_id": None if a is None else a.exposure_id,
+            "exposure_time": None if a is None else a.exposure_at,
+            "rule": None if a is None else rule_text(a),
+            "period_key": None if a is None else a.period_key,
+            "currency": currency,
+            "advertiser_amount": None if a is None else a.advertiser_amount,
+            "partner_payout": None if a is None else a.partner_amount,
+            "original_conversion_id": original,
+            "reversal_completes": None,
+            "source_topic": src.topic,
+            "source_partition": src.partition,
+            "source_offset": src.offset,
+            "decided_at": now,
+        }
+
+
+class _PartnerUsage(dict[tuple[str, str], CpaUsage]):
+    """Lazy per-partner usage in each contract's period, read from the state on demand."""
+
+    def __init__(self, state: AttributionState, periods: dict[str, str], data: dict[tuple[str, str], CpaUsage]) -> None:
+        super().__init__(data)
+        self._state = state
+        self._periods = periods
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        contract, partner = key
+        period = self._periods.get(contract)
+        u = None if period is None else self._state.get(f"p:{contract}{SEP}{partner}{SEP}{period}")
+        return default if u is None else CpaUsage(int(u[0]), Decimal(u[1]))
+
+
+class _EventCounts(dict[tuple[str, str], int]):
+    """Lazy conversions-per-event-type counts in each contract's period (tier position)."""
+
+    def __init__(self, state: AttributionState, periods: dict[str, str], data: dict[tuple[str, str], int]) -> None:
+        super().__init__(data)
+        self._state = state
+        self._periods = periods
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        contract, event_type = key
+        period = self._periods.get(contract)
+        n = None if period is None else self._state.get(f"e:{contract}{SEP}{period}{SEP}{event_type}")
+        return default if n is None else int(n)
+
+
+def rule_text(a: Attributed) -> str:
+    r = a.rule
+    parts = [f"{r.model.value}/{r.lookback_days}d"]
+    if r.min_delay_seconds:
+        parts.append(f"min_delay={r.min_delay_seconds}s")
+    if r.tier_index is not None:
+        parts.append(f"tier={r.tier_index}")
+    if r.payout_override_from is not None:
+        parts.append(f"payout_override={a.partner_id}@{r.payout_override_from}")
+    if r.attribution_tail:
+        parts.append("tail")
+    return ",".join(parts)
+
+
+def _price_json(p: Price) -> dict[str, Any]:
+    return {"kind": p.kind.value, "amount": None if p.amount is None else str(p.amount),
+            "percent": None if p.percent is None else str(p.percent)}
+
+
+def _price_of(j: Mapping[str, Any]) -> Price:
+    if j["kind"] == PriceKind.FLAT.value:
+        return Price.flat(Decimal(j["amount"]))
+    return Price.pct(Decimal(j["percent"]))
+
+
+def _leg_json(leg: LegAmount) -> list[str]:
+    return [leg.basis, str(leg.quantity), str(leg.unit_price)]
+
+
+def _leg_of(j: list[str]) -> LegAmount:
+    return LegAmount(j[0], Decimal(j[1]), Decimal(j[2]))
+
+
+def _reversal_of(j: Mapping[str, Any], orig_id: str) -> ReversalOutcome:
+    return ReversalOutcome(
+        reversal_id=j["id"], conversion_id=orig_id, refused=None,
+        advertiser=None if j["adv"] is None else _leg_of(j["adv"]),
+        partner=None if j["par"] is None else _leg_of(j["par"]),
+        completes=bool(j["completes"]),
+        refunded_order_value=None if j["refunded"] is None else Decimal(j["refunded"]),
+    )

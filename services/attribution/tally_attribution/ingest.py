@@ -1,0 +1,298 @@
+"""HTTP ingest: batches of impressions and conversions, and partner postbacks.
+
+Each event is answered on its own: ``accepted`` (produced and acknowledged by the broker,
+acks=all), or ``rejected`` with every offending field (and kept on ``dlq.ingest`` with the
+reason). One bad event never rejects the good ones beside it. Memory stays bounded: a body
+is at most ``MAX_BODY_BYTES``, a batch at most ``MAX_EVENTS_PER_REQUEST`` events, and when
+the producer's queue cannot take the batch the caller gets 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
+
+from tally_kit import web as kit_web
+from tally_kit.auth import TokenVerifier, bearer_token
+from tally_kit.problems import ApiError, validation_error
+from tally_streams.avro import EncodeError, SchemaCatalog
+from tally_streams.kafka import AsyncProducer, QueueFull, dead_letter_record, producer_config
+
+from .metrics import IngestMetrics
+from .validation import Checked, check_conversion, check_impression, event_id
+
+log = logging.getLogger("tally.attribution.ingest")
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"})
+POSTBACK_PARAMS = frozenset({
+    "conversion_id", "order_id", "event_type", "value", "currency", "household_id", "timestamp", "event_time",
+    "advertiser_id", "kind", "reverses_conversion_id", "reversal_amount",
+})
+
+PRODUCER_KEY: web.AppKey[AsyncProducer] = web.AppKey("attribution_producer", AsyncProducer)
+CONFIG_KEY: web.AppKey[IngestConfig] = web.AppKey("attribution_ingest_config")
+
+
+@dataclass
+class IngestConfig:
+    bootstrap: str
+    topic_impressions: str
+    topic_conversions: str
+    topic_dlq: str
+    max_events: int
+    queue_max: int
+    retry_after_s: int
+    max_future: timedelta
+    catalog: SchemaCatalog
+    metrics: IngestMetrics
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass
+class _Event:
+    index: int
+    raw: bytes
+    checked: Checked
+    ident: str | None
+    status: str = "pending"
+
+
+def create_ingest_app(
+    settings: Any,
+    catalog: SchemaCatalog,
+    *,
+    verifier: TokenVerifier | None = None,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    verifier = verifier or TokenVerifier.from_env()
+    app = kit_web.create_app("attribution", verifier=verifier, public_paths={"/v1/postback"}, registry=registry,
+                             client_max_size=settings.attribution_max_body_bytes)
+    cfg = IngestConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic_impressions=settings.attribution_topic_impressions,
+        topic_conversions=settings.attribution_topic_conversions,
+        topic_dlq=settings.attribution_topic_dlq_ingest,
+        max_events=settings.attribution_max_events_per_request,
+        queue_max=settings.attribution_producer_queue_max,
+        retry_after_s=settings.attribution_retry_after_s,
+        max_future=timedelta(seconds=settings.attribution_max_future_s),
+        catalog=catalog,
+        metrics=IngestMetrics(app[kit_web.REGISTRY_KEY]),
+    )
+    if clock is not None:
+        cfg.clock = clock
+    app[CONFIG_KEY] = cfg
+
+    async def start_producer(app: web.Application) -> None:
+        app[PRODUCER_KEY] = AsyncProducer(producer_config(
+            cfg.bootstrap, client_id="tally-attribution-ingest",
+            **{"queue.buffering.max.messages": cfg.queue_max, "linger.ms": 2},
+        ))
+
+    async def stop_producer(app: web.Application) -> None:
+        await app[PRODUCER_KEY].close()
+
+    async def broker_answers(app: web.Application) -> None:
+        admin = AdminClient({"bootstrap.servers": cfg.bootstrap})
+        md = await asyncio.to_thread(admin.list_topics, cfg.topic_impressions, 2)
+        if not md.brokers:
+            raise RuntimeError("no Kafka broker answered")
+
+    app.on_startup.append(start_producer)
+    app.on_cleanup.append(stop_producer)
+    kit_web.add_readiness_check(app, broker_answers)
+    app.router.add_post("/v1/impressions", post_impressions)
+    app.router.add_post("/v1/conversions", post_conversions)
+    app.router.add_get("/v1/postback", postback)
+    app.router.add_post("/v1/postback", postback)
+    return app
+
+
+# --------------------------------------------------------------------------- batch endpoints
+
+
+async def post_impressions(request: web.Request) -> web.Response:
+    kit_web.principal(request).require("ingest")
+    cfg = request.app[CONFIG_KEY]
+    now = cfg.clock()
+    events = [_Event(i, raw, _unparsable(obj) or check_impression(obj, now=now, max_future=cfg.max_future),
+                     event_id("impression", obj))
+              for i, raw, obj in await _read_batch(request, cfg.max_events)]
+    return await _answer(request, "impression", cfg.topic_impressions, "impression", events)
+
+
+async def post_conversions(request: web.Request) -> web.Response:
+    kit_web.principal(request).require("ingest")
+    cfg = request.app[CONFIG_KEY]
+    now = cfg.clock()
+    events = [_Event(i, raw, _unparsable(obj) or check_conversion(obj, now=now, max_future=cfg.max_future),
+                     event_id("conversion", obj))
+              for i, raw, obj in await _read_batch(request, cfg.max_events)]
+    return await _answer(request, "conversion", cfg.topic_conversions, "conversion", events)
+
+
+class _NotJson:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _unparsable(obj: Any) -> Checked | None:
+    return Checked(None, [("$", f"not valid JSON: {obj.error}")]) if isinstance(obj, _NotJson) else None
+
+
+async def _read_batch(request: web.Request, max_events: int) -> list[tuple[int, bytes, Any]]:
+    """(index, raw bytes, parsed object) per event; an unparsable NDJSON line is its own bad event."""
+    body = await request.read()
+    ctype = request.content_type
+    out: list[tuple[int, bytes, Any]] = []
+    if ctype in NDJSON_TYPES:
+        lines = [ln for ln in body.split(b"\n") if ln.strip()]
+        if len(lines) > max_events:
+            raise ApiError(413, f"at most {max_events} events per request; split the batch")
+        for i, line in enumerate(lines):
+            try:
+                obj = json.loads(line, parse_float=Decimal)
+            except ValueError as exc:
+                obj = _NotJson(str(exc))
+            out.append((i, line.strip(), obj))
+        return out
+    if ctype != "application/json":
+        raise ApiError(415, "send application/json (an array of events) or application/x-ndjson (one event per line)")
+    try:
+        parsed = json.loads(body, parse_float=Decimal)
+    except ValueError as exc:
+        raise validation_error([("$", f"body is not valid JSON: {exc}")], "the batch could not be read") from exc
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if len(items) > max_events:
+        raise ApiError(413, f"at most {max_events} events per request; split the batch")
+    return [(i, json.dumps(obj, default=str).encode(), obj) for i, obj in enumerate(items)]
+
+
+async def _answer(request: web.Request, kind: str, topic: str, schema: str, events: list[_Event]) -> web.Response:
+    cfg = request.app[CONFIG_KEY]
+    producer = request.app[PRODUCER_KEY]
+    if producer.queue_length() + len(events) > cfg.queue_max:
+        cfg.metrics.throttled.labels(kind).inc()
+        raise ApiError(429, "the ingest queue is full; retry later", headers={"Retry-After": str(cfg.retry_after_s)})
+    results = await _produce_all(request, kind, topic, schema, events)
+    status = 200
+    if any(e.status == "retry" for e in events):
+        status = 429
+    elif any(e.status == "failed" for e in events):
+        status = 503
+    headers = {"Retry-After": str(cfg.retry_after_s)} if status in (429, 503) else None
+    body = {
+        "accepted": sum(e.status == "accepted" for e in events),
+        "rejected": sum(e.status == "rejected" for e in events),
+        "results": results,
+    }
+    return kit_web.json_ok(body, status=status, headers=headers)
+
+
+async def _produce_all(request: web.Request, kind: str, topic: str, schema: str,
+                       events: list[_Event]) -> list[dict[str, Any]]:
+    """Produce every good event and dead-letter every bad one, all at once; answer after the acks."""
+    cfg = request.app[CONFIG_KEY]
+    producer = request.app[PRODUCER_KEY]
+    codec = cfg.catalog.codec(schema)
+    dlq_codec = cfg.catalog.codec("dead_letter")
+    source = f"http:{request.path}"
+    pending: list[tuple[_Event, asyncio.Future[Any]]] = []
+    now = cfg.clock()
+    full = False
+    for e in events:
+        if full:
+            e.status = "retry"
+            continue
+        try:
+            if e.checked.record is not None:
+                try:
+                    data = codec.encode(e.checked.record)
+                except EncodeError as exc:
+                    e.checked = Checked(None, [("$", f"cannot be encoded: {exc}")])
+            if e.checked.record is not None:
+                fut = producer.produce(topic, data, key=e.checked.record["household_id"])
+            else:
+                first_field = e.checked.problems[0][0]
+                reason = "; ".join(f"{f}: {m}" for f, m in e.checked.problems)
+                dl = dead_letter_record(source, error_kind="invalid", reason=reason, value=e.raw, field=first_field,
+                                        failed_at=now)
+                fut = producer.produce(cfg.topic_dlq, dlq_codec.encode(dl))
+        except QueueFull:
+            full = True
+            e.status = "retry"
+            continue
+        pending.append((e, fut))
+    acks = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+    for (e, _), ack in zip(pending, acks, strict=True):
+        if isinstance(ack, BaseException):
+            log.error("delivery failed", extra={"kind": kind, "index": e.index, "error": str(ack)})
+            e.status = "failed"
+        else:
+            e.status = "accepted" if e.checked.record is not None else "rejected"
+    results: list[dict[str, Any]] = []
+    counts: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        r: dict[str, Any] = {"index": e.index, "id": e.ident, "status": e.status}
+        if e.checked.record is None:
+            r["errors"] = [{"field": f, "message": m} for f, m in e.checked.problems]
+        reason = "-" if e.checked.record is not None or not e.checked.problems else e.checked.problems[0][0]
+        counts[(e.status, reason)] += 1
+        results.append(r)
+    for (status, reason), n in counts.items():
+        cfg.metrics.events.labels(kind, status, reason).inc(n)
+    cfg.metrics.queue.set(producer.queue_length())
+    return results
+
+
+# --------------------------------------------------------------------------- postback
+
+
+async def postback(request: web.Request) -> web.Response:
+    """A partner's server-to-server postback: one conversion (or reversal) as query or form
+    parameters, authenticated by the partner's token (``Authorization: Bearer`` or ``token``)."""
+    params: dict[str, str] = dict(request.query)
+    if request.method == "POST":
+        form = await request.post()
+        params.update({k: str(v) for k, v in form.items()})
+    token = params.pop("token", None)
+    verifier = request.app[kit_web.VERIFIER_KEY]
+    principal = verifier.verify(token if token else bearer_token(request.headers.get("Authorization")))
+    principal.require("partner")
+    if principal.tenant_type != "partner" or not principal.tenant_id:
+        raise ApiError(403, "a postback token must name its partner (tenant_type=partner)")
+    cfg = request.app[CONFIG_KEY]
+    obj: dict[str, Any] = {k: v for k, v in params.items() if k != "timestamp"}
+    if "timestamp" in params and "event_time" not in params:
+        obj["event_time"] = params["timestamp"]
+    unknown = sorted(set(params) - POSTBACK_PARAMS)
+    checked = check_conversion(obj, now=cfg.clock(), max_future=cfg.max_future, source="postback",
+                               partner_id=principal.tenant_id, allowed_sources=("postback",))
+    if unknown:
+        # check_conversion already names unknown fields; keep the partner's own parameter names
+        checked = Checked(None, [p for p in checked.problems if p[0] not in unknown] + [(u, "unknown parameter") for u in unknown])
+    event = _Event(0, json.dumps(params).encode(), checked, params.get("conversion_id"))
+    producer = request.app[PRODUCER_KEY]
+    if producer.queue_length() + 1 > cfg.queue_max:
+        cfg.metrics.throttled.labels("postback").inc()
+        raise ApiError(429, "the ingest queue is full; retry later", headers={"Retry-After": str(cfg.retry_after_s)})
+    await _produce_all(request, "postback", cfg.topic_conversions, "conversion", [event])
+    if event.status == "rejected":
+        raise validation_error(checked.problems, "the postback has invalid parameters")
+    if event.status == "retry":
+        raise ApiError(429, "the ingest queue is full; retry later", headers={"Retry-After": str(cfg.retry_after_s)})
+    if event.status == "failed":
+        raise ApiError(503, "the event could not be stored; retry", headers={"Retry-After": str(cfg.retry_after_s)})
+    return kit_web.json_ok({"status": "accepted", "conversion_id": event.ident})

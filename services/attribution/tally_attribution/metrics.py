@@ -1,0 +1,49 @@
+"""Every metric the attribution service exports, in one place (name, type, meaning)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        #: events answered by the HTTP ingest; reason = the first offending field for rejections
+        self.events = Counter(
+            "tally_attribution_ingest_events_total", "Events received over HTTP by kind, result and reason",
+            ["kind", "result", "reason"], registry=registry)
+        #: requests refused with 429 because the producer queue was full
+        self.throttled = Counter(
+            "tally_attribution_ingest_throttled_total", "Requests answered 429 (producer queue full)", ["kind"],
+            registry=registry)
+        self.queue = Gauge(
+            "tally_attribution_ingest_producer_queue", "Records waiting for the broker's acknowledgement", registry=registry)
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter(
+            "tally_attribution_outcomes_total", "Conversion outcomes by kind, outcome and reason",
+            ["kind", "outcome", "reason"], registry=registry)
+        self.dead_letters = Counter(
+            "tally_attribution_dead_letters_total", "Records dead-lettered by the processor, by source topic and error kind",
+            ["topic", "error_kind"], registry=registry)
+        self.impressions = Counter(
+            "tally_attribution_impressions_total", "Impressions read by the processor", registry=registry)
+        self.terms_ignored = Counter(
+            "tally_attribution_terms_ignored_total", "contracts.terms records ignored (stale revision or invalid terms)",
+            registry=registry)
+        self.households = Gauge(
+            "tally_attribution_exposure_households", "Households in the exposure index", registry=registry)
+        self.exposures = Gauge(
+            "tally_attribution_exposures", "Exposures in the exposure index", registry=registry)
+        self.pending = Gauge(
+            "tally_attribution_pending_conversions", "Conversions waiting for their settle delay", registry=registry)
+        self.lag = Gauge(
+            "tally_attribution_consumer_lag", "Records not yet read, by topic and partition", ["topic", "partition"],
+            registry=registry)
+        self.decision_latency = Histogram(
+            "tally_attribution_decision_latency_seconds", "From a conversion's event time to its decision",
+            registry=registry,
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400))
+        self.transactions = Counter(
+            "tally_attribution_transactions_total", "Kafka transactions committed by the processor", registry=registry)

@@ -1,0 +1,470 @@
+"""The attribution processor: impressions + conversions + contract terms in, attributed
+conversions and one outcome per conversion out, exactly once.
+
+One Kafka transaction per cycle carries the outputs, the state changes (compacted changelog)
+and the consumed input offsets. A SIGKILL at any point leaves either the whole cycle or none
+of it; on restart ``init_transactions`` fences and aborts the dead incarnation's open
+transaction, the state is rebuilt from the changelog, and consumption resumes from the
+committed offsets — so a ``read_committed`` consumer sees each outcome once.
+
+Settle delay: a conversion arriving at broker time ``a`` is decided only once every impression
+partition is known complete up to ``a + settle`` (a record at or after that time was read, or
+the partition was read to its end at a clock reading at or after it). Exposures that arrive
+within the delay therefore count whatever the arrival order.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import CollectorRegistry
+
+from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
+from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
+from tally_streams.topics import TopicSpec
+
+from .domain import ContractBook, DeadLetter, Decider, Source
+from .metrics import ProcessorMetrics
+from .state import AttributionState
+
+log = logging.getLogger("tally.attribution.processor")
+
+Clock = Callable[[], datetime]
+PRUNE_INTERVAL_S = 300.0
+LAG_INTERVAL_S = 5.0
+CATCH_UP_CHECK_S = 0.1
+BATCH_MAX = 2000
+KAFKA_TIMEOUT_S = 30.0
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def state_topic_spec(name: str) -> TopicSpec:
+    """The processor's own changelog (compacted; kept as long as the state it rebuilds)."""
+    return TopicSpec(name, "state key", "none (JSON state values)", partitions=4, compacted=True)
+
+
+class ProcessorFailed(RuntimeError):
+    """A broken invariant (transaction failure, lost partitions): stop and restart from Kafka."""
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: Any,
+        catalog: SchemaCatalog,
+        *,
+        clock: Clock = system_clock,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.s = settings
+        self.clock = clock
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ProcessorMetrics(self.registry)
+        self.codecs: dict[str, AvroCodec] = {
+            name: catalog.codec(name)
+            for name in ("impression", "conversion", "contract_terms", "attributed_conversion", "conversion_outcome",
+                         "dead_letter")
+        }
+        self.book = ContractBook()
+        self.state = AttributionState()
+        self.decider = Decider(
+            self.book, self.state,
+            max_exposures_per_household=settings.attribution_max_exposures_per_household,
+            max_future=timedelta(seconds=settings.attribution_max_future_s),
+            dedupe_retention=timedelta(days=settings.attribution_dedupe_retention_days),
+            late_allowance=timedelta(days=settings.attribution_late_allowance_days),
+        )
+        self.settle_ms = int(settings.attribution_settle_delay_ms)
+        self.t_imp = settings.attribution_topic_impressions
+        self.t_conv = settings.attribution_topic_conversions
+        self.t_terms = settings.attribution_topic_terms
+        self.t_state = settings.attribution_topic_state
+        self.ready = threading.Event()
+        self._decoded: dict[str, dict[str, Any]] = {}
+        #: pending conversions by (arrival, topic, partition, offset): the decision order
+        self._due: list[tuple[int, str, int, int, str]] = []
+        self._imp_seen_ms: dict[int, int] = {}
+        self._imp_caught_up_ms: dict[int, int] = {}
+        self._last_arrival: dict[tuple[str, int], int] = {}
+        self._assigned: list[TopicPartition] = []
+        self._lost = False
+        self._failed = False
+        self._in_txn = False
+        self._txn_started = 0.0
+        self._last_catch_up = 0.0
+        self._last_prune = time.monotonic()
+        self._last_lag = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _now_ms(self) -> int:
+        return int(self.clock().timestamp() * 1000)
+
+    def run(self, stop: threading.Event) -> None:
+        bootstrap = self.s.kafka_bootstrap
+        ensure_topics(bootstrap, [state_topic_spec(self.t_state)])
+        self.producer = Producer(producer_config(
+            bootstrap, client_id="tally-attribution-processor",
+            **{"transactional.id": self.s.attribution_transactional_id, "transaction.timeout.ms": 60_000},
+        ))
+        # Fences any earlier incarnation and aborts its open transaction before we read state.
+        self.producer.init_transactions(KAFKA_TIMEOUT_S)
+        self._restore_state(bootstrap)
+        self.terms_consumer = self._terms_consumer(bootstrap)
+        self._load_terms(until_caught_up=True)
+        self.consumer = Consumer(consumer_config(
+            bootstrap, self.s.attribution_group,
+            **{"group.instance.id": self.s.attribution_transactional_id, "session.timeout.ms": 10_000,
+               "max.poll.interval.ms": 120_000, "fetch.wait.max.ms": 100},
+        ))
+        self.consumer.subscribe([self.t_imp, self.t_conv], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        log.info("processor started", extra={"state_keys": len(self.state.kv), "pending": len(self.state.pending)})
+        try:
+            while not stop.is_set():
+                self._cycle()
+            if self._in_txn:
+                self._commit()
+        except BaseException:
+            # Memory may hold half a cycle: never commit it; the restart rebuilds from Kafka.
+            self._failed = True
+            if self._in_txn:
+                try:
+                    self.producer.abort_transaction(KAFKA_TIMEOUT_S)
+                except KafkaException as exc:
+                    log.error("abort failed", extra={"error": str(exc)})
+            raise
+        finally:
+            self.consumer.close()
+            self.terms_consumer.close()
+            self.producer.flush(10)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = list(partitions)
+        self.ready.set()
+        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._in_txn and not self._failed:
+            self._commit()
+        self._assigned = []
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._lost = True
+
+    # ------------------------------------------------------------------ restore
+
+    def _restore_state(self, bootstrap: str) -> None:
+        c = Consumer(consumer_config(bootstrap, f"{self.s.attribution_group}-restore"))
+        try:
+            md = c.list_topics(self.t_state, timeout=KAFKA_TIMEOUT_S).topics[self.t_state]
+            ends: dict[int, int] = {}
+            for p in md.partitions:
+                lo, hi = watermarks(c, TopicPartition(self.t_state, p))
+                if hi > lo:
+                    ends[p] = hi
+            c.assign([TopicPartition(self.t_state, p, OFFSET_BEGINNING) for p in ends])
+            n = 0
+            while ends:
+                for m in c.consume(num_messages=5000, timeout=0.5):
+                    if m.error() is not None:
+                        continue
+                    key = m.key()
+                    if key is not None:
+                        self.state.restore(key, m.value())
+                    n += 1
+                for p in list(ends):
+                    pos = c.position([TopicPartition(self.t_state, p)])[0].offset
+                    if pos >= ends[p]:
+                        del ends[p]
+            for pending_key, pending in self.state.pending.items():
+                self._queue(pending_key, pending)
+                self._last_arrival[(pending["topic"], pending["p"])] = max(
+                    self._last_arrival.get((pending["topic"], pending["p"]), 0), pending["arr"])
+            log.info("state restored", extra={"records": n, "keys": len(self.state.kv)})
+        finally:
+            c.close()
+
+    def _terms_consumer(self, bootstrap: str) -> Consumer:
+        c = Consumer(consumer_config(bootstrap, f"{self.s.attribution_group}-terms"))
+        md = c.list_topics(self.t_terms, timeout=KAFKA_TIMEOUT_S).topics[self.t_terms]
+        c.assign([TopicPartition(self.t_terms, p, OFFSET_BEGINNING) for p in md.partitions])
+        return c
+
+    def _load_terms(self, *, until_caught_up: bool = False) -> None:
+        tc = self.terms_consumer
+        ends: dict[int, int] = {}
+        if until_caught_up:
+            for tp in tc.assignment():
+                lo, hi = watermarks(tc, tp)
+                if hi > lo:
+                    ends[tp.partition] = hi
+        while True:
+            msgs = tc.consume(num_messages=1000, timeout=0.5 if ends else 0)
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                try:
+                    record = self.codecs["contract_terms"].decode(m.value())
+                except DecodeError as exc:
+                    self.metrics.terms_ignored.inc()
+                    log.error("undecodable contracts.terms record", extra={"offset": m.offset(), "error": str(exc)})
+                    continue
+                why = self.book.apply(record)
+                if why is not None:
+                    self.metrics.terms_ignored.inc()
+                    log.warning("terms record ignored", extra={"contract_id": record["contract_id"], "why": why})
+            for p in list(ends):
+                if tc.position([TopicPartition(self.t_terms, p)])[0].offset >= ends[p]:
+                    del ends[p]
+            if not ends and (not msgs or not until_caught_up):
+                return
+
+    # ------------------------------------------------------------------ the cycle
+
+    def _cycle(self) -> None:
+        if self._lost:
+            raise ProcessorFailed("partitions lost (session expired); restarting from the committed state")
+        msgs = self.consumer.consume(num_messages=BATCH_MAX, timeout=0.05)
+        self._load_terms()
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            self._begin()
+            if m.topic() == self.t_imp:
+                self._on_impression(m)
+            else:
+                self._on_conversion(m)
+        self._decide_due()
+        mono = time.monotonic()
+        if mono - self._last_prune >= PRUNE_INTERVAL_S:
+            self._last_prune = mono
+            self._begin()
+            self.decider.prune(self.clock())
+        if mono - self._last_lag >= LAG_INTERVAL_S:
+            self._last_lag = mono
+            self._report_lag()
+        self.metrics.households.set(self.state.household_count)
+        self.metrics.exposures.set(self.state.exposure_count)
+        self.metrics.pending.set(len(self.state.pending))
+        if self._in_txn and (mono - self._txn_started) * 1000 >= self.s.attribution_commit_interval_ms:
+            self._commit()
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self.producer.begin_transaction()
+            self._in_txn = True
+            self._txn_started = time.monotonic()
+
+    def _arrival_ms(self, m: Message) -> int:
+        kind, ts = m.timestamp()
+        arrival = self._now_ms() if kind == TIMESTAMP_NOT_AVAILABLE else int(ts)
+        key = _coords(m)[:2]
+        # Monotone per partition, so records of one partition are decided in offset order.
+        arrival = max(arrival, self._last_arrival.get(key, 0))
+        self._last_arrival[key] = arrival
+        return arrival
+
+    def _on_impression(self, m: Message) -> None:
+        self.metrics.impressions.inc()
+        arrival = self._arrival_ms(m)
+        p = _coords(m)[1]
+        self._imp_seen_ms[p] = max(self._imp_seen_ms.get(p, 0), arrival)
+        try:
+            imp = self.codecs["impression"].decode(m.value())
+        except DecodeError as exc:
+            self._dead_letter(m, DeadLetter(exc.kind, exc.reason))
+            return
+        dl = self.decider.index_impression(imp, _from_ms(arrival))
+        if dl is not None:
+            self._dead_letter(m, dl)
+
+    def _on_conversion(self, m: Message) -> None:
+        try:
+            conv = self.codecs["conversion"].decode(m.value())
+        except DecodeError as exc:
+            self._dead_letter(m, DeadLetter(exc.kind, exc.reason))
+            return
+        src = Source(*_coords(m))
+        key = "q:" + src.id
+        raw = m.value()
+        assert raw is not None
+        record_key = m.key()
+        pending = {
+            "raw": base64.b64encode(raw).decode("ascii"), "arr": self._arrival_ms(m),
+            "topic": src.topic, "p": src.partition, "o": src.offset,
+            "key": None if record_key is None else base64.b64encode(record_key).decode("ascii"),
+        }
+        self.state.put_pending(key, pending)
+        self._queue(key, pending)
+        self._decoded[key] = conv
+
+    # ------------------------------------------------------------------ settle gate
+
+    def impression_watermark(self) -> int | None:
+        """Broker time up to which every assigned impression partition is known complete."""
+        parts = [tp.partition for tp in self._assigned if tp.topic == self.t_imp]
+        if not parts:
+            return None
+        return min(max(self._imp_seen_ms.get(p, 0), self._imp_caught_up_ms.get(p, 0)) for p in parts)
+
+    def _refresh_caught_up(self) -> None:
+        asked_at = self._now_ms()  # taken before asking: records older than this are below the end offsets
+        for tp in self._assigned:
+            if tp.topic != self.t_imp:
+                continue
+            part = TopicPartition(tp.topic, tp.partition)
+            lo, hi = watermarks(self.consumer, part)
+            pos = self.consumer.position([part])[0].offset
+            if pos < 0:
+                # Nothing read from it since the assignment: we stand at the committed offset
+                # (or, with none, at the log start).
+                pos = self.consumer.committed([part], timeout=KAFKA_TIMEOUT_S)[0].offset
+                pos = lo if pos < 0 else pos
+            if pos >= hi:
+                self._imp_caught_up_ms[tp.partition] = asked_at
+
+    def _decide_due(self) -> None:
+        """Decide, in arrival order, every pending conversion whose settle delay has passed."""
+        heap = self._due
+        while heap and heap[0][-1] not in self.state.pending:
+            heapq.heappop(heap)
+        if not heap:
+            return
+        first_due = heap[0][0] + self.settle_ms
+        wm = self.impression_watermark()
+        if wm is None:
+            return
+        mono = time.monotonic()
+        if first_due > wm and self._now_ms() >= first_due and mono - self._last_catch_up >= CATCH_UP_CHECK_S:
+            self._last_catch_up = mono
+            self._refresh_caught_up()
+            wm = self.impression_watermark() or 0
+        if first_due > wm:
+            return
+        self._begin()
+        while heap and heap[0][0] + self.settle_ms <= wm:
+            key = heapq.heappop(heap)[-1]
+            if key in self.state.pending:
+                self._decide(key)
+
+    def _queue(self, key: str, pending: dict[str, Any]) -> None:
+        heapq.heappush(self._due, (pending["arr"], pending["topic"], pending["p"], pending["o"], key))
+
+    def _decide(self, key: str) -> None:
+        p = self.state.pending[key]
+        raw = base64.b64decode(p["raw"])
+        conv = self._decoded.pop(key, None) or self.codecs["conversion"].decode(raw)
+        now = self.clock()
+        src = Source(p["topic"], p["p"], p["o"])
+        d = self.decider.decide(conv, src, _from_ms(p["arr"]), now)
+        self._produce(self.s.attribution_topic_outcomes, self.codecs["conversion_outcome"].encode(d.outcome),
+                      conv["conversion_id"])
+        if d.attributed is not None:
+            self._produce(self.s.attribution_topic_attributed,
+                          self.codecs["attributed_conversion"].encode(d.attributed), d.attributed["contract_id"])
+        if d.dead_letter is not None:
+            key_bytes = None if p["key"] is None else base64.b64decode(p["key"])
+            self._produce_dead_letter(src.topic, src.partition, src.offset, key_bytes, raw, d.dead_letter)
+        self.state.drop_pending(key)
+        self.metrics.outcomes.labels(conv["kind"], d.outcome["outcome"], d.reason or "-").inc()
+        self.metrics.decision_latency.observe(max(0.0, (now - conv["event_time"]).total_seconds()))
+
+    # ------------------------------------------------------------------ outputs
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | str | None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _dead_letter(self, m: Message, dl: DeadLetter) -> None:
+        self._produce_dead_letter(*_coords(m), m.key(), m.value(), dl)
+
+    def _produce_dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                             dl: DeadLetter) -> None:
+        dlq = self.s.attribution_topic_dlq_impressions if topic == self.t_imp else self.s.attribution_topic_dlq_conversions
+        record = dead_letter_record(topic, error_kind=dl.error_kind, reason=dl.reason, key=key, value=value,
+                                    partition=partition, offset=offset, field=dl.field, failed_at=self.clock())
+        self._produce(dlq, self.codecs["dead_letter"].encode(record), key)
+        self.metrics.dead_letters.labels(topic, dl.error_kind).inc()
+
+    def _commit(self) -> None:
+        for key, value in self.state.drain_changes():
+            self._produce(self.t_state, value, key)
+        positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
+        try:
+            if positions:
+                self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(),
+                                                          KAFKA_TIMEOUT_S)
+            while True:
+                try:
+                    self.producer.commit_transaction(KAFKA_TIMEOUT_S)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+        except KafkaException as exc:
+            # The in-memory state already holds this cycle: only a restart from Kafka is consistent.
+            raise ProcessorFailed(f"transaction failed: {exc}") from exc
+        self._in_txn = False
+        self.metrics.transactions.inc()
+
+    def _report_lag(self) -> None:
+        try:
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _, hi = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2)
+                lag = hi - tp.offset if tp.offset >= 0 else hi
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+        except KafkaException as exc:  # a metric never stops the processor
+            log.warning("lag not measured", extra={"error": str(exc)})
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """(low, high) offsets, retrying while a new topic's leadership settles."""
+    deadline = time.monotonic() + KAFKA_TIMEOUT_S
+    while True:
+        try:
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=KAFKA_TIMEOUT_S)
+            return int(lo), int(hi)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _coords(m: Message) -> tuple[str, int, int]:
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)

@@ -1,0 +1,142 @@
+"""The settle gate with an injected clock and stand-in Kafka clients: a conversion is decided
+only when every impression partition is complete up to its arrival + settle delay, so the
+outcome is the same whatever the arrival order within the delay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition
+
+from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, impression, terms_record
+from tally_attribution.processor import Processor
+from tally_attribution.settings import SPEC
+from tally_kit.settings import load
+from tally_streams.avro import SchemaCatalog
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+SETTLE = timedelta(minutes=5)
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int, key: str, value: bytes, at: datetime) -> None:
+        self._t, self._p, self._o, self._k, self._v = topic, partition, offset, key.encode(), value
+        self._ts = int(at.timestamp() * 1000)
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_CREATE_TIME, self._ts
+
+    def error(self) -> None:
+        return None
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, bytes]] = []
+
+    def begin_transaction(self) -> None:
+        return None
+
+    def produce(self, topic: str, value: bytes, key: Any = None) -> None:
+        self.sent.append((topic, key, value))
+
+
+class FakeConsumer:
+    """One impression partition whose log end is ``hi`` and whose read position is ``pos``."""
+
+    def __init__(self) -> None:
+        self.hi = 0
+        self.pos = 0
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float | None = None) -> tuple[int, int]:
+        return 0, self.hi
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.pos) for tp in tps]
+
+
+class Rig:
+    def __init__(self, catalog: SchemaCatalog) -> None:
+        self.now = T0
+        settings = load(SPEC, {"TALLY_ATTRIBUTION_SETTLE_DELAY_MS": str(int(SETTLE.total_seconds() * 1000))})
+        self.proc = Processor(settings, catalog, clock=lambda: self.now)
+        self.proc.producer = FakeProducer()  # type: ignore[assignment]
+        self.consumer = FakeConsumer()
+        self.proc.consumer = self.consumer  # type: ignore[assignment]
+        self.proc._in_txn = True
+        self.proc._assigned = [TopicPartition(self.proc.t_imp, 0)]
+        self.proc.book.apply(terms_record("k1", "adv", [(1, EPOCH_2026, None, cpa_terms("adv", ["c1"]))]))
+        self.catalog = catalog
+        self.conv_offset = 0
+
+    def impression(self, arrival: datetime) -> None:
+        rec = impression("i1", "h", T0 - timedelta(hours=1), "adv", "c1", "p1")
+        m = FakeMessage(self.proc.t_imp, 0, self.consumer.hi, "h", self.catalog.codec("impression").encode(rec), arrival)
+        self.consumer.hi += 1
+        self.proc._on_impression(m)  # type: ignore[arg-type]
+        self.consumer.pos = self.consumer.hi
+
+    def conversion(self, arrival: datetime) -> None:
+        rec = conversion("v1", "h", T0, "adv")
+        m = FakeMessage(self.proc.t_conv, 0, self.conv_offset, "h", self.catalog.codec("conversion").encode(rec), arrival)
+        self.conv_offset += 1
+        self.proc._on_conversion(m)  # type: ignore[arg-type]
+
+    def tick(self, at: datetime) -> list[dict[str, Any]]:
+        self.now = at
+        self.proc._last_catch_up = 0.0
+        self.proc._decide_due()
+        codec = self.catalog.codec("conversion_outcome")
+        assert isinstance(self.proc.producer, FakeProducer)
+        return [codec.decode(v) for t, _, v in self.proc.producer.sent if t == self.proc.s.attribution_topic_outcomes]
+
+
+def test_exposure_arriving_within_the_settle_delay_counts(catalog: SchemaCatalog) -> None:
+    rig = Rig(catalog)
+    rig.conversion(arrival=T0)
+    rig.consumer.hi += 1  # an impression is on the broker but not read yet (consumer lag)
+    assert rig.tick(T0 + SETTLE * 2) == []  # wall clock alone never decides: the partition is behind
+    rig.consumer.hi -= 1
+    rig.impression(arrival=T0 + SETTLE - timedelta(seconds=1))
+    assert rig.tick(T0 + SETTLE - timedelta(milliseconds=1)) == []  # not due yet
+    [out] = rig.tick(T0 + SETTLE)
+    assert (out["outcome"], out["exposure_id"]) == ("attributed", "i1")
+
+
+def test_outcome_is_the_same_in_either_arrival_order(catalog: SchemaCatalog) -> None:
+    first = Rig(catalog)
+    first.impression(arrival=T0)
+    first.conversion(arrival=T0 + timedelta(seconds=1))
+    second = Rig(catalog)
+    second.conversion(arrival=T0)
+    second.impression(arrival=T0 + timedelta(minutes=4))
+    a = first.tick(T0 + timedelta(minutes=10))
+    b = second.tick(T0 + timedelta(minutes=10))
+    keep = ("outcome", "reason", "contract_id", "exposure_id", "partner_id", "advertiser_amount", "partner_payout")
+    assert [{k: o[k] for k in keep} for o in a] == [{k: o[k] for k in keep} for o in b]
+    assert a[0]["outcome"] == "attributed"
+
+
+def test_exposure_after_the_settle_delay_is_too_late(catalog: SchemaCatalog) -> None:
+    rig = Rig(catalog)
+    rig.conversion(arrival=T0)
+    [out] = rig.tick(T0 + SETTLE)  # partition read to its end at the due time: decided
+    rig.impression(arrival=T0 + SETTLE + timedelta(seconds=1))
+    assert out["reason"] == "no_exposure"
+    assert rig.proc.state.pending == {}
