@@ -1,0 +1,1 @@
+"""Tally metering: running billable totals per contract and billing period, exact through crashes."""

@@ -1,0 +1,332 @@
+"""Metering's pure domain: mergeable period totals, rating them into lines, closes, adjustments.
+
+Nothing here does I/O. The billing library prices (``tally_billing.cpm.rate_cpm_period``);
+this module keeps the *counts* it prices from. A period's totals are a commutative monoid —
+counts per category, pre-cap billable impressions per contract version, exact CPA sums per
+(version, event type) and per partner, and the highest source offsets included — so totals
+built from any split of the input (per partition, per batch) merge to the same result, and
+every amount is derived from counts when it is needed, never accumulated with rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Context, Decimal, Inexact, localcontext
+from typing import Any
+
+from tally_billing.cpm import BUDGET_ALERT_THRESHOLDS_PCT, VersionCount, rate_cpm_period
+from tally_billing.money import Currency, exact, round_to_minor
+from tally_billing.periods import Period
+from tally_billing.versions import ContractVersion, versions_in_period
+
+from .contracts import Contract
+
+SEP = "\x1f"  # separator inside composite keys (never appears in ids)
+ZERO = Decimal(0)
+
+# Impression categories, in the order they are decided (the first that applies wins).
+RECEIVED = "received"
+DUPLICATE = "duplicate"
+OTHER_MEASUREMENT = "other_measurement"
+IVT_GIVT = "ivt_givt"
+IVT_SIVT = "ivt_sivt"
+OUTSIDE_FLIGHT = "outside_flight"
+UNCOVERED = "uncovered_campaign"
+IN_SCOPE = "in_scope"  # valid, unique, in flight, covered: billable unless past a cap
+BILLABLE = "billable"
+OVER_DELIVERY = "over_delivery"
+CONVERSIONS_ATTRIBUTED = "conversions_attributed"
+CONVERSIONS_REVERSED = "conversions_reversed"
+REVERSAL_RECORDS = "reversal_records"
+DUPLICATE_CONVERSIONS = "duplicate_conversions"
+
+
+def _add(a: Decimal, b: Decimal) -> Decimal:
+    with exact():
+        return a + b
+
+
+@dataclass
+class PeriodTotals:
+    """Mergeable totals of one contract in one billing period."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    #: pre-cap billable impressions per contract version
+    in_scope_by_version: dict[int, int] = field(default_factory=dict)
+    #: CPA: "version<SEP>event_type" -> [net conversions, exact advertiser amount]
+    cpa: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    #: CPA: "partner<SEP>version<SEP>event_type" -> [net conversions, exact payout]
+    payouts: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    #: "topic<SEP>partition" -> next offset after the last record included
+    offsets: dict[str, int] = field(default_factory=dict)
+    max_event_us: int = 0
+
+    def count(self, category: str, n: int = 1) -> None:
+        self.counts[category] = self.counts.get(category, 0) + n
+
+    def add_in_scope(self, version: int, n: int = 1) -> None:
+        self.in_scope_by_version[version] = self.in_scope_by_version.get(version, 0) + n
+
+    def add_cpa(self, version: int, event_type: str, quantity: int, amount: Decimal,
+                partner_id: str | None, payout: Decimal) -> None:
+        k = f"{version}{SEP}{event_type}"
+        q, a = self.cpa.get(k, (0, ZERO))
+        self.cpa[k] = (q + quantity, _add(a, amount))
+        if partner_id is not None:
+            pk = f"{partner_id}{SEP}{version}{SEP}{event_type}"
+            q, a = self.payouts.get(pk, (0, ZERO))
+            self.payouts[pk] = (q + quantity, _add(a, payout))
+
+    def include_offset(self, topic: str, partition: int, next_offset: int) -> None:
+        k = f"{topic}{SEP}{partition}"
+        if next_offset > self.offsets.get(k, -1):
+            self.offsets[k] = next_offset
+
+    def merge(self, other: PeriodTotals) -> None:
+        for k, n in other.counts.items():
+            self.count(k, n)
+        for v, n in other.in_scope_by_version.items():
+            self.add_in_scope(v, n)
+        for k, (q, a) in other.cpa.items():
+            q0, a0 = self.cpa.get(k, (0, ZERO))
+            self.cpa[k] = (q0 + q, _add(a0, a))
+        for k, (q, a) in other.payouts.items():
+            q0, a0 = self.payouts.get(k, (0, ZERO))
+            self.payouts[k] = (q0 + q, _add(a0, a))
+        for k, o in other.offsets.items():
+            if o > self.offsets.get(k, -1):
+                self.offsets[k] = o
+        self.max_event_us = max(self.max_event_us, other.max_event_us)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts,
+            "in_scope": {str(v): n for v, n in self.in_scope_by_version.items()},
+            "cpa": {k: [q, str(a)] for k, (q, a) in self.cpa.items()},
+            "payouts": {k: [q, str(a)] for k, (q, a) in self.payouts.items()},
+            "offsets": self.offsets,
+            "max_event_us": self.max_event_us,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PeriodTotals:
+        return cls(
+            counts=dict(d.get("counts", {})),
+            in_scope_by_version={int(v): int(n) for v, n in d.get("in_scope", {}).items()},
+            cpa={k: (int(q), Decimal(a)) for k, (q, a) in d.get("cpa", {}).items()},
+            payouts={k: (int(q), Decimal(a)) for k, (q, a) in d.get("payouts", {}).items()},
+            offsets={k: int(o) for k, o in d.get("offsets", {}).items()},
+            max_event_us=int(d.get("max_event_us", 0)),
+        )
+
+
+# --------------------------------------------------------------------------- lines
+
+
+@dataclass(frozen=True)
+class Line:
+    line_type: str  # cpm_impressions | cpm_over_delivery | cpa_conversions
+    contract_version: int
+    price_point: str
+    event_type: str | None
+    quantity: int
+    unit: str  # per_thousand | per_unit
+    unit_price: Decimal
+    amount_exact: Decimal
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.line_type, self.contract_version, self.price_point)
+
+
+@dataclass(frozen=True)
+class PayoutLine:
+    partner_id: str
+    contract_version: int
+    event_type: str
+    quantity: int
+    amount_exact: Decimal
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.partner_id, self.contract_version, self.event_type)
+
+
+@dataclass(frozen=True)
+class Rating:
+    lines: tuple[Line, ...]
+    payouts: tuple[PayoutLine, ...]
+    minimum_commitment: Decimal | None
+
+    @property
+    def amount(self) -> Decimal:
+        with exact():
+            return sum((ln.amount_exact for ln in self.lines), ZERO)
+
+    def quantity(self, line_type: str) -> int:
+        return sum(ln.quantity for ln in self.lines if ln.line_type == line_type)
+
+
+_UNIT_PRICE_DISPLAY = Currency("unit-price", 12)  # the Avro decimal scale of unit_price, not a currency
+
+
+def display_unit_price(amount: Decimal, quantity: int) -> Decimal:
+    """amount ÷ quantity for a line whose items have different prices (percentage CPA prices).
+
+    Exact when it can be; otherwise rounded half-even to the schema's 12 decimals through the
+    one rounding function. Informational only: invoices use ``amount_exact``. Zero quantity
+    (partial refunds only) shows a zero unit price.
+    """
+    if quantity == 0:
+        return ZERO
+    try:
+        with exact():
+            q = amount / quantity
+        if -q.as_tuple().exponent <= 12:  # type: ignore[operator]
+            return q
+    except Inexact:
+        pass
+    with localcontext(Context(prec=60)):
+        q = amount / quantity
+    return round_to_minor(q, _UNIT_PRICE_DISPLAY)
+
+
+def versions_governing(contract: Contract, period: Period) -> list[ContractVersion]:
+    return versions_in_period(list(contract.versions), period)
+
+
+def terms_at_end(contract: Contract, period: Period) -> ContractVersion:
+    """The version that governs the end of ``period`` (else the last one touching it, else the first)."""
+    inside = versions_governing(contract, period)
+    if inside:
+        return inside[-1]
+    before = [v for v in contract.versions if v.effective_from < period.end]
+    return before[-1] if before else contract.versions[0]
+
+
+def rate_period(
+    contract: Contract,
+    period: Period,
+    totals: PeriodTotals,
+    *,
+    prior_lifetime_impressions: int = 0,
+    prior_billed_total: Decimal = ZERO,
+) -> Rating:
+    """The lines of one contract's period, derived from its counts."""
+    lines: list[Line] = []
+    minimum: Decimal | None = None
+    end_terms = terms_at_end(contract, period).terms
+    if contract.contract_type == "cpm":
+        counts = []
+        for v, n in sorted(totals.in_scope_by_version.items()):
+            if n == 0:
+                continue
+            version = contract.version(v)
+            if version is None:
+                raise ValueError(f"contract {contract.contract_id} has no version {v}")
+            counts.append(VersionCount(version, n))
+        rating = rate_cpm_period(counts, prior_lifetime_impressions=prior_lifetime_impressions,
+                                 prior_billed_total=prior_billed_total)
+        merged: dict[tuple[int, int], tuple[Decimal, int]] = {}
+        for p in rating.price_points:
+            rate, n = merged.get((p.version, p.band_index), (p.rate_cpm, 0))
+            merged[(p.version, p.band_index)] = (rate, n + p.impressions)
+        for (version_no, band), (rate, n) in sorted(merged.items()):
+            with exact():
+                amount = Decimal(n) * rate / 1000
+            lines.append(Line("cpm_impressions", version_no, f"band:{band}", None, n, "per_thousand", rate, amount))
+        for version_no, n in rating.over_delivery:
+            lines.append(Line("cpm_over_delivery", version_no, "over_delivery", None, n, "per_thousand", ZERO, ZERO))
+        if end_terms.cpm is not None:
+            minimum = end_terms.cpm.minimum_commitment_per_period
+    payouts: list[PayoutLine] = []
+    for k, (q, a) in sorted(totals.cpa.items()):
+        v_s, event_type = k.split(SEP)
+        lines.append(Line("cpa_conversions", int(v_s), f"event:{event_type}", event_type, q, "per_unit",
+                          display_unit_price(a, q), a))
+    for k, (q, a) in sorted(totals.payouts.items()):
+        partner, v_s, event_type = k.split(SEP)
+        payouts.append(PayoutLine(partner, int(v_s), event_type, q, a))
+    return Rating(tuple(lines), tuple(payouts), minimum)
+
+
+def diff_lines(before: Iterable[Line], after: Iterable[Line]) -> list[Line]:
+    """What changed from ``before`` to ``after``, per price point (quantity and exact amount).
+
+    Adjustments are these differences, so a closed period plus its adjustments always equals
+    the rating of every event that belongs to it — telescoping, whatever order they came in.
+    """
+    b = {ln.key: ln for ln in before}
+    a = {ln.key: ln for ln in after}
+    out = []
+    for k in sorted(set(a) | set(b)):
+        old, new = b.get(k), a.get(k)
+        q = (new.quantity if new else 0) - (old.quantity if old else 0)
+        with exact():
+            amount = (new.amount_exact if new else ZERO) - (old.amount_exact if old else ZERO)
+        if q == 0 and amount == 0:
+            continue
+        ref = new or old
+        assert ref is not None
+        unit_price = ref.unit_price if ref.line_type != "cpa_conversions" else display_unit_price(amount, q)
+        out.append(Line(ref.line_type, ref.contract_version, ref.price_point, ref.event_type, q, ref.unit,
+                        unit_price, amount))
+    return out
+
+
+def alert_thresholds(spent: Decimal, cap: Decimal | None) -> list[int]:
+    """Thresholds (50/80/100 % of ``cap``) that ``spent`` has reached."""
+    if cap is None or cap <= 0:
+        return []
+    with exact():
+        return [pct for pct in BUDGET_ALERT_THRESHOLDS_PCT if spent * 100 >= cap * pct]
+
+
+def close_id(contract_id: str, period_key: str) -> str:
+    return f"{contract_id}/{period_key}"
+
+
+def period_closed_record(
+    contract: Contract, period: Period, totals: PeriodTotals, rating: Rating, closed_at: datetime
+) -> dict[str, Any]:
+    """The ``period_closed`` v1 record of a period (a pure function of its inputs)."""
+    end_terms = terms_at_end(contract, period).terms
+    counts = {k: v for k, v in sorted(totals.counts.items()) if k != IN_SCOPE}
+    if contract.contract_type == "cpm":
+        counts[BILLABLE] = rating.quantity("cpm_impressions")
+        counts[OVER_DELIVERY] = rating.quantity("cpm_over_delivery")
+    offsets = []
+    for k, o in sorted(totals.offsets.items()):
+        topic, partition = k.split(SEP)
+        offsets.append({"topic": topic, "partition": int(partition), "offset": o})
+    return {
+        "close_id": close_id(contract.contract_id, period.key),
+        "contract_id": contract.contract_id,
+        "advertiser_id": contract.advertiser_id,
+        "contract_type": contract.contract_type,
+        "currency": contract.currency,
+        "time_zone": contract.time_zone,
+        "period_kind": str(period.kind),
+        "period_key": period.key,
+        "period_start": period.start,
+        "period_end": period.end,
+        "closed_at": closed_at,
+        "payment_terms_days": end_terms.common.payment_terms_days,
+        "po_reference": end_terms.common.po_reference,
+        "minimum_commitment": rating.minimum_commitment,
+        "lines": [
+            {"line_type": ln.line_type, "contract_version": ln.contract_version, "price_point": ln.price_point,
+             "event_type": ln.event_type, "quantity": ln.quantity, "unit": ln.unit, "unit_price": ln.unit_price,
+             "amount_exact": ln.amount_exact}
+            for ln in rating.lines
+        ],
+        "payouts": [
+            {"partner_id": p.partner_id, "contract_version": p.contract_version, "event_type": p.event_type,
+             "quantity": p.quantity, "amount_exact": p.amount_exact}
+            for p in rating.payouts
+        ],
+        "counts": counts,
+        "source_offsets": offsets,
+    }
