@@ -8,7 +8,9 @@ export TALLY_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
 export TALLY_PG_PORT ?= 5433
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status logs lint test test-unit demo clean-state
+.PHONY: help setup up down status logs lint test test-unit demo bench clean-state
+
+include services/console/Makefile.inc
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,11 +51,17 @@ lint: setup ## ruff on everything, mypy on every library and service package
 test-unit: setup ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: up lint ## the full suite against the real stack: lint, unit, integration, end-to-end
+test: up lint console-setup ## the full suite against the real stack: lint, unit, integration, end-to-end, console + browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	services/console/bin/test.sh all
 
-demo: up ## run the whole system (today: the stack; services join as they land)
-	@echo "The stack is up. Services are not part of the demo yet: see README.md."
+demo: up console-setup ## run the whole system: every service behind the console (demo users on); prints URLs
+	cd services/console/web && npm run build
+	$(PY) -m tally_console.devstack --demo --port $${TALLY_CONSOLE_PORT:-8080}
+
+BENCH_ARGS ?=
+bench: up ## benchmarks: Tally beside Kafka's own perf tools and a Kafka Streams peer (~15 min; figures in results/)
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean-state: down ## delete all local data (Kafka logs, PostgreSQL cluster)
 	rm -rf .state

@@ -1,0 +1,23 @@
+import { combineSlices, configureStore } from "@reduxjs/toolkit"
+import { setupListeners } from "@reduxjs/toolkit/query"
+import { apiSlice } from "./api"
+import { sessionSlice } from "../features/session/sessionSlice"
+import { liveSpendSlice } from "../features/overview/liveSpendSlice"
+
+const rootReducer = combineSlices(apiSlice, sessionSlice, liveSpendSlice)
+
+export type RootState = ReturnType<typeof rootReducer>
+
+/** A fresh store; tests build real ones with the state they need. */
+export const makeStore = (preloadedState?: Partial<RootState>) => {
+  const store = configureStore({
+    reducer: rootReducer,
+    middleware: (getDefaultMiddleware) => getDefaultMiddleware().concat(apiSlice.middleware),
+    preloadedState,
+  })
+  setupListeners(store.dispatch)
+  return store
+}
+
+export type AppStore = ReturnType<typeof makeStore>
+export type AppDispatch = AppStore["dispatch"]

@@ -1,0 +1,68 @@
+import { apiSlice } from "../../app/api"
+import type { Page } from "../contracts/types"
+import type { Invoice, Lineage, Statement } from "./types"
+
+/** The invoicing service behind the gateway. */
+export const INVOICING = "/invoicing"
+
+export type DocKind = "invoices" | "statements"
+
+export interface DocFilters {
+  status?: string
+  period_key?: string
+  cursor?: string | null
+}
+
+const qs = (f: DocFilters) => {
+  const q = new URLSearchParams({ limit: "20" })
+  if (f.status) q.set("status", f.status)
+  if (f.period_key) q.set("period_key", f.period_key)
+  if (f.cursor) q.set("cursor", f.cursor)
+  return q.toString()
+}
+
+export const invoicesApi = apiSlice.injectEndpoints({
+  endpoints: (build) => ({
+    listInvoices: build.query<Page<Omit<Invoice, "lines">>, DocFilters>({
+      query: (f) => `${INVOICING}/invoices?${qs(f)}`,
+      providesTags: ["InvoiceList"],
+    }),
+    listStatements: build.query<Page<Omit<Statement, "lines">>, DocFilters>({
+      query: (f) => `${INVOICING}/statements?${qs(f)}`,
+      providesTags: ["StatementList"],
+    }),
+    getInvoice: build.query<Invoice, string>({
+      query: (id) => `${INVOICING}/invoices/${encodeURIComponent(id)}`,
+      providesTags: (_r, _e, id) => [{ type: "Invoice", id }],
+    }),
+    getStatement: build.query<Statement, string>({
+      query: (id) => `${INVOICING}/statements/${encodeURIComponent(id)}`,
+      providesTags: (_r, _e, id) => [{ type: "Statement", id }],
+    }),
+    lineLineage: build.query<Lineage, { kind: DocKind; id: string; lineId: string }>({
+      query: ({ kind, id, lineId }) => `${INVOICING}/${kind}/${encodeURIComponent(id)}/lines/${encodeURIComponent(lineId)}/lineage`,
+    }),
+    invoiceAction: build.mutation<Invoice, { id: string; action: "finalize" | "send" | "mark-paid" | "void"; reason?: string }>({
+      query: ({ id, action, reason }) => ({
+        url: `${INVOICING}/invoices/${encodeURIComponent(id)}/${action}`,
+        method: "POST",
+        body: reason ? { reason } : {},
+      }),
+      invalidatesTags: (_r, _e, a) => [{ type: "Invoice", id: a.id }, "InvoiceList"],
+    }),
+    statementAction: build.mutation<Statement, { id: string; action: "finalize" | "send" | "mark-paid" }>({
+      query: ({ id, action }) => ({ url: `${INVOICING}/statements/${encodeURIComponent(id)}/${action}`, method: "POST", body: {} }),
+      invalidatesTags: (_r, _e, a) => [{ type: "Statement", id: a.id }, "StatementList"],
+    }),
+  }),
+})
+
+export const {
+  useListInvoicesQuery,
+  useListStatementsQuery,
+  useGetInvoiceQuery,
+  useGetStatementQuery,
+  useLazyLineLineageQuery,
+  useInvoiceActionMutation,
+  useStatementActionMutation,
+} = invoicesApi
