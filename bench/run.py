@@ -1,0 +1,283 @@
+"""``make bench``: Tally measured beside Kafka's own ceiling and a Kafka Streams peer.
+
+Usage: ``.venv/bin/python bench/run.py [--runs 3] [--impressions 500000] [--only kafka,peer,...]
+[--quick] [--profile]``. Prints the table and writes ``results/bench-<UTC time>.json`` and
+``results/bench-latest.json``. Every figure is the median of ``--runs`` runs (at least 3 for a
+real measurement) with min and max; ratios are computed within one round (the same data, one
+after the other) and then summarised the same way. Anything that cannot be measured is printed
+as "not measured: <why>", never as a number. All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tally_bench import common
+from tally_bench.common import NotMeasured, Report, Target
+
+SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts")
+
+
+def declare(report: Report) -> None:
+    f = report.figure
+    s1, s2, s3 = "1 Kafka ceiling (Kafka's own perf tools)", "2 Python floor (confluent-kafka + fastavro)", "3 Kafka Streams peer"
+    f("kafka.producer", s1, "ProducerPerformance, impression-sized records", "records/s",
+      note="acks=all, idempotent, lz4, linger 5 ms (Tally's producer settings)")
+    f("kafka.producer_p99", s1, "ProducerPerformance p99 latency", "ms")
+    f("kafka.consumer", s1, "ConsumerPerformance on the impressions topic", "records/s")
+    f("floor.codec", s2, "batch consume + tally_streams AvroCodec.decode", "records/s")
+    f("floor.fastavro", s2, "batch consume + raw fastavro schemaless_reader", "records/s")
+    f("ratio.floor_over_kafka", s2, "floor (codec) / Kafka consumer, same round", "ratio")
+    f("peer.eos", s3, "Kafka Streams CPM counts (exactly_once_v2, 1 thread)", "records/s",
+      note="decode + IVT/flight/campaign filter + RocksDB dedupe + repartition + count; counts checked")
+    f("peer.alo", s3, "Kafka Streams CPM counts (at_least_once, 1 thread)", "records/s",
+      note="the same topology without transactions: what exactly-once costs the peer")
+    s4 = "4 Ingest (HTTP batches, load generator in a second process)"
+    f("ingest.events", s4, "POST /v1/impressions accepted events/s", "events/s", target=Target(">=", 100_000, ">= 100,000"))
+    f("ingest.p50", s4, "request latency p50", "ms")
+    f("ingest.p99", s4, "request latency p99", "ms")
+    s5 = "5 Attribution"
+    f("attribution.conversions", s5, "conversions/s decided, exposure index >= 1M households", "conversions/s")
+    s6 = "6 Metering"
+    f("metering.worker", s6, "impressions/s per worker process (pre-filled topic)", "impressions/s",
+      target=Target(">=", 100_000, ">= 100,000"), note="to the committed running totals; totals checked per price point")
+    f("ratio.metering_over_peer", s6, "metering / Kafka Streams peer, same round", "ratio", target=Target(">=", 1.0, ">= 1.00x"))
+    f("ratio.metering_over_floor", s6, "metering / Python floor (codec), same round", "ratio")
+    f("metering.e2e_p50", s6, "end-to-end p50, production -> GET /v1/spend @20k/s", "ms")
+    f("metering.e2e_p99", s6, "end-to-end p99, production -> GET /v1/spend @20k/s", "ms", target=Target("<", 2000, "< 2000 ms"))
+    f("metering.e2e_offered", s6, "offered load achieved by the producer", "events/s")
+    s7 = "7 Invoicing"
+    f("invoicing.wall", s7, "10,000 closed contract-periods -> 10,000 draft invoices", "s", target=Target("<", 60, "< 60 s"))
+    s8 = "8 Contracts API"
+    f("contracts.reads", s8, "GET /contracts/{id} requests/s", "requests/s")
+    f("contracts.reads_p99", s8, "GET /contracts/{id} p99", "ms")
+    f("contracts.flows", s8, "create -> submit -> approve flows/s", "flows/s")
+    f("contracts.flows_p99", s8, "create -> submit -> approve flow p99", "ms")
+
+
+def guarded(report: Report, keys: list[str], fn: Callable[[], None]) -> None:
+    """Run one measurement; on failure the keys not yet measured say why, in words."""
+    try:
+        fn()
+    except NotMeasured as exc:
+        print(f"  not measured: {exc}", flush=True)
+        report.not_measured(keys, str(exc))
+    except Exception as exc:  # a crash in one benchmark must not hide the others' figures
+        traceback.print_exc()
+        report.not_measured(keys, f"harness error: {type(exc).__name__}: {exc}")
+
+
+def stream_rounds(report: Report, args: argparse.Namespace) -> None:
+    from tally_bench import dataset, kafka_ceiling, metering, peer, python_floor
+
+    from tally_streams.kafka import delete_topics
+
+    want = set(args.only)
+    if not want & {"kafka", "floor", "peer", "metering"}:
+        return
+    print(f"filling a throwaway topic with {args.impressions:,} Avro impressions ...", flush=True)
+    ds = dataset.build(args.impressions)
+    print(f"  {ds.topic}: {ds.records:,} records, {ds.billable:,} billable, {ds.avg_record_bytes} bytes on average, "
+          f"{len(ds.expected)} (contract, period, rate) keys", flush=True)
+    report.figures["kafka.producer"].note += f"; record size {ds.avg_record_bytes} B (mean encoded impression)"
+    peer_ok: str | None = None
+    if "peer" in want:
+        print("building the Kafka Streams peer (mvn -q -B package) ...", flush=True)
+        try:
+            peer.build()
+        except NotMeasured as exc:
+            peer_ok = str(exc)
+            report.not_measured(["peer.eos", "peer.alo", "ratio.metering_over_peer"], peer_ok)
+    try:
+        for r in range(args.runs):
+            print(f"round {r + 1}/{args.runs}", flush=True)
+            got: dict[str, float] = {}
+
+            def rec(key: str, value: float, got: dict[str, float] = got) -> None:
+                got[key] = value
+                report.add(key, value)
+                print(f"  {key:<28} {value:,.1f}", flush=True)
+
+            if "kafka" in want:
+                def kafka() -> None:
+                    p = kafka_ceiling.produce(ds.records, ds.avg_record_bytes)
+                    rec("kafka.producer", p["records_per_s"])
+                    rec("kafka.producer_p99", p["p99_ms"])
+                    rec("kafka.consumer", kafka_ceiling.consume(ds.topic, ds.records)["records_per_s"])
+                guarded(report, ["kafka.producer", "kafka.producer_p99", "kafka.consumer"], kafka)
+            if "floor" in want:
+                def floor() -> None:
+                    rec("floor.codec", python_floor.consume(ds.topic, ds.records, "codec"))
+                    rec("floor.fastavro", python_floor.consume(ds.topic, ds.records, "fastavro"))
+                guarded(report, ["floor.codec", "floor.fastavro"], floor)
+            if "peer" in want and peer_ok is None:
+                guarded(report, ["peer.eos"], lambda: rec("peer.eos", peer.run(ds)["records_per_s"]))
+                guarded(report, ["peer.alo"],
+                        lambda: rec("peer.alo", peer.run(ds, guarantee="at_least_once")["records_per_s"]))
+            if "metering" in want:
+                guarded(report, ["metering.worker"],
+                        lambda: rec("metering.worker", metering.throughput(ds)["records_per_s"]))
+            if "floor.codec" in got and "kafka.consumer" in got:
+                rec("ratio.floor_over_kafka", got["floor.codec"] / got["kafka.consumer"])
+            if "metering.worker" in got and "peer.eos" in got:
+                rec("ratio.metering_over_peer", got["metering.worker"] / got["peer.eos"])
+            if "metering.worker" in got and "floor.codec" in got:
+                rec("ratio.metering_over_floor", got["metering.worker"] / got["floor.codec"])
+        if args.profile and "metering" in want:
+            print("profiling one more metering run (py-spy, not counted) ...", flush=True)
+            try:
+                report.profiles["metering worker (py-spy)"] = metering.throughput(ds, profile=True)["profile"]
+            except NotMeasured as exc:
+                report.profiles["metering worker (py-spy)"] = f"not profiled: {exc}"
+    finally:
+        delete_topics(common.BOOTSTRAP, [ds.topic])
+    for key, why in (("ratio.floor_over_kafka", "needs the floor and the Kafka consumer in the same round"),
+                     ("ratio.metering_over_peer", "needs metering and the peer measured in the same round"),
+                     ("ratio.metering_over_floor", "needs metering and the floor measured in the same round")):
+        report.not_measured([key], why)
+
+
+def ingest_runs(report: Report, args: argparse.Namespace) -> None:
+    from tally_bench.ingest import IngestBench
+
+    keys = ["ingest.events", "ingest.p50", "ingest.p99"]
+
+    def body() -> None:
+        with IngestBench() as b:
+            for r in range(args.runs):
+                out = b.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency, duration_s=args.ingest_seconds)
+                print(f"  round {r + 1}: {out}", flush=True)
+                report.add("ingest.events", out["events_per_s"])
+                report.add("ingest.p50", out["p50_ms"])
+                report.add("ingest.p99", out["p99_ms"])
+            if args.profile:
+                print("  profiling one more ingest run (py-spy, not counted) ...", flush=True)
+                out = b.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency, duration_s=args.ingest_seconds,
+                            profile=True)
+                report.profiles["attribution ingest (py-spy)"] = out["profile"]
+        report.figures["ingest.events"].note = (f"batches of {args.ingest_batch} (JSON array), {args.ingest_concurrency} "
+                                                f"requests in flight, {args.ingest_seconds:.0f} s per run, acks=all")
+
+    guarded(report, keys, body)
+
+
+def e2e_runs(report: Report, args: argparse.Namespace) -> None:
+    from tally_bench.metering import EndToEnd
+
+    keys = ["metering.e2e_p50", "metering.e2e_p99", "metering.e2e_offered"]
+
+    def body() -> None:
+        env = {}
+        if args.e2e_totals_interval_ms:
+            env["TALLY_METERING_TOTALS_INTERVAL_MS"] = str(args.e2e_totals_interval_ms)
+            for k in keys:
+                report.figures[k].note = f"TALLY_METERING_TOTALS_INTERVAL_MS={args.e2e_totals_interval_ms} (not the default)"
+        with EndToEnd(env=env) as e2e:
+            for r in range(args.runs):
+                out = e2e.run(rate=args.e2e_rate, duration_s=args.e2e_seconds)
+                print(f"  round {r + 1}: {out}", flush=True)
+                report.add("metering.e2e_p50", out["p50_ms"])
+                report.add("metering.e2e_p99", out["p99_ms"])
+                report.add("metering.e2e_offered", out["offered_per_s"])
+
+    guarded(report, keys, body)
+
+
+def optional(report: Report, args: argparse.Namespace, module: str, keys: list[str]) -> None:
+    """Sections whose modules may not exist yet: import failure is a plain 'not measured'."""
+    try:
+        mod = __import__(f"tally_bench.{module}", fromlist=["measure"])
+    except ImportError as exc:
+        report.not_measured(keys, f"benchmark not built: {exc}")
+        return
+    guarded(report, keys, lambda: mod.measure(report, args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--impressions", type=int, default=500_000)
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
+    ap.add_argument("--quick", action="store_true", help="small sizes and short runs, to check the harness itself")
+    ap.add_argument("--profile", action="store_true", help="one extra, uncounted run of metering and ingest under py-spy")
+    ap.add_argument("--ingest-batch", type=int, default=5000)
+    ap.add_argument("--ingest-concurrency", type=int, default=4)
+    ap.add_argument("--ingest-seconds", type=float, default=10)
+    ap.add_argument("--e2e-rate", type=int, default=20_000)
+    ap.add_argument("--e2e-seconds", type=float, default=15)
+    ap.add_argument("--e2e-totals-interval-ms", type=int, default=0,
+                    help="override metering's running-total interval for the end-to-end runs (0 = the service default)")
+    ap.add_argument("--invoices", type=int, default=10_000)
+    ap.add_argument("--households", type=int, default=1_000_000)
+    ap.add_argument("--conversions", type=int, default=10_000)
+    ap.add_argument("--index-timeout-s", type=float, default=240)
+    ap.add_argument("--api-seconds", type=float, default=8)
+    ap.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as a Markdown table and exit")
+    args = ap.parse_args(argv)
+    if args.markdown:
+        import json
+
+        print(common.markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    if args.quick:
+        args.impressions = min(args.impressions, 50_000)
+        args.ingest_seconds, args.e2e_seconds, args.api_seconds = 3, 5, 3
+        args.invoices, args.households, args.conversions, args.index_timeout_s = 500, 20_000, 1_000, 120
+    started = time.monotonic()
+    report = Report()
+    declare(report)
+    from tally_streams.kafka import wait_for_broker
+
+    wait_for_broker(common.BOOTSTRAP, timeout_s=60)
+    stream_rounds(report, args)
+    if "ingest" in args.only:
+        print("ingest ...", flush=True)
+        ingest_runs(report, args)
+    if "attribution" in args.only:
+        print("attribution ...", flush=True)
+        optional(report, args, "attribution", ["attribution.conversions"])
+    if "e2e" in args.only:
+        print("metering end to end ...", flush=True)
+        e2e_runs(report, args)
+    if "invoicing" in args.only:
+        print("invoicing ...", flush=True)
+        optional(report, args, "invoicing", ["invoicing.wall"])
+    if "contracts" in args.only:
+        print("contracts API ...", flush=True)
+        optional(report, args, "contracts", ["contracts.reads", "contracts.reads_p99", "contracts.flows", "contracts.flows_p99"])
+    for f in report.figures.values():
+        if not f.values and f.not_measured is None:
+            section = f.key.split(".")[0]
+            f.not_measured = "section not selected (--only)" if section not in args.only else "no run completed"
+    config = {k: v for k, v in vars(args).items()}
+    config["wall_s"] = round(time.monotonic() - started, 1)
+    data = report.to_json(config)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = common.RESULTS / f"bench-{stamp}.json"
+    common.write_json(out, data)
+    common.write_json(common.RESULTS / "bench-latest.json", data)
+    m = data["machine"]
+    print()
+    print(f"Tally benchmarks  {data['started'][:19]}Z  {m['nproc']} cores  {m['cpu_model']}  {m['memory_gib']} GiB  "
+          f"load {m['loadavg_at_end']}  ({config['wall_s']:.0f} s{' QUICK' if args.quick else ''})")
+    print(common.table(report))
+    for name, text in report.profiles.items():
+        print(f"\nprofile: {name}\n{text}")
+    print(f"\nwritten: {out.relative_to(common.ROOT)} and results/bench-latest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

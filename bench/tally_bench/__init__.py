@@ -1,0 +1,1 @@
+"""The `make bench` harness: one module per benchmark, shared helpers in ``common``."""
