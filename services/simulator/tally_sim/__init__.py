@@ -1,0 +1,1 @@
+"""Tally traffic simulator (seeded, deterministic) and the independent recomputation of what it should bill."""

@@ -1,0 +1,130 @@
+"""The simulated world: advertisers, partners, campaigns and a mix of CPM and CPA contracts.
+
+Everything derives from ``(seed, period_month, run_id)``: two runs with the same inputs create
+the same contracts (terms) and the same traffic. ``run_id`` keeps ids of separate runs apart in
+shared databases (the demo) without changing any amount.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SimContract:
+    key: str  # stable name inside the scenario, e.g. "cpm-flat-usd"
+    name: str
+    advertiser_id: str
+    terms: dict[str, Any]  # tally_billing terms JSON
+    partner_ids: tuple[str, ...] = ()
+
+    @property
+    def campaign_ids(self) -> tuple[str, ...]:
+        return tuple(self.terms["common"]["campaign_ids"])
+
+    @property
+    def contract_type(self) -> str:
+        return str(self.terms["contract_type"])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int
+    month: date  # first day of the simulated billing month (contracts' flights cover it)
+    run_id: str
+    contracts: tuple[SimContract, ...]
+    partners: tuple[str, ...]
+    uncovered_campaigns: tuple[str, ...]
+
+    @property
+    def campaigns(self) -> dict[str, SimContract]:
+        return {c: k for k in self.contracts for c in k.campaign_ids}
+
+
+def _common(currency: str, tz: str, advertiser: str, campaigns: list[str], month: date, **extra: Any) -> dict[str, Any]:
+    last = _month_end(month)
+    common: dict[str, Any] = {
+        "currency": currency,
+        "time_zone": tz,
+        "billing_period": "month",
+        "payment_terms_days": 30,
+        "flight_start": month.isoformat(),
+        "flight_end": last.isoformat(),
+        "campaign_ids": campaigns,
+        "po_reference": f"PO-{advertiser.upper()}",
+        "measurement": "first_party",
+        "advertiser_id": advertiser,
+        "auto_renew": False,
+        "renewal_term_months": 1,
+        "notice_period_days": 0,
+        "escalator_pct": None,
+        "attribution_tail": True,
+        "committed_value": None,
+    }
+    common.update(extra)
+    return common
+
+
+def _month_end(month: date) -> date:
+    nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    return date.fromordinal(nxt.toordinal() - 1)
+
+
+def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
+    """The standard mix: three CPM contracts (flat USD, graduated EUR with a period cap, volume
+    JPY with a minimum commitment) and one CPA contract (USD, two partners)."""
+    r = run_id
+    adv = {k: f"{r}-adv-{k}" for k in ("acme", "bier", "kaze", "shop")}
+    partners = (f"{r}-partner-tv1", f"{r}-partner-tv2")
+    contracts = (
+        SimContract(
+            "cpm-flat-usd", f"{r} Acme CTV flat", adv["acme"],
+            {"contract_type": "cpm",
+             "common": _common("USD", "America/New_York", adv["acme"], [f"{r}-cmp-acme-1", f"{r}-cmp-acme-2"], month),
+             "cpm": {"rate_card": {"kind": "flat", "tier_basis": "period", "bands": [{"from_impressions": 0, "rate_cpm": "12.50"}]},
+                     "budget_caps": {"total": None, "per_period": None}, "minimum_commitment_per_period": None},
+             "cpa": None},
+        ),
+        SimContract(
+            "cpm-graduated-eur", f"{r} Bier graduated capped", adv["bier"],
+            {"contract_type": "cpm",
+             "common": _common("EUR", "Europe/Berlin", adv["bier"], [f"{r}-cmp-bier-1"], month),
+             "cpm": {"rate_card": {"kind": "graduated", "tier_basis": "period",
+                                   "bands": [{"from_impressions": 0, "rate_cpm": "9.00"},
+                                             {"from_impressions": 1500, "rate_cpm": "7.125"}]},
+                     "budget_caps": {"total": None, "per_period": "25.00"}, "minimum_commitment_per_period": None},
+             "cpa": None},
+        ),
+        SimContract(
+            "cpm-volume-jpy", f"{r} Kaze volume JPY", adv["kaze"],
+            {"contract_type": "cpm",
+             "common": _common("JPY", "Asia/Tokyo", adv["kaze"], [f"{r}-cmp-kaze-1"], month),
+             "cpm": {"rate_card": {"kind": "volume", "tier_basis": "period",
+                                   "bands": [{"from_impressions": 0, "rate_cpm": "1450"},
+                                             {"from_impressions": 1000, "rate_cpm": "1333"}]},
+                     "budget_caps": {"total": None, "per_period": None}, "minimum_commitment_per_period": "9000"},
+             "cpa": None},
+        ),
+        SimContract(
+            "cpa-usd", f"{r} Shop affiliate CPA", adv["shop"],
+            {"contract_type": "cpa",
+             "common": _common("USD", "America/Los_Angeles", adv["shop"], [f"{r}-cmp-shop-1", f"{r}-cmp-shop-2"], month),
+             "cpm": None,
+             "cpa": {"payouts": [
+                         {"event_type": "purchase", "advertiser_price": {"kind": "percent", "percent": "10"},
+                          "partner_payout": {"kind": "percent", "percent": "6.5"}, "tiers": []},
+                         {"event_type": "signup", "advertiser_price": {"kind": "flat", "amount": "2.00"},
+                          "partner_payout": {"kind": "flat", "amount": "1.25"}, "tiers": []}],
+                     "partner_overrides": [],
+                     "attribution": {"lookback_days": 7, "lookback_days_by_event_type": {}, "model": "last_touch",
+                                     "min_delay_seconds": 0},
+                     "dedupe": {"household_window_days_by_event_type": {}},
+                     "caps": {"contract": {"max_conversions_per_period": None, "max_amount_per_period": None},
+                              "per_partner": {"max_conversions_per_period": None, "max_amount_per_period": None}},
+                     "reversal_lock_days": 60}},
+            partners,
+        ),
+    )
+    return Scenario(seed, month, run_id, contracts, partners, (f"{r}-cmp-unknown",))

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from .e2e_stack import Stack
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    s = Stack(tmp_path, kafka_bootstrap)
+    await s.create()
+    try:
+        yield s
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(s.log_tail())
+        await s.destroy()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
