@@ -51,9 +51,9 @@ lint: setup ## ruff on everything, mypy on every library and service package
 test-unit: setup ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: up lint console-setup ## the full suite against the real stack: lint, unit, integration, end-to-end, console + browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: up lint console-setup ## the full suite against the real stack: lint, console + browser, unit, integration, end-to-end
 	services/console/bin/test.sh all
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: up console-setup ## run the whole system: every service behind the console (demo users on); prints URLs
 	cd services/console/web && npm run build
