@@ -153,11 +153,12 @@ def _events_counted(metrics_port: int) -> int | None:
         conn.close()
     except OSError:
         return None
-    total = 0.0
+    counted = 0
     for line in text.splitlines():
         if line.startswith("tally_metering_events_total{") and 'kind="impression"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            # A count, exposed in Prometheus' number format (e.g. "1.2e+06"): read it exactly.
+            counted += int(Decimal(line.rsplit(" ", 1)[1]))
+    return counted
 
 
 def preflight() -> None:

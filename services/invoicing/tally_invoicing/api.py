@@ -255,28 +255,22 @@ def _export(doc: Mapping[str, Any], kind: str, fmt: str) -> web.Response:
                         headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
 
 
-async def get_invoice(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        doc = await invoice_doc(conn, await _invoice(conn, who, request.match_info["id"]))
-    fmt = request.match_info.get("fmt")
-    return _export(doc, "invoice", fmt) if fmt else json_ok(doc)
+def _document_view(kind: str, load: Any, render: Any) -> Any:
+    """GET one document (scoped to the caller by ``load``) as JSON, or as CSV/PDF with ``.{fmt}``."""
+
+    async def view(request: web.Request) -> web.Response:
+        who = _reader(request)
+        async with _pool(request).acquire() as conn:
+            doc = await render(conn, await load(conn, who, request.match_info["id"]))
+        fmt = request.match_info.get("fmt")
+        return _export(doc, kind, fmt) if fmt else json_ok(doc)
+
+    return view
 
 
-async def get_statement(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        doc = await statement_doc(conn, await _statement(conn, who, request.match_info["id"]))
-    fmt = request.match_info.get("fmt")
-    return _export(doc, "statement", fmt) if fmt else json_ok(doc)
-
-
-async def get_credit_note(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        doc = await credit_note_doc(conn, await _credit_note(conn, who, request.match_info["id"]))
-    fmt = request.match_info.get("fmt")
-    return _export(doc, "credit_note", fmt) if fmt else json_ok(doc)
+get_invoice = _document_view("invoice", lambda c, w, i: _invoice(c, w, i), lambda c, r: invoice_doc(c, r))
+get_statement = _document_view("statement", lambda c, w, i: _statement(c, w, i), lambda c, r: statement_doc(c, r))
+get_credit_note = _document_view("credit_note", lambda c, w, i: _credit_note(c, w, i), lambda c, r: credit_note_doc(c, r))
 
 
 async def _lineage(conn: asyncpg.Connection, line: asyncpg.Record, adjustment_col: str) -> dict[str, Any]:
