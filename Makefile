@@ -42,7 +42,7 @@ logs: ## follow the logs of everything (Ctrl-C to stop)
 	@tail -n 50 -F .state/logs/*.log
 
 # mypy runs per package: each library and service is its own top-level package.
-MYPY_PACKAGES := libs/tally_billing/tally_billing libs/tally_streams/tally_streams libs/tally_kit/tally_kit $(wildcard services/*/tally_*)
+MYPY_PACKAGES := libs/tally_billing/tally_billing libs/tally_streams/tally_streams libs/tally_kit/tally_kit $(filter-out %.egg-info,$(wildcard services/*/tally_*))
 
 lint: setup ## ruff on everything, mypy on every library and service package
 	$(PY) -m ruff check .
