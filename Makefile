@@ -33,10 +33,12 @@ up: setup ## start Kafka (KRaft) and PostgreSQL, create topics, apply migrations
 	@echo "logs        .state/logs/"
 
 down: ## stop every process started by `make up` / `make demo` (data is kept in .state/)
+	@python3 deploy/bin/demo.py down
 	@$(STACK) down
 
 status: ## what is running
 	@$(STACK) status
+	@python3 deploy/bin/demo.py status
 
 logs: ## follow the logs of everything (Ctrl-C to stop)
 	@tail -n 50 -F .state/logs/*.log
@@ -55,9 +57,9 @@ test: up lint console-setup ## the full suite against the real stack: lint, cons
 	services/console/bin/test.sh all
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-demo: up console-setup ## run the whole system: every service behind the console (demo users on); prints URLs
+demo: up console-setup ## run everything under a supervisor with simulated traffic; prints URLs and a token per role
 	cd services/console/web && npm run build
-	$(PY) -m tally_console.devstack --demo --port $${TALLY_CONSOLE_PORT:-8080}
+	$(PY) deploy/bin/demo.py up
 
 BENCH_ARGS ?=
 bench: up ## benchmarks: Tally beside Kafka's own perf tools and a Kafka Streams peer (~15 min; figures in results/)

@@ -1,6 +1,7 @@
 """A small process supervisor for `make demo` and the end-to-end tests.
 
-It starts every process named in a Procfile (``name: command``), writes each one's output to
+It starts every process named in a Procfile (``name: command``; ``$VARS`` are expanded from the
+environment and a leading ``python`` is the supervisor's own interpreter), writes each one's output to
 ``.state/logs/<name>.log`` and its pid to ``.state/run/<name>.pid``, and restarts any that exits
 (after a short, growing back-off, capped). SIGTERM or SIGINT stops the children (TERM, then KILL
 after a grace period) and then the supervisor. ``--once NAME`` style control is done through
@@ -46,6 +47,9 @@ def read_procfile(path: Path, only: list[str] | None) -> list[Proc]:
             continue
         name, _, command = line.partition(":")
         name = name.strip()
+        command = os.path.expandvars(command.strip())
+        if command.split(maxsplit=1)[0] == "python":  # the supervisor's own interpreter (.venv's)
+            command = shlex.join([sys.executable]) + command[len("python"):]
         if only and name not in only:
             continue
         procs.append(Proc(name, command.strip()))

@@ -1,7 +1,8 @@
 """Tally's traffic simulator.
 
     python -m tally_sim run --impressions 20000 --rate 5000          # a past month, then the expected totals
-    python -m tally_sim live --rate 200                               # the demo: traffic now, until stopped
+    python -m tally_sim live --rate 200                               # traffic now, until stopped
+    python -m tally_sim live --run-id '' --rate 50                   # the demo's: reuses its contracts after a restart
     python -m tally_sim expected --record .state/sim/record.jsonl     # recompute what should be billed
 
 Contracts are created through the contracts API (drafted by an ops user, approved by a different
@@ -64,18 +65,22 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_live(args: argparse.Namespace) -> int:
     tokens = Tokens.mint(os.environ.get("TALLY_JWT_SECRET") or ensure_local_secret())
     today = datetime.now(UTC).date()
-    scenario = build(args.seed, date(today.year, today.month, 1), args.run_id or f"live{uuid.uuid4().hex[:6]}")
+    run_id = f"live{uuid.uuid4().hex[:6]}" if args.run_id is None else args.run_id
+    scenario = build(args.seed, date(today.year, today.month, 1), run_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         contracts = ContractsClient(Http(session, args.contracts_url, tokens.ops), tokens.approver, tokens.finance)
-        live = await create_contracts(scenario, contracts)
-        write_header(args.record, scenario, live)
-        print(f"live traffic for {len(live)} contracts (run {scenario.run_id}) at ~{args.rate}/s", flush=True)
+        await contracts.http.call("GET", "/readyz", attempts=240)  # under a supervisor, it may start first
+        live = await create_contracts(scenario, contracts, reuse=True)
+        write_header(args.record, scenario, live, keep_same=True)
+        print(f"live traffic for {len(live)} contracts (run {scenario.run_id or 'demo'}) at ~{args.rate}/s", flush=True)
+        for c, lc in zip(scenario.contracts, live, strict=True):
+            print(f"  {lc.contract_id}  {c.name}  ({c.advertiser_id})", flush=True)
         ingest = IngestClient(Http(session, args.ingest_url, tokens.ingest))
-        traffic = LiveTraffic(scenario, TrafficMix())
+        traffic = LiveTraffic(scenario, TrafficMix(), session=uuid.uuid4().hex[:8])
         sent = 0
         while not stop.is_set():
             started = time.monotonic()
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--contracts-url", default=os.environ.get("TALLY_SIM_CONTRACTS_URL", "http://127.0.0.1:8081"))
         p.add_argument("--ingest-url", default=os.environ.get("TALLY_SIM_INGEST_URL", "http://127.0.0.1:8082"))
         p.add_argument("--seed", type=int, default=7)
-        p.add_argument("--run-id", default=None, help="prefix of every id (default: random)")
+        p.add_argument("--run-id", default=None,
+                       help="prefix of every id (default: random; '' = none, as the demo: the console's tenants)")
         p.add_argument("--record", type=Path, default=Path(os.environ.get("TALLY_STATE_DIR", ".state")) / "sim" / f"{name}.jsonl")
     run = sub.choices["run"]
     run.add_argument("--month", help="YYYY-MM of the simulated billing month (default: last month)")

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -76,6 +77,16 @@ class ContractsClient:
         if v["state"] != "approved":
             raise ApiFailure(f"contract {cid} version 1 is {v['state']} after approvals")
         return str(cid)
+
+    async def find_approved(self, name: str, advertiser_id: str, on: date) -> str | None:
+        """The id of an approved contract with exactly this name and advertiser in force on
+        ``on`` (its local day), or None: a restarted demo simulator reuses its contracts."""
+        query = urlencode({"advertiser_id": advertiser_id, "q": name, "effective_on": on.isoformat(), "limit": 100})
+        page = await self.http.call("GET", f"/contracts?{query}")
+        for item in page["items"]:
+            if item["name"] == name and item["status"] not in ("draft", "pending_approval"):
+                return str(item["id"])
+        return None
 
     async def wait_in_force(self, contract_id: str, timeout_s: float = 60.0) -> None:
         """Until the contract is past approval: active, scheduled, or (a past flight) ended."""

@@ -46,20 +46,31 @@ class Tokens:
         return mint_token(self.secret, f"{partner_id}-postback", ["partner"], tenant_type="partner", tenant_id=partner_id)
 
 
-async def create_contracts(scenario: Scenario, contracts: ContractsClient) -> list[LiveContract]:
+async def create_contracts(scenario: Scenario, contracts: ContractsClient, *, reuse: bool = False) -> list[LiveContract]:
+    """Every contract of the scenario, approved; with ``reuse``, one already approved under the
+    same name and advertiser for the scenario's month is taken instead of creating another."""
     live = []
     for c in scenario.contracts:
-        cid = await contracts.create_approved(c.name, c.terms, c.partner_ids)
+        cid = await contracts.find_approved(c.name, c.advertiser_id, scenario.month) if reuse else None
+        if cid is None:
+            cid = await contracts.create_approved(c.name, c.terms, c.partner_ids)
         live.append(LiveContract(cid, c.terms))
     for lc in live:
         await contracts.wait_in_force(lc.contract_id)
     return live
 
 
-def write_header(path: Path, scenario: Scenario, live: Sequence[LiveContract]) -> None:
+def write_header(path: Path, scenario: Scenario, live: Sequence[LiveContract], *, keep_same: bool = False) -> None:
+    """Start the record with its header. With ``keep_same``, a record that already starts with
+    this very header (a restarted demo simulator) is kept and appended to."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"header": {"seed": scenario.seed, "month": scenario.month.isoformat(), "run_id": scenario.run_id,
                          "contracts": [{"contract_id": c.contract_id, "terms": c.terms_json} for c in live]}}
+    if keep_same and path.exists():
+        with path.open() as f:
+            first = f.readline()
+        if first.strip() and json.loads(first) == header:
+            return
     path.write_text(json.dumps(header) + "\n")
 
 

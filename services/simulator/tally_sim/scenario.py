@@ -1,8 +1,10 @@
 """The simulated world: advertisers, partners, campaigns and a mix of CPM and CPA contracts.
 
 Everything derives from ``(seed, period_month, run_id)``: two runs with the same inputs create
-the same contracts (terms) and the same traffic. ``run_id`` keeps ids of separate runs apart in
-shared databases (the demo) without changing any amount.
+the same contracts (terms) and the same traffic. ``run_id`` prefixes every id and name, so
+separate runs stay apart in shared databases without changing any amount; the demo uses an
+empty ``run_id`` so its advertisers and partners (``adv-acme``, ``adv-globex``,
+``ptn-streamly``, ...) are the console's demo users' tenants.
 """
 
 from __future__ import annotations
@@ -76,21 +78,25 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
     """The standard mix: three CPM contracts (flat USD, graduated EUR with a period cap, volume
     JPY with a minimum commitment) and one CPA contract (USD, two partners)."""
     r = run_id
-    adv = {k: f"{r}-adv-{k}" for k in ("acme", "bier", "kaze", "shop")}
-    partners = (f"{r}-partner-tv1", f"{r}-partner-tv2")
+
+    def ident(name: str) -> str:
+        return f"{r}-{name}" if r else name
+
+    adv = {k: ident(f"adv-{k}") for k in ("acme", "bier", "kaze", "globex")}
+    partners = (ident("ptn-streamly"), ident("ptn-castly"))
     contracts = (
         SimContract(
-            "cpm-flat-usd", f"{r} Acme CTV flat", adv["acme"],
+            "cpm-flat-usd", _name(r, "Acme CTV flat"), adv["acme"],
             {"contract_type": "cpm",
-             "common": _common("USD", "America/New_York", adv["acme"], [f"{r}-cmp-acme-1", f"{r}-cmp-acme-2"], month),
+             "common": _common("USD", "America/New_York", adv["acme"], [ident("cmp-acme-1"), ident("cmp-acme-2")], month),
              "cpm": {"rate_card": {"kind": "flat", "tier_basis": "period", "bands": [{"from_impressions": 0, "rate_cpm": "12.50"}]},
                      "budget_caps": {"total": None, "per_period": None}, "minimum_commitment_per_period": None},
              "cpa": None},
         ),
         SimContract(
-            "cpm-graduated-eur", f"{r} Bier graduated capped", adv["bier"],
+            "cpm-graduated-eur", _name(r, "Bier graduated capped"), adv["bier"],
             {"contract_type": "cpm",
-             "common": _common("EUR", "Europe/Berlin", adv["bier"], [f"{r}-cmp-bier-1"], month),
+             "common": _common("EUR", "Europe/Berlin", adv["bier"], [ident("cmp-bier-1")], month),
              "cpm": {"rate_card": {"kind": "graduated", "tier_basis": "period",
                                    "bands": [{"from_impressions": 0, "rate_cpm": "9.00"},
                                              {"from_impressions": 1500, "rate_cpm": "7.125"}]},
@@ -98,9 +104,9 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
              "cpa": None},
         ),
         SimContract(
-            "cpm-volume-jpy", f"{r} Kaze volume JPY", adv["kaze"],
+            "cpm-volume-jpy", _name(r, "Kaze volume JPY"), adv["kaze"],
             {"contract_type": "cpm",
-             "common": _common("JPY", "Asia/Tokyo", adv["kaze"], [f"{r}-cmp-kaze-1"], month),
+             "common": _common("JPY", "Asia/Tokyo", adv["kaze"], [ident("cmp-kaze-1")], month),
              "cpm": {"rate_card": {"kind": "volume", "tier_basis": "period",
                                    "bands": [{"from_impressions": 0, "rate_cpm": "1450"},
                                              {"from_impressions": 1000, "rate_cpm": "1333"}]},
@@ -108,9 +114,9 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
              "cpa": None},
         ),
         SimContract(
-            "cpa-usd", f"{r} Shop affiliate CPA", adv["shop"],
+            "cpa-usd", _name(r, "Globex affiliate CPA"), adv["globex"],
             {"contract_type": "cpa",
-             "common": _common("USD", "America/Los_Angeles", adv["shop"], [f"{r}-cmp-shop-1", f"{r}-cmp-shop-2"], month),
+             "common": _common("USD", "America/Los_Angeles", adv["globex"], [ident("cmp-globex-1"), ident("cmp-globex-2")], month),
              "cpm": None,
              "cpa": {"payouts": [
                          {"event_type": "purchase", "advertiser_price": {"kind": "percent", "percent": "10"},
@@ -127,4 +133,8 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
             partners,
         ),
     )
-    return Scenario(seed, month, run_id, contracts, partners, (f"{r}-cmp-unknown",))
+    return Scenario(seed, month, run_id, contracts, partners, (ident("cmp-unknown"),))
+
+
+def _name(run_id: str, name: str) -> str:
+    return f"{run_id} {name}" if run_id else name

@@ -56,7 +56,7 @@ def generate(scenario: Scenario, mix: TrafficMix) -> list[dict[str, Any]]:
     rng = random.Random(f"{scenario.seed}:{scenario.run_id}:{scenario.month.isoformat()}")
     start, end = window(scenario)
     span_us = int((end - start).total_seconds() * 1_000_000)
-    r = scenario.run_id
+    r = scenario.run_id or "run"
     cpm = [c for c in scenario.contracts if c.contract_type == "cpm"]
     cpa = [c for c in scenario.contracts if c.contract_type == "cpa"]
     households = [f"{r}-hh-{i:05d}" for i in range(mix.households)]
@@ -166,10 +166,15 @@ class LiveTraffic:
     """Endless traffic at the current time, for the demo: impressions on every contract's
     campaigns (some duplicates and IVT), and conversions of recently exposed households."""
 
-    def __init__(self, scenario: Scenario, mix: TrafficMix) -> None:
+    def __init__(self, scenario: Scenario, mix: TrafficMix, session: str = "") -> None:
+        """``session`` tells one process's events from another's: a restarted simulator must
+        not reuse event ids (they would be dropped as duplicates)."""
         self.scenario = scenario
         self.mix = mix
-        self.rng = random.Random(f"live:{scenario.seed}:{scenario.run_id}")
+        self.rng = random.Random(f"live:{scenario.seed}:{scenario.run_id}:{session}")
+        run = f"{scenario.run_id}-" if scenario.run_id else ""
+        self.ids = f"{run}live{session}"
+        self.households = f"{run}hh"
         self.n = 0
         self.recent_cpa: list[dict[str, Any]] = []
 
@@ -183,10 +188,10 @@ class LiveTraffic:
             k = rng.choice(cpa) if cpa and _chance(rng, mix.cpa_share) else rng.choice(cpm)
             partner = rng.choice(k.partner_ids or s.partners)
             imp: dict[str, Any] = {
-                "impression_id": f"{s.run_id}-live-imp-{self.n:09d}",
+                "impression_id": f"{self.ids}-imp-{self.n:09d}",
                 "event_time": _ts(now - timedelta(milliseconds=rng.randrange(5_000))),
                 "advertiser_id": k.advertiser_id, "campaign_id": rng.choice(k.campaign_ids), "partner_id": partner,
-                "household_id": f"{s.run_id}-hh-{rng.randrange(mix.households):05d}",
+                "household_id": f"{self.households}-{rng.randrange(mix.households):05d}",
                 "device_type": "ctv", "ivt": "givt" if _chance(rng, mix.ivt_share) else "none", "measurement_source": "first_party",
             }
             out.append({"kind": "impression", "via": "batch", "event": imp})
@@ -200,8 +205,8 @@ class LiveTraffic:
                 self.n += 1
                 purchase = rng.randrange(2) == 0
                 out.append({"kind": "conversion", "via": "batch", "event": {
-                    "conversion_id": f"{s.run_id}-live-conv-{self.n:09d}", "kind": "conversion",
-                    "order_id": f"{s.run_id}-live-order-{self.n:09d}", "event_time": _ts(now),
+                    "conversion_id": f"{self.ids}-conv-{self.n:09d}", "kind": "conversion",
+                    "order_id": f"{self.ids}-order-{self.n:09d}", "event_time": _ts(now),
                     "advertiser_id": imp["advertiser_id"], "household_id": imp["household_id"],
                     "event_type": "purchase" if purchase else "signup",
                     "value": str(Decimal(rng.randrange(1_000, 40_000)).scaleb(-2)) if purchase else None,

@@ -49,7 +49,7 @@ def test_recompute_totals_are_sums_of_rounded_lines_and_apply_the_minimum() -> N
     assert sum(eur.values()) == Decimal("25.00")  # the per-period cap binds
     outcomes = Counter(v.split(":")[0] for v in exp.outcomes.values())
     assert outcomes["attributed"] > 0 and outcomes["rejected"] > 0 and outcomes["reversed"] > 0
-    assert set(exp.payouts) == {("t-partner-tv1", "USD", "2026-10"), ("t-partner-tv2", "USD", "2026-10")}
+    assert set(exp.payouts) == {("t-ptn-streamly", "USD", "2026-10"), ("t-ptn-castly", "USD", "2026-10")}
 
 
 def test_postbacks_travel_alone_and_batches_are_bounded() -> None:
@@ -58,3 +58,20 @@ def test_postbacks_travel_alone_and_batches_are_bounded() -> None:
     assert sum(len(c) for c in chunks) == len(events)
     assert all(len(c) == 1 for c in chunks if c[0]["via"] == "postback")
     assert all(len({e["kind"] for e in c}) == 1 and len(c) <= 1000 for c in chunks)
+
+
+def test_the_demo_scenario_uses_the_console_tenants_and_a_restart_never_reuses_event_ids() -> None:
+    from datetime import UTC, datetime
+
+    from tally_sim.traffic import LiveTraffic
+
+    demo = build(7, MONTH, "")
+    assert {c.advertiser_id for c in demo.contracts} >= {"adv-acme", "adv-globex"}
+    assert set(demo.partners) == {"ptn-streamly", "ptn-castly"}
+    assert all(not cid.startswith("-") for c in demo.contracts for cid in c.campaign_ids)
+    assert build(7, MONTH, "").contracts == demo.contracts  # a restart finds the same contracts by name
+    now = datetime(2026, 10, 15, 12, tzinfo=UTC)
+    first, second = (LiveTraffic(demo, TrafficMix(), session=s).tick(200, now) for s in ("a1", "b2"))
+    ids = lambda evs: {e["event"].get("impression_id") or e["event"]["conversion_id"] for e in evs}  # noqa: E731
+    assert ids(first) and not ids(first) & ids(second)
+    assert all(e["event"]["household_id"].startswith("hh-") for e in first)
