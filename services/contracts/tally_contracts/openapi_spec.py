@@ -159,7 +159,9 @@ def spec() -> dict[str, Any]:
             "current_version": {"type": ["integer", "null"]}, "revision": {"type": "integer"},
             "created_at": ts, "created_by": {"type": "string"}, "terminated_at": {**ts, "type": ["string", "null"]},
             "versions": {"type": "array", "items": {"type": "object"}},
-            "renewal": {"type": "object", "description": "auto_renew, term_ends_at, notice_deadline, cancelled"}}},
+            "renewal": {"type": "object", "description": "auto_renew, term_ends_at, notice_deadline, cancelled"},
+            "published": {"type": "boolean", "description": "GET /contracts/{id} only: every change of the contract is "
+                          "on Kafka (contracts.events, contracts.terms); false while the outbox relay has one to publish"}}},
         "ContractPage": {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Contract")},
                                                           "next_cursor": {"type": ["string", "null"]}}},
         "Version": {"type": "object", "properties": {

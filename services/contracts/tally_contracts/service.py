@@ -227,6 +227,10 @@ class ContractService:
                 if end is not None:
                     renewal["notice_deadline"] = domain.notice_deadline(end, t.common.notice_period_days)
             out["renewal"] = renewal
+            # Stream processors know a contract only from contracts.terms: clients that send
+            # traffic right after an approval wait for this (the simulator does).
+            out["published"] = not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE contract_id = $1 AND published_at IS NULL)", c["id"])
         return out
 
     async def list_contracts(self, p: Principal, filters: Any, limit: int, after: tuple[datetime, str] | None

@@ -89,11 +89,12 @@ class ContractsClient:
         return None
 
     async def wait_in_force(self, contract_id: str, timeout_s: float = 60.0) -> None:
-        """Until the contract is past approval: active, scheduled, or (a past flight) ended."""
+        """Until the contract is past approval (active, scheduled, or — a past flight — ended) and
+        its terms are on Kafka: the stream processors know a campaign only from there."""
         deadline = time.monotonic() + timeout_s
         while True:
             c = await self.http.call("GET", f"/contracts/{contract_id}")
-            if c["status"] not in ("draft", "pending_approval"):
+            if c["status"] not in ("draft", "pending_approval") and c.get("published", True):
                 return
             if time.monotonic() > deadline:
                 raise ApiFailure(f"contract {contract_id} is still {c['status']} after {timeout_s}s")

@@ -146,3 +146,28 @@ async def test_a_second_relay_stands_by_while_the_first_leads(env: Env, kafka_bo
         stop.set()
         await asyncio.wait_for(task, 30)
         await holder.close()
+
+
+async def test_a_contract_reads_published_once_the_relay_has_put_all_its_changes_on_kafka(
+    env: Env, kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    contract_id = await env.approved_contract(cpm_terms())
+    assert (await env.ok("GET", f"/contracts/{contract_id}", OPS))["published"] is False  # no relay runs yet
+    relay = _start_relay(env, kafka_bootstrap, make_topic(like=CONTRACT_EVENTS), make_topic(like=CONTRACT_TERMS),
+                         tmp_path / "relay.log")
+    try:
+        async def published() -> bool:
+            return bool((await env.ok("GET", f"/contracts/{contract_id}", OPS))["published"])
+
+        await _wait_for(published, 60, "the contract to read published")
+        conn = await asyncpg.connect(env.dsn)
+        try:
+            assert (await _published(conn))[0] == (await _published(conn))[1]  # it says so only when every row is out
+        finally:
+            await conn.close()
+    finally:
+        relay.terminate()
+        relay.wait(30)
+    await env.ok("POST", f"/contracts/{contract_id}/terminate", OPS,
+                 {"effective_date": "2026-06-01", "reason": "test: a later change is unpublished again"})
+    assert (await env.ok("GET", f"/contracts/{contract_id}", OPS))["published"] is False
