@@ -63,7 +63,16 @@ def closed_period(i: int, tag: str) -> dict[str, Any]:
 async def _admin(sql: str) -> None:
     conn = await asyncpg.connect(pg_dsn("tally_contracts"))
     try:
-        await conn.execute(sql)
+        for attempt in range(10):
+            try:
+                await conn.execute(sql)
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                # DROP DATABASE ... WITH (FORCE) by a non-superuser fails while an autovacuum
+                # worker (no role) is in the database (it does after 10,000 inserts); it ends soon
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1)
     finally:
         await conn.close()
 

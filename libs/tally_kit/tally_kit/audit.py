@@ -181,6 +181,15 @@ def entry_hash(
     return hashlib.sha256(canonical_json(doc).encode()).hexdigest()
 
 
+async def lock_head(conn: asyncpg.Connection) -> None:
+    """Take the chain-head lock now, before any other row lock of the transaction. A transaction
+    that locks rows and then appends would otherwise wait for the head while holding them, and
+    deadlock with one that holds the head and wants those rows (a batch of many appends does)."""
+    if not conn.is_in_transaction():
+        raise AuditError("audit.lock_head must run inside the transaction that appends")
+    await conn.execute("SELECT 1 FROM audit_chain_head WHERE singleton FOR UPDATE")
+
+
 async def append(
     conn: asyncpg.Connection,
     *,

@@ -1,14 +1,18 @@
 """Apply consumed records to the database, idempotently.
 
-Each record is applied in one transaction keyed by its natural key (``close_id``,
+Each record is applied atomically, keyed by its natural key (``close_id``,
 ``adjustment_id``): the first application inserts the key together with its lines, a replay
-finds the key and changes nothing. Lines land on the open draft of their (advertiser,
-currency, period) invoice or (partner, currency, period) statement; when that period's
-document was already finalized, a supplementary draft for the same period is started.
+finds the key and changes nothing. Called alone, a record gets a transaction of its own; the
+consumer calls it inside the transaction of the whole polled batch instead (see
+``consumer.py``), and counts the returned outcome once that transaction committed.
+Lines land on the open draft of their (advertiser, currency, period) invoice or (partner,
+currency, period) statement; when that period's document was already finalized, a
+supplementary draft for the same period is started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,11 +27,16 @@ from tally_billing.money import currency
 from tally_kit import audit
 
 from . import domain
-from .metrics import METRICS
 
 log = logging.getLogger("tally.invoicing.apply")
 
 SYSTEM_ACTOR = "system:invoicing-consumer"
+
+
+def _atomic(conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A transaction of its own when called alone; inside a caller's transaction (the consumer's
+    batch) nothing more: the caller owns atomicity there, and SAVEPOINTs only when it needs them."""
+    return contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction()
 
 
 @dataclass(frozen=True)
@@ -49,14 +58,15 @@ async def draft_invoice(
                AND status = 'draft' FOR UPDATE""", advertiser_id, currency_code, period_key)
         if row is not None:
             return row
+        # "supplementary": the period already has a finalized (non-draft) invoice
         row = await conn.fetchrow(
             """INSERT INTO invoices (advertiser_id, currency, period_key) VALUES ($1, $2, $3)
-               ON CONFLICT (advertiser_id, currency, period_key) WHERE status = 'draft' DO NOTHING RETURNING *""",
+               ON CONFLICT (advertiser_id, currency, period_key) WHERE status = 'draft' DO NOTHING
+               RETURNING *, EXISTS (SELECT 1 FROM invoices WHERE advertiser_id = $1 AND currency = $2
+                                    AND period_key = $3 AND status <> 'draft') AS supplementary""",
             advertiser_id, currency_code, period_key)
         if row is not None:
-            supplementary = await conn.fetchval(
-                "SELECT count(*) FROM invoices WHERE advertiser_id = $1 AND currency = $2 AND period_key = $3 AND status <> 'draft'",
-                advertiser_id, currency_code, period_key)
+            supplementary = row["supplementary"]
             await audit.append(conn, entity_type="invoice", entity_id=str(row["id"]), action="created", actor=actor,
                                tenant_type="advertiser", tenant_id=advertiser_id,
                                after={"status": "draft", "advertiser_id": advertiser_id, "currency": currency_code,
@@ -111,7 +121,6 @@ async def _reject(conn: asyncpg.Connection, src: Source, natural_key: str | None
         """INSERT INTO rejected_records (kafka_topic, kafka_partition, kafka_offset, natural_key, error_kind, reason, raw)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
         src.topic, src.partition, src.offset, natural_key, kind, reason, raw)
-    METRICS.records.labels(src.topic, "rejected").inc()
     log.warning("record rejected", extra={"topic": src.topic, "partition": src.partition, "offset": src.offset,
                                           "natural_key": natural_key, "reason": reason})
 
@@ -120,15 +129,23 @@ async def reject_undecodable(conn: asyncpg.Connection, src: Source, kind: str, r
     await _reject(conn, src, None, kind, reason, raw)
 
 
+async def reject_unstorable(conn: asyncpg.Connection, src: Source, exc: asyncpg.PostgresError, raw: bytes | None) -> None:
+    """A decoded, valid-looking record the database refused (e.g. a NUL character in a text
+    field, a value out of range): kept with its raw bytes and PostgreSQL's reason. The natural
+    key is left out because it may be the very value the database refused."""
+    reason = f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")
+    await _reject(conn, src, None, "database", reason, raw)
+
+
 def _ts(v: Any) -> datetime:
     assert isinstance(v, datetime)
     return v
 
 
 async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], src: Source) -> str:
-    """Apply one closed period. Returns ``applied``, ``duplicate`` or ``rejected``."""
+    """Apply one closed period. Returns ``applied``, ``duplicate``, ``rejected`` or ``conflict``."""
     problems = domain.validate_close(rec)
-    async with conn.transaction():
+    async with _atomic(conn):
         if problems:
             await _reject(conn, src, rec.get("close_id"), "invalid", "; ".join(problems), None)
             return "rejected"
@@ -148,22 +165,24 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
         lines = domain.invoice_lines_for_close(rec)
         if lines:
             inv = await draft_invoice(conn, rec["advertiser_id"], cur.code, rec["period_key"], SYSTEM_ACTOR)
-            await conn.execute(
+            await conn.executemany(
+                """INSERT INTO invoice_lines (invoice_id, contract_id, kind, description, contract_version, price_point,
+                       event_type, quantity, unit, unit_price, amount_exact, amount, close_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+                [(inv["id"], ln.contract_id, ln.kind, ln.description, ln.contract_version, ln.price_point,
+                  ln.event_type, ln.quantity, ln.unit, ln.unit_price, ln.amount_exact, ln.amount, rec["close_id"])
+                 for ln in lines])
+            # refresh_invoice_total and the period, terms and PO of this close, in one statement
+            total = await conn.fetchval(
                 """UPDATE invoices SET period_start = LEAST(period_start, $2), period_end = GREATEST(period_end, $3),
                        payment_terms_days = LEAST(payment_terms_days, $4),
                        po_references = CASE WHEN $5::text IS NULL OR $5 = ANY(po_references) THEN po_references
-                                            ELSE array_append(po_references, $5) END
-                   WHERE id = $1""",
+                                            ELSE array_append(po_references, $5) END,
+                       total = (SELECT COALESCE(SUM(amount), 0) FROM invoice_lines WHERE invoice_id = $1),
+                       prepared_by = NULL, prepared_at = NULL, updated_at = now()
+                   WHERE id = $1 RETURNING total""",
                 inv["id"], _ts(rec["period_start"]), _ts(rec["period_end"]), rec["payment_terms_days"],
                 rec.get("po_reference"))
-            for ln in lines:
-                await conn.execute(
-                    """INSERT INTO invoice_lines (invoice_id, contract_id, kind, description, contract_version, price_point,
-                           event_type, quantity, unit, unit_price, amount_exact, amount, close_id)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
-                    inv["id"], ln.contract_id, ln.kind, ln.description, ln.contract_version, ln.price_point,
-                    ln.event_type, ln.quantity, ln.unit, ln.unit_price, ln.amount_exact, ln.amount, rec["close_id"])
-            total = await refresh_invoice_total(conn, inv["id"])
             await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="lines_added",
                                actor=SYSTEM_ACTOR, tenant_type="advertiser", tenant_id=rec["advertiser_id"],
                                before={"total": inv["total"]},
@@ -171,19 +190,17 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
                                       "source": f"{src.topic}[{src.partition}]@{src.offset}"})
         for partner_id, plines in sorted(domain.statement_lines_for_close(rec).items()):
             st = await draft_statement(conn, partner_id, cur.code, rec["period_key"], SYSTEM_ACTOR)
-            for ln in plines:
-                await conn.execute(
-                    """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, description,
-                           contract_version, event_type, quantity, amount_exact, amount, close_id)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-                    st["id"], ln.contract_id, rec["advertiser_id"], ln.kind, ln.description, ln.contract_version,
-                    ln.event_type, ln.quantity, ln.amount_exact, ln.amount, rec["close_id"])
+            await conn.executemany(
+                """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, description,
+                       contract_version, event_type, quantity, amount_exact, amount, close_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                [(st["id"], ln.contract_id, rec["advertiser_id"], ln.kind, ln.description, ln.contract_version,
+                  ln.event_type, ln.quantity, ln.amount_exact, ln.amount, rec["close_id"]) for ln in plines])
             total = await refresh_statement_total(conn, st["id"])
             await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="lines_added",
                                actor=SYSTEM_ACTOR, tenant_type="partner", tenant_id=partner_id,
                                before={"lines_total": st["lines_total"]},
                                after={"lines_total": total, "close_id": rec["close_id"], "lines": len(plines)})
-    METRICS.records.labels(src.topic, "applied").inc()
     return "applied"
 
 
@@ -193,9 +210,7 @@ async def _duplicate(conn: asyncpg.Connection, table: str, key_col: str, key: st
         # Same natural key, different content: the first version stands (it may already be on
         # a finalized invoice); the conflicting record is kept for finance to look at.
         await _reject(conn, src, key, "conflict", f"{key_col} {key} was already applied with different content", None)
-        METRICS.records.labels(src.topic, "conflict").inc()
-        return "rejected"
-    METRICS.records.labels(src.topic, "duplicate").inc()
+        return "conflict"
     return "duplicate"
 
 
@@ -218,9 +233,10 @@ async def _corrected_statement_line(conn: asyncpg.Connection, adj: Mapping[str, 
 
 
 async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src: Source) -> str:
-    """Apply one adjustment to the draft invoice (and statement) of its open period."""
+    """Apply one adjustment to the draft invoice (and statement) of its open period. Returns
+    ``applied``, ``duplicate``, ``rejected`` or ``conflict``."""
     problems = domain.validate_adjustment(adj)
-    async with conn.transaction():
+    async with _atomic(conn):
         if problems:
             await _reject(conn, src, adj.get("adjustment_id"), "invalid", "; ".join(problems), None)
             return "rejected"
@@ -270,7 +286,6 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
         payout = adj.get("partner_payout_exact")
         if payout is not None and adj.get("partner_id"):
             await _apply_statement_adjustment(conn, adj, payout, cur.code)
-    METRICS.records.labels(src.topic, "applied").inc()
     return "applied"
 
 

@@ -1,11 +1,19 @@
 """The Kafka consumer: billing.periods_closed and billing.adjustments → the database.
 
-Shape (arroyo's): poll → decode → apply (one PostgreSQL transaction per record, keyed by its
-natural key) → commit the offsets, last. A crash anywhere before the commit means the batch
-is read again and every record already applied is recognised by its key and skipped, so the
-effect is exactly once even though delivery is at least once. A record that cannot be
-decoded or is inconsistent is kept in ``rejected_records`` with its reason; it is not retried.
-A database or broker error retries the same batch (bounded backoff) and never commits past it.
+Shape (arroyo's): poll → decode → apply the whole polled batch in ONE PostgreSQL transaction
+(each record keyed by its natural key) → commit the offsets, last. A crash anywhere before
+the commit means the batch is read again and every record already applied is recognised by
+its key and skipped, so the effect is exactly once even though delivery is at least once.
+A record that cannot be decoded or is inconsistent is kept in ``rejected_records`` with its
+reason; it is not retried. A database or broker error retries the same batch (bounded
+backoff) and never commits past it.
+
+A record the database refuses (a data error or a constraint violation: a fault of that
+record, not of the database) aborts the batch transaction. The batch is then rolled back and
+applied again with a SAVEPOINT per record, so only that record is rolled back and rejected and
+the good records of the batch commit. Savepoints are not used on the first attempt because
+they cost two round trips per record and almost every batch is clean. Any other database
+error rolls back the whole batch, which is then retried as it is.
 """
 
 from __future__ import annotations
@@ -19,13 +27,18 @@ from typing import Any
 import asyncpg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from tally_kit import audit
 from tally_streams.avro import DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config
 
-from .apply import Source, apply_adjustment, apply_period_closed, reject_undecodable
+from .apply import Source, apply_adjustment, apply_period_closed, reject_undecodable, reject_unstorable
 from .metrics import METRICS
 
 log = logging.getLogger("tally.invoicing.consumer")
+
+#: database errors caused by the record itself (SQLSTATE classes 22 and 23): retrying the same
+#: record would fail the same way, so it is rejected; every other error retries the batch
+RECORD_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class InvoicingConsumer:
@@ -83,14 +96,32 @@ class InvoicingConsumer:
             out.append(m)
         return out
 
-    async def apply_batch(self, msgs: Sequence[Message]) -> None:
+    async def apply_batch(self, msgs: Sequence[Message]) -> list[str]:
+        """Apply every message in one transaction (one durable commit per batch); outcomes are
+        counted only once it committed, so a rolled-back and retried batch is not counted twice."""
         started = time.perf_counter()
         async with self.pool.acquire() as conn:
-            for m in msgs:
-                await self.apply_message(conn, m)
+            try:
+                async with conn.transaction():
+                    await audit.lock_head(conn)  # head first, as the API's lifecycle does: no deadlock
+                    outcomes = [await self.apply_message(conn, m, isolate=False) for m in msgs]
+            except RECORD_ERRORS as exc:
+                log.warning("a record was refused by the database; applying the batch record by record",
+                            extra={"error": str(exc)})
+                async with conn.transaction():
+                    await audit.lock_head(conn)
+                    outcomes = [await self.apply_message(conn, m, isolate=True) for m in msgs]
+        for m, outcome in zip(msgs, outcomes, strict=True):
+            if outcome == "conflict":
+                METRICS.records.labels(_where(m)[0], "rejected").inc()
+            METRICS.records.labels(_where(m)[0], outcome).inc()
         METRICS.batch_seconds.observe(time.perf_counter() - started)
+        return outcomes
 
-    async def apply_message(self, conn: asyncpg.Connection, m: Message) -> str:
+    async def apply_message(self, conn: asyncpg.Connection, m: Message, *, isolate: bool) -> str:
+        """Apply one message inside the batch transaction: ``applied``, ``duplicate``, ``rejected``
+        or ``conflict``. With ``isolate``, in a SAVEPOINT of its own: a record the database
+        refuses is rolled back to it and rejected, and the batch goes on."""
         topic, partition, offset = _where(m)
         src = Source(topic, partition, offset)
         codec = self.codecs[topic]
@@ -98,12 +129,17 @@ class InvoicingConsumer:
         try:
             rec: dict[str, Any] = codec.decode(raw)
         except DecodeError as exc:
-            async with conn.transaction():
-                await reject_undecodable(conn, src, exc.kind, exc.reason, raw)
+            await reject_undecodable(conn, src, exc.kind, exc.reason, raw)
             return "rejected"
-        if topic == self.periods_closed_topic:
-            return await apply_period_closed(conn, rec, src)
-        return await apply_adjustment(conn, rec, src)
+        apply = apply_period_closed if topic == self.periods_closed_topic else apply_adjustment
+        if not isolate:
+            return await apply(conn, rec, src)
+        try:
+            async with conn.transaction():  # a SAVEPOINT inside the batch transaction
+                return await apply(conn, rec, src)
+        except RECORD_ERRORS as exc:
+            await reject_unstorable(conn, src, exc, raw)
+            return "rejected"
 
     def _commit(self, msgs: Sequence[Message]) -> None:
         top: dict[tuple[str, int], int] = {}

@@ -86,6 +86,9 @@ _ST_FIELDS = ("status", "number", "lines_total", "carried_in", "balance", "amoun
 
 
 async def _locked(conn: asyncpg.Connection, table: str, doc_id: UUID, what: str) -> asyncpg.Record:
+    # The audit chain head before the document: the consumer's batch transaction holds the head
+    # while it locks drafts, so taking them in the other order could deadlock with it.
+    await audit.lock_head(conn)
     row = await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1 FOR UPDATE", doc_id)
     if row is None:
         raise ApiError(404, f"{what} not found")
@@ -226,6 +229,7 @@ async def add_manual_credit(conn: asyncpg.Connection, who: Principal, *, correct
     """A credit granted by finance: a negative adjustment line on the advertiser's open draft
     for ``period_key``, pointing at the finalized line it corrects."""
     async with conn.transaction():
+        await audit.lock_head(conn)  # before the draft's lock, as in _locked
         original = await conn.fetchrow(
             """SELECT l.*, i.advertiser_id, i.currency, i.status AS invoice_status, i.period_key AS invoice_period_key
                FROM invoice_lines l
