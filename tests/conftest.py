@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tally_kit.db import drop_database
 from tally_streams.avro import SchemaCatalog
 from tally_streams.topics import TopicSpec
 
@@ -67,6 +68,6 @@ async def fresh_database() -> AsyncIterator[str]:
     yield pg_admin_dsn(name)
     admin = await asyncpg.connect(pg_admin_dsn("tally_contracts"))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(admin, name)
     finally:
         await admin.close()

@@ -21,6 +21,7 @@ import asyncpg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from tally_kit.db import drop_database
 from tally_kit.migrations import migrate
 from tally_streams import topics
 from tally_streams.kafka import delete_topics, ensure_topics
@@ -242,7 +243,7 @@ class Stack:
         admin = await asyncpg.connect(pg_dsn("tally_contracts"))
         try:
             for db in self.dbs.values():
-                await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                await drop_database(admin, db)
         finally:
             await admin.close()
         names = list(self.topic.values())

@@ -52,3 +52,22 @@ def pool_context(dsn_of: Callable[[web.Application], str], *, max_size: int = 10
             await app[POOL_KEY].close()
 
     return ctx
+
+
+async def drop_database(admin: asyncpg.Connection, name: str, *, attempts: int = 20, pause_s: float = 0.5) -> None:
+    """``DROP DATABASE IF EXISTS name WITH (FORCE)`` for throwaway databases (tests, benchmarks).
+
+    FORCE terminates the database's sessions, but a role that is not a superuser may not
+    terminate an autovacuum worker, which PostgreSQL starts in a busy new database: the drop
+    fails with InsufficientPrivilege until the worker is done, in well under a second or so.
+    So it is retried, boundedly."""
+    import asyncio
+
+    for attempt in range(attempts):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InsufficientPrivilegeError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(pause_s)

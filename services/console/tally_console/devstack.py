@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from tally_kit.db import drop_database
 from tally_streams.kafka import delete_topics, ensure_topics
 from tally_streams.topics import ADJUSTMENTS, CATALOG, PERIODS_CLOSED
 
@@ -66,7 +67,7 @@ async def _create_db(name: str) -> None:
 async def _drop_db(name: str) -> None:
     conn = await asyncpg.connect(pg_dsn("postgres"))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(conn, name)
     finally:
         await conn.close()
 
