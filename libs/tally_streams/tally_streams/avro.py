@@ -15,8 +15,9 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,8 @@ class AvroCodec:
     def __init__(self, catalog: SchemaCatalog, schema: SchemaVersion) -> None:
         self.catalog = catalog
         self.schema = schema
+        self._fields: frozenset[str] | None = None
+        self._fast_writer: Callable[[Mapping[str, Any]], bytes] | None = None
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         buf = io.BytesIO()
@@ -192,6 +195,65 @@ class AvroCodec:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise EncodeError(f"{self.schema.name} v{self.schema.version}: {exc}") from exc
         return buf.getvalue()
+
+    def encode_many(self, records: Sequence[Mapping[str, Any]]) -> list[bytes | EncodeError]:
+        """``encode`` for a batch: each record's bytes (identical to ``encode``'s) or its error.
+
+        One difference: a number too large for its Avro type is an ``EncodeError`` here, where
+        ``encode`` lets fastavro's ``OverflowError`` through, so it cannot fail the whole batch.
+
+        A flat record (strings, ints/longs, timestamp-micros, enums and nullable ones: the
+        impression) whose keys are exactly the schema's fields is written by a writer compiled
+        from the schema, about twice as fast as fastavro; a value that writer does not handle,
+        and every other schema, goes to fastavro, into one buffer that is sliced at the end.
+        A record with exactly the schema's keys skips fastavro's strict field check (it could
+        not fail); any other takes the strict path, so a missing or unknown field is refused as
+        by ``encode``.
+        """
+        fields = self._field_names
+        schema = self.schema.schema
+        header = self.schema.header
+        write = fastavro.schemaless_writer
+        fast = self._fast_writer
+        buf = io.BytesIO()
+        spans: list[tuple[int, int] | bytes | EncodeError] = []
+        for record in records:
+            if fast is not None and type(record) is dict and record.keys() == fields:
+                try:
+                    spans.append(fast(record))
+                    continue
+                except _NotFast:
+                    pass  # fastavro decides: the same bytes, or the error encode would raise
+            start = buf.tell()
+            buf.write(header)
+            try:
+                if type(record) is dict and record.keys() == fields:
+                    write(buf, schema, record)
+                else:
+                    write(buf, schema, dict(record), strict_allow_default=True)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                buf.seek(start)
+                buf.truncate()
+                spans.append(EncodeError(f"{self.schema.name} v{self.schema.version}: {exc}"))
+                continue
+            spans.append((start, buf.tell()))
+        view = buf.getbuffer()
+        try:
+            return [s if isinstance(s, (bytes, EncodeError)) else bytes(view[s[0]:s[1]]) for s in spans]
+        finally:
+            view.release()
+
+    @property
+    def _field_names(self) -> frozenset[str]:
+        """The record's field names; also looks up its compiled writer (once per schema version)."""
+        names = self._fields
+        if names is None:
+            names = self._fields = frozenset(f["name"] for f in self.schema.schema["fields"])
+            fp = self.schema.fingerprint
+            if fp not in _FLAT_WRITERS:
+                _FLAT_WRITERS[fp] = _compile_flat_record(self.schema)
+            self._fast_writer = _FLAT_WRITERS[fp]
+        return names
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data is None:
@@ -222,3 +284,140 @@ class AvroCodec:
         if not isinstance(record, dict):
             raise DecodeError("corrupt", "body is not a record")
         return record
+
+
+# --------------------------------------------------------------------------- flat-record fast path
+
+
+_FLAT_WRITERS: dict[int, Callable[[Mapping[str, Any]], bytes] | None] = {}  # by schema fingerprint
+
+
+class _NotFast(Exception):
+    """A value the fast path does not handle; fastavro writes (or refuses) the record instead."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_BYTE = [bytes((i,)) for i in range(128)]
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _varint_long(n: int) -> bytes:
+    """Avro ``long``: zig-zag, then base-128 varint, low groups first."""
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        return _ONE_BYTE[z]
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_Part = Callable[[Any, list[bytes]], None]
+
+
+def _string_part(v: Any, out: list[bytes]) -> None:
+    if type(v) is not str:
+        raise _NotFast
+    try:
+        b = v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _NotFast from None
+    z = len(b) << 1  # the zig-zag of a length (never negative)
+    out.append(_ONE_BYTE[z] if z < 0x80 else _varint_long(len(b)))
+    out.append(b)
+
+
+def _long_part(lo: int, hi: int) -> _Part:
+    def part(v: Any, out: list[bytes]) -> None:
+        if type(v) is not int or not lo <= v <= hi:
+            raise _NotFast
+        out.append(_varint_long(v))
+    return part
+
+
+def _timestamp_micros_part(v: Any, out: list[bytes]) -> None:
+    if type(v) is datetime and v.tzinfo is not None:
+        d = v - _EPOCH
+        v = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    if type(v) is not int or not _LONG_MIN <= v <= _LONG_MAX:
+        raise _NotFast
+    out.append(_varint_long(v))
+
+
+def _enum_part(symbols: list[str]) -> _Part:
+    index = {sym: _varint_long(i) for i, sym in enumerate(symbols)}
+
+    def part(v: Any, out: list[bytes]) -> None:
+        if type(v) is not str:
+            raise _NotFast
+        try:
+            out.append(index[v])
+        except KeyError:
+            raise _NotFast from None
+    return part
+
+
+def _nullable_part(null_index: int, value_index: int, inner: _Part) -> _Part:
+    null_tag, value_tag = _varint_long(null_index), _varint_long(value_index)
+
+    def part(v: Any, out: list[bytes]) -> None:
+        if v is None:
+            out.append(null_tag)
+        else:
+            out.append(value_tag)
+            inner(v, out)
+    return part
+
+
+def _simple_part(t: Any) -> _Part | None:
+    if t == "string":
+        return _string_part
+    if t == "long":
+        return _long_part(_LONG_MIN, _LONG_MAX)
+    if t == "int":
+        return _long_part(_INT_MIN, _INT_MAX)
+    if isinstance(t, dict):
+        if t.get("type") == "long" and t.get("logicalType") == "timestamp-micros":
+            return _timestamp_micros_part
+        if t.get("type") == "enum":
+            return _enum_part(list(t["symbols"]))
+    return None
+
+
+def _field_part(t: Any) -> _Part | None:
+    if isinstance(t, list):
+        if len(t) != 2 or "null" not in t:
+            return None
+        null_index = t.index("null")
+        inner = _simple_part(t[1 - null_index])
+        return None if inner is None else _nullable_part(null_index, 1 - null_index, inner)
+    return _simple_part(t)
+
+
+def _compile_flat_record(sv: SchemaVersion) -> Callable[[Mapping[str, Any]], bytes] | None:
+    """A writer for a record made only of strings, ints/longs, timestamp-micros, enums and
+    ``[null, one of those]`` (the impression): the single-object bytes fastavro would write,
+    built from precomputed pieces. None for any other schema. Raises ``_NotFast`` on a value
+    it does not handle (a wrong type, a number out of range, an unknown symbol, a naive
+    datetime): the caller then lets fastavro write it, or raise the error it always raised.
+    """
+    schema = sv.schema
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    parts: list[tuple[str, _Part]] = []
+    for f in schema["fields"]:
+        part = _field_part(f["type"])
+        if part is None:
+            return None
+        parts.append((f["name"], part))
+    header = sv.header
+
+    def write(record: Mapping[str, Any]) -> bytes:
+        out = [header]
+        for name, part in parts:
+            part(record[name], out)
+        return b"".join(out)
+    return write

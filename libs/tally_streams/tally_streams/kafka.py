@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -292,7 +293,8 @@ class QueueFull(Exception):
 
 class AsyncProducer:
     """An asyncio face on confluent-kafka's producer: ``await produce(...)`` returns when the
-    broker acknowledged the record (acks=all). A background thread serves delivery callbacks.
+    broker acknowledged the record (acks=all); ``produce_batch`` does the same for many records
+    with one future. A background thread serves delivery callbacks.
     The queue is bounded by ``queue.buffering.max.messages``; a full queue raises ``QueueFull``
     at once rather than growing memory.
     """
@@ -324,6 +326,31 @@ class AsyncProducer:
             raise QueueFull(str(exc)) from exc
         return fut
 
+    def produce_batch(
+        self, records: Iterable[tuple[str, bytes | None, bytes | str | None]],
+    ) -> tuple[int, asyncio.Future[dict[int, KafkaException]]]:
+        """Produce ``(topic, value, key)`` records in order, with one future for all of them.
+
+        Returns ``(n, future)``: the first ``n`` records were queued; ``n`` short of the input
+        means the queue filled up there and the rest were *not* produced (the caller answers
+        them "retry"). The future resolves once the broker has answered for every one of the
+        ``n`` records (acknowledged with the producer's ``acks``, or refused): its result maps
+        the index of each refused record to its error, empty when all were acknowledged. The
+        delivery callbacks only count; the event loop is woken once per batch, not per record.
+        """
+        acks = _BatchAcks(asyncio.get_running_loop())
+        produce = self._producer.produce
+        on_delivery = acks.on_delivery
+        n = 0
+        for topic, value, key in records:
+            try:
+                produce(topic, value=value, key=key, on_delivery=partial(on_delivery, n))
+            except BufferError:
+                break
+            n += 1
+        acks.seal(n)
+        return n, acks.future
+
     def queue_length(self) -> int:
         return len(self._producer)
 
@@ -338,11 +365,47 @@ class AsyncProducer:
         await asyncio.to_thread(self._thread.join, 5)
 
 
-def _set_result(fut: asyncio.Future[Message], msg: Message) -> None:
+class _BatchAcks:
+    """Counts the delivery reports of one batch and wakes the loop once, after the last one.
+
+    Delivery callbacks run on whichever thread polls the producer (the poll thread, or a
+    ``flush``), hence the lock. ``seal`` tells how many records were queued; until then the
+    batch cannot be complete even if every report so far has arrived.
+    """
+
+    __slots__ = ("_answered", "_expected", "_lock", "_loop", "errors", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[dict[int, KafkaException]] = loop.create_future()
+        self.errors: dict[int, KafkaException] = {}
+        self._lock = threading.Lock()
+        self._answered = 0
+        self._expected = -1
+
+    def on_delivery(self, index: int, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.errors[index] = KafkaException(err)
+        with self._lock:
+            self._answered += 1
+            done = self._answered == self._expected
+        if done:
+            self._loop.call_soon_threadsafe(_set_result, self.future, self.errors)
+
+    def seal(self, expected: int) -> None:
+        """Called on the loop's thread once every record of the batch was handed to the producer."""
+        with self._lock:
+            self._expected = expected
+            done = self._answered == expected
+        if done:
+            _set_result(self.future, self.errors)
+
+
+def _set_result(fut: asyncio.Future[Any], result: Any) -> None:
     if not fut.done():
-        fut.set_result(msg)
+        fut.set_result(result)
 
 
-def _set_exception(fut: asyncio.Future[Message], exc: BaseException) -> None:
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)

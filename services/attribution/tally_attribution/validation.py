@@ -117,6 +117,8 @@ class _Reader:
         return d.quantize(Decimal(1).scaleb(-VALUE_SCALE))
 
     def unknown(self, allowed: frozenset[str]) -> None:
+        if self.raw.keys() <= allowed:  # the usual case, without building a set
+            return
         for k in sorted(set(self.raw) - allowed, key=str):
             self.problems.append((str(k), "unknown field"))
 

@@ -156,3 +156,53 @@ async def test_http_events_end_to_end_to_an_outcome(client_for: ClientFactory, h
     out = harness.outcome("http-v1")
     assert (out["outcome"], out["contract_id"], out["partner_id"], out["exposure_id"]) == (
         "attributed", "k-http", "p-http", "http-i1")
+
+
+async def test_refused_and_unqueued_records_are_answered_per_event(client_for: ClientFactory, harness: Harness) -> None:
+    """The batch is awaited as one: a record the broker refused is ``failed`` (503), records the
+    full queue did not take are ``retry`` (429); the others keep their own answer."""
+    from tally_attribution.ingest import PRODUCER_KEY
+
+    client = await client_for()
+    producer = client.server.app[PRODUCER_KEY]
+    real = producer.produce_batch
+    mode = {"refuse": 1, "take": None}
+
+    def produce_batch(records: Any) -> Any:
+        records = list(records)
+        take = mode["take"]
+        queued, acks = real(records[:take] if take is not None else records)
+
+        async def with_refusal() -> dict[int, Exception]:
+            failures = dict(await acks)
+            if mode["refuse"] is not None:
+                failures[mode["refuse"]] = RuntimeError("broker said no")
+            return failures
+        return queued, asyncio.ensure_future(with_refusal())
+
+    producer.produce_batch = produce_batch
+    batch = [imp("fr-1"), imp("fr-2"), imp("fr-bad", ivt="maybe")]
+    resp = await client.post("/v1/impressions", json=batch, headers=auth())
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    body = await resp.json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "failed", "rejected"]
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    mode.update(refuse=None, take=1)
+    resp = await client.post("/v1/impressions", json=[imp("rt-1"), imp("rt-2"), imp("rt-3")], headers=auth())
+    assert resp.status == 429
+    assert [r["status"] for r in (await resp.json())["results"]] == ["accepted", "retry", "retry"]
+    got = harness.collector.wait_for(harness.names["impressions"], lambda r: r["impression_id"] in {"fr-1", "rt-1"}, count=2)
+    assert sorted(r["impression_id"] for r in got) == ["fr-1", "rt-1"]
+
+
+async def test_the_answer_keeps_its_shape_for_any_id(client_for: ClientFactory, harness: Harness) -> None:
+    client = await client_for()
+    batch = [imp("ünï-1"), imp("\ud800-lone", campaign_id="\ud800")]  # a lone surrogate cannot be UTF-8 (nor Avro)
+    resp = await client.post("/v1/impressions", data=json.dumps(batch), headers={**auth(), "Content-Type": "application/json"})
+    assert resp.status == 200 and resp.content_type == "application/json"
+    body = json.loads(await resp.read())
+    assert list(body) == ["accepted", "rejected", "results"]
+    assert body["results"][0] == {"id": "ünï-1", "index": 0, "status": "accepted"}
+    assert body["results"][1]["id"] == "\ud800-lone" and body["results"][1]["status"] == "rejected"
+    assert body["results"][1]["errors"][0]["field"] == "$"
+    harness.collector.wait_for(harness.names["dlq_ingest"], lambda r: b"lone" in (r["value"] or b""))
