@@ -1,9 +1,8 @@
 """4. HTTP batch ingest: ``POST /v1/impressions`` on the real attribution ingest process.
 
 The harness starts ``python -m tally_attribution ingest`` on a free port with throwaway
-impressions and dead-letter topics, as two ingest processes sharing the port
-(``TALLY_ATTRIBUTION_INGEST_PROCESSES``, 2 unless the environment says otherwise; the
-service's default is 1), and a load generator in a second process
+impressions and dead-letter topics — once as one process (the service's default), once as two
+sharing the port (``TALLY_ATTRIBUTION_INGEST_PROCESSES=2``) — and a load generator in a second process
 (``tally_bench.loadgen``, aiohttp) keeps several batch requests in flight. Events/s counts
 only events the service answered ``accepted`` (it answers after the broker acknowledged them).
 """
@@ -44,7 +43,8 @@ def bodies(batch: int, count: int, seed: int = 11) -> list[str]:
 
 
 class IngestBench:
-    def __init__(self) -> None:
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
         self.svc: Service | None = None
         self.topics: list[str] = []
         self.port = 0
@@ -60,7 +60,7 @@ class IngestBench:
         env = {"TALLY_ATTRIBUTION_PORT": str(self.port), "TALLY_ATTRIBUTION_METRICS_PORT": "0",
                "TALLY_ATTRIBUTION_TOPIC_IMPRESSIONS": imp, "TALLY_ATTRIBUTION_TOPIC_DLQ_INGEST": dlq,
                "TALLY_ATTRIBUTION_PRODUCER_QUEUE_MAX": "200000", "TALLY_LOG_LEVEL": "WARNING",
-               "TALLY_ATTRIBUTION_INGEST_PROCESSES": os.environ.get("TALLY_ATTRIBUTION_INGEST_PROCESSES", "2")}
+               "TALLY_ATTRIBUTION_INGEST_PROCESSES": str(self.processes)}
         why = validate_settings(MODULE, env)
         if why:
             raise NotMeasured(why)
