@@ -51,7 +51,9 @@ class TotalsView:
         self._stop = threading.Event()
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = set()
         self._lock = threading.Lock()
-        self._consumer = Consumer(consumer_config(bootstrap, "tally-metering-api", **{"enable.partition.eof": True}))
+        # A short broker wait: an idle fetch is answered as soon as a commit moves the stable offset anyway.
+        self._consumer = Consumer(consumer_config(bootstrap, "tally-metering-api", **{"enable.partition.eof": True,
+                                                                                      "fetch.wait.max.ms": 100}))
         self._thread = threading.Thread(target=self._run, name="running-totals-reader", daemon=True)
 
     def start(self) -> None:
@@ -67,7 +69,12 @@ class TotalsView:
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         pending = set(parts)
         while not self._stop.is_set():
-            for m in self._consumer.consume(1000, 0.5):
+            # consume(n, timeout) waits the whole timeout unless n records arrive, which would delay every
+            # update by up to the timeout; poll() returns on the first record, then take what is queued.
+            first = self._consumer.poll(0.5)
+            if first is None:
+                continue
+            for m in [first, *self._consumer.consume(1000, 0)]:
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

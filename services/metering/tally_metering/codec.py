@@ -8,6 +8,7 @@ still resolved by fingerprint for every record, so old writer versions keep deco
 
 from __future__ import annotations
 
+import importlib
 import io
 from typing import Any
 
@@ -75,6 +76,90 @@ def _unparsed(parsed: Any) -> Any:
     return parsed
 
 
+# Field programs for the compiled batch reader (``_fastavro_fields.c``): one (want, op, arg) per field.
+_OP_NULL, _OP_LONG, _OP_STRING, _OP_ENUM, _OP_UNION = 0, 1, 2, 3, 4
+_SIMPLE_OPS = {"null": _OP_NULL, "long": _OP_LONG, "string": _OP_STRING}
+
+_fastavro_fields: Any
+try:  # built from the project's own C file by `pip install` (setup.py); optional
+    _fastavro_fields = importlib.import_module("tally_metering._fastavro_fields")
+except ImportError:  # pragma: no cover - depends on the build
+    _fastavro_fields = None
+
+
+def _simple_op(t: Any) -> int | None:
+    if isinstance(t, dict) and set(t) <= {"type"}:
+        t = t.get("type")
+    return _SIMPLE_OPS.get(t) if isinstance(t, str) else None
+
+
+def field_program(schema: Any, wanted: tuple[str, ...]) -> tuple[tuple[bool, int, Any], ...] | None:
+    """The compiled reader's program for a flat record schema (logical types stripped), or None when
+    a field has a type it does not read (then only fastavro is used)."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    names = [f["name"] for f in schema["fields"]]
+    if any(w not in names for w in wanted):
+        return None
+    program: list[tuple[bool, int, Any]] = []
+    for f in schema["fields"]:
+        t = f["type"]
+        want = f["name"] in wanted
+        op = _simple_op(t)
+        if op is not None:
+            program.append((want, op, None))
+        elif isinstance(t, dict) and t.get("type") == "enum":
+            program.append((want, _OP_ENUM, tuple(t["symbols"])))
+        elif isinstance(t, list):
+            branches = [_simple_op(b) for b in t]
+            if not branches or len(branches) > 8 or any(b is None for b in branches):
+                return None
+            program.append((want, _OP_UNION, tuple(branches)))
+        else:
+            return None
+    return tuple(program)
+
+
 class ImpressionDecoder(RawDecoder):
-    def __init__(self, catalog: SchemaCatalog) -> None:
+    #: the only fields metering reads from an impression, in the order ``decode_fields`` returns them
+    FIELDS = ("impression_id", "event_time", "campaign_id", "ivt", "measurement_source")
+
+    def __init__(self, catalog: SchemaCatalog, *, compiled: bool = True) -> None:
         super().__init__(catalog, "impression")
+        latest = catalog.latest("impression")
+        self._header = latest.header
+        schema = strip_logical_types(_unparsed(latest.schema))
+        program = field_program(schema, self.FIELDS)
+        # The C reader returns wanted fields in schema order; map them to FIELDS order.
+        order = [f["name"] for f in schema["fields"] if f["name"] in self.FIELDS]
+        self._perm = tuple(order.index(name) for name in self.FIELDS)
+        self._identity = self._perm == tuple(range(len(self.FIELDS)))
+        self._program = program if compiled and _fastavro_fields is not None else None
+
+    @property
+    def compiled(self) -> bool:
+        return self._program is not None
+
+    def decode_fields(self, values: list[bytes | None]) -> list[tuple[Any, ...] | DecodeError]:
+        """Per record: (impression_id, event_time µs, campaign_id, ivt, measurement_source), or the
+        DecodeError of a record that cannot be read (exactly what :meth:`decode` raises for it)."""
+        fast: list[tuple[Any, ...] | None]
+        if self._program is not None:
+            fast = _fastavro_fields.decode_batch(values, self._header, self._program)
+            if not self._identity:
+                fast = [None if r is None else tuple(r[i] for i in self._perm) for r in fast]
+            if None not in fast:
+                return fast
+        else:
+            fast = [None] * len(values)
+        out: list[tuple[Any, ...] | DecodeError] = []
+        for value, r in zip(values, fast, strict=True):
+            out.append(r if r is not None else self._slow(value))
+        return out
+
+    def _slow(self, value: bytes | None) -> tuple[Any, ...] | DecodeError:
+        try:
+            rec = self.decode(value)
+        except DecodeError as exc:
+            return exc
+        return tuple(rec[name] for name in self.FIELDS)

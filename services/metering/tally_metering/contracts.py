@@ -21,6 +21,7 @@ from tally_billing.versions import ContractVersion, effective_version, in_flight
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUCKET_US = 15 * 60 * 1_000_000  # every real zone offset is a multiple of 15 minutes
+ROUTE_BUCKET_US = 3600 * 1_000_000  # ContractBook.routes is keyed by (campaign, event time // this)
 
 
 def to_micros(instant: datetime) -> int:
@@ -40,6 +41,26 @@ class Segment:
     campaigns: frozenset[str]
 
 
+#: ``Route.fixed``: the impression's category whatever its IVT flag and measurement source say
+#: (None: in scope when the measurement source matches, else "other measurement"); the same
+#: strings as ``domain.OUTSIDE_FLIGHT`` / ``domain.UNCOVERED`` (domain imports this module)
+OUTSIDE_FLIGHT = "outside_flight"
+UNCOVERED = "uncovered_campaign"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an impression of one campaign at one instant goes, and how it is classified (IVT aside)."""
+
+    contract: Contract
+    period_key: str
+    #: (contract id, period key): the delta this impression is added to
+    key: tuple[str, str]
+    fixed: str | None
+    version: int | None
+    measurement: str | None
+
+
 @dataclass
 class Contract:
     contract_id: str
@@ -50,6 +71,10 @@ class Contract:
     segments: list[Segment]
     _starts: list[int] = field(default_factory=list, repr=False)
     _periods: dict[int, Period] = field(default_factory=dict, repr=False)
+    #: every period computed so far, by start (µs): a new 15-minute bucket inside a known period
+    #: needs no zone arithmetic
+    _span_starts: list[int] = field(default_factory=list, repr=False, compare=False)
+    _spans: list[tuple[int, Period]] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._starts = [s.start_us for s in self.segments]
@@ -83,8 +108,19 @@ class Contract:
         bucket = t_us // _BUCKET_US
         p = self._periods.get(bucket)
         if p is None:
-            p = period_containing(from_micros(bucket * _BUCKET_US), self.time_zone, self.period_kind)
+            p = self._period_containing(bucket * _BUCKET_US)
             self._periods[bucket] = p
+        return p
+
+    def _period_containing(self, t_us: int) -> Period:
+        i = bisect_right(self._span_starts, t_us) - 1
+        if i >= 0 and t_us < self._spans[i][0]:
+            return self._spans[i][1]
+        p = period_containing(from_micros(t_us), self.time_zone, self.period_kind)
+        start = to_micros(p.start)
+        i = bisect_right(self._span_starts, start)
+        self._span_starts.insert(i, start)
+        self._spans.insert(i, (to_micros(p.end), p))
         return p
 
     def version(self, number: int) -> ContractVersion | None:
@@ -141,12 +177,18 @@ def contract_from_record(rec: dict[str, Any]) -> Contract:
                     ordered, build_segments(ordered))
 
 
+_ROUTE_CACHE_MAX = 200_000
+
+
 class ContractBook:
     """Every known contract, and which contracts cover each campaign."""
 
     def __init__(self) -> None:
         self.contracts: dict[str, Contract] = {}
         self._by_campaign: dict[str, tuple[Contract, ...]] = {}
+        #: (campaign, hour) -> Route (None: no contract covers the campaign), for hours in which no
+        #: candidate contract's segment or period changes; emptied whenever the book changes
+        self.routes: dict[tuple[str, int], Route | None] = {}
 
     def apply(self, rec: dict[str, Any]) -> bool:
         """Take a terms record; ignores one older than the revision held. True when applied."""
@@ -168,6 +210,53 @@ class ContractBook:
             for campaign in c.campaigns:
                 index.setdefault(campaign, []).append(c)
         self._by_campaign = {k: tuple(v) for k, v in index.items()}
+        self.routes = {}
+
+    def route(self, campaign_id: str, t_us: int) -> Route | None:
+        """The route of an impression of ``campaign_id`` at ``t_us`` (None: no contract covers it).
+
+        Cached per (campaign, hour of event time) when that hour lies inside one segment and one
+        billing period of every candidate contract; otherwise computed for ``t_us`` alone.
+        """
+        bucket = t_us // ROUTE_BUCKET_US
+        key = (campaign_id, bucket)
+        if key in self.routes:
+            return self.routes[key]
+        contracts = self._by_campaign.get(campaign_id, ())
+        r = self._route(contracts, campaign_id, t_us)
+        start = bucket * ROUTE_BUCKET_US
+        last = start + ROUTE_BUCKET_US - 1
+        if all(c.segment_at(start) is c.segment_at(last) and c.period_at(start).key == c.period_at(last).key
+               for c in contracts):
+            if len(self.routes) >= _ROUTE_CACHE_MAX:
+                self.routes.clear()
+            self.routes[key] = r
+        return r
+
+    @staticmethod
+    def _route(contracts: tuple[Contract, ...], campaign_id: str, t_us: int) -> Route | None:
+        if not contracts:
+            return None
+        contract = contracts[0]
+        seg = contract.segment_at(t_us)
+        if len(contracts) > 1:
+            for c in contracts:
+                sg = c.segment_at(t_us)
+                if sg is not None and sg.in_flight and campaign_id in sg.campaigns:
+                    contract, seg = c, sg
+                    break
+        period_key = contract.period_at(t_us).key
+        fixed: str | None = None
+        version = measurement = None
+        if seg is None or seg.version is None or not seg.in_flight:
+            fixed = OUTSIDE_FLIGHT
+        elif campaign_id not in seg.campaigns:
+            fixed = UNCOVERED
+        else:
+            version = seg.version
+            v = contract.version(version)
+            measurement = str(v.terms.common.measurement) if v is not None else "first_party"
+        return Route(contract, period_key, (contract.contract_id, period_key), fixed, version, measurement)
 
     def for_campaign(self, campaign_id: str) -> tuple[Contract, ...]:
         return self._by_campaign.get(campaign_id, ())

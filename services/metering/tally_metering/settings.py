@@ -41,6 +41,8 @@ SPEC: tuple[Setting, ...] = (
     Setting("TALLY_METERING_GRACE_SECONDS", "Grace after a period's end before it closes", "7200", _non_negative),
     Setting("TALLY_METERING_CLOCK_FILE", "Tests: a file holding the current instant (ISO 8601); empty = wall clock", ""),
     Setting("TALLY_METERING_BATCH_MAX", "Records consumed per transaction at most", "5000", positive_int),
+    Setting("TALLY_METERING_BATCH_WAIT_MS", "Longest wait for BATCH_MAX records before the batch is processed and committed "
+            "(each of the two stages adds up to this to an event's latency)", "50", positive_int),
     Setting("TALLY_METERING_DEDUPE_HORIZON_DAYS", "Impression ids are remembered this long (event time); older events are refused",
             "62", positive_int),
     Setting("TALLY_METERING_MAX_FUTURE_SECONDS", "Events further than this ahead of the clock are dead-lettered", "3600",
