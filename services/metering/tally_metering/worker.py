@@ -433,7 +433,9 @@ class Worker:
 
     def stage_one_impressions(self, groups: list[tuple[int, list[Message]]], now_us: int) -> None:
         """``groups``: the batch's impressions per partition, each in offset order."""
-        deltas: dict[tuple[str, str], _Delta] = {}
+        # one delta per (contract, period) *per source partition*: its src names one partition's
+        # offset range, which period_closed's source_offsets and the delta id are built from
+        all_deltas: list[dict[tuple[str, str], _Delta]] = []
         new_ids: dict[int, dict[int, list[str]]] = {}
         batch_seen: set[str] = set()
         unmatched = 0
@@ -449,6 +451,8 @@ class Worker:
                 raise RuntimeError(f"no dedupe state for {self.t_imp}[{partition}]")
             seen = store.seen
             ids_by_day = new_ids.setdefault(partition, {})
+            deltas: dict[tuple[str, str], _Delta] = {}
+            all_deltas.append(deltas)
             # Only the five fields used, per batch (compiled reader; fastavro for anything unusual).
             decoded = self.imp_decoder.decode_fields([m.value() for m in msgs])
             for m, rec in zip(msgs, decoded, strict=True):
@@ -500,7 +504,7 @@ class Worker:
                             continue
                         cat = other_measurement
                 counts[cat] = counts.get(cat, 0) + 1
-        for delta in deltas.values():
+        for delta in (dl for deltas in all_deltas for dl in deltas.values()):
             delta.totals.include_offset(delta.topic, delta.partition, delta.last_offset + 1)
             self._produce_delta({
                 "kind": "cpm", "contract_id": delta.contract_id, "period_key": delta.period_key,

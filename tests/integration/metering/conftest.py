@@ -164,13 +164,17 @@ class MeteringWorld:
     # ---------------------------------------------------------------- reading
 
     def read_all(self, topic_key: str, schema: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        return [rec for _, _, rec in self.read_positions(topic_key, schema, timeout_s)]
+
+    def read_positions(self, topic_key: str, schema: str, timeout_s: float = 30.0) -> list[tuple[int, int, dict[str, Any]]]:
+        """Every record of a topic with its (partition, offset)."""
         topic = self.topics[topic_key]
         c = Consumer(consumer_config(self.bootstrap, f"reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
         md = c.list_topics(topic, timeout=10)
         parts = list(md.topics[topic].partitions)
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         pending = set(parts)
-        out = []
+        out: list[tuple[int, int, dict[str, Any]]] = []
         codec = self.codecs[schema]
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
@@ -179,7 +183,7 @@ class MeteringWorld:
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         pending.discard(m.partition())
                     continue
-                out.append(codec.decode(m.value()))
+                out.append((m.partition(), m.offset(), codec.decode(m.value())))
         c.close()
         assert not pending, f"could not read {topic} to its end"
         return out

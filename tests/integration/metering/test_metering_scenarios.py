@@ -144,6 +144,7 @@ def run(module_world: Any) -> Iterator[dict[str, Any]]:
         "adjustments": w.read_all("adjustments", "adjustment"),
         "alerts": w.read_all("budget_alerts", "budget_alert"),
         "totals": w.read_all("running_totals", "running_total"),
+        "impressions": w.read_positions("impressions", "impression"),
     }
 
 
@@ -244,6 +245,13 @@ def test_minimum_commitment_travels_on_the_close(run: dict[str, Any]) -> None:
 def test_source_offsets_and_running_totals(run: dict[str, Any]) -> None:
     r = run["closed"]["S-dup/2026-02"]
     assert r["source_offsets"] and all(o["offset"] > 0 for o in r["source_offsets"])
+    # each partition's entry is that partition's own: one past its last record the period holds
+    feb_life: dict[int, int] = {}
+    for partition, offset, rec in run["impressions"]:
+        if rec["campaign_id"] == "c-life" and rec["event_time"].month == 2:
+            feb_life[partition] = max(feb_life.get(partition, -1), offset + 1)
+    assert len(feb_life) > 1, "the scenario spreads c-life over partitions"
+    assert {o["partition"]: o["offset"] for o in run["closed"]["S-life/2026-02"]["source_offsets"]} == feb_life
     latest = {t["total_id"]: t for t in run["totals"]}
     assert latest["S-tier/2026-03"]["status"] == "closed"
     assert latest["S-tier/2026-03"]["amount_exact"] == Decimal("12.50")
