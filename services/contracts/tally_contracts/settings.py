@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from tally_kit.settings import Setting, boolean, non_empty, port, positive_int
 
@@ -22,7 +23,7 @@ def positive_float(raw: str) -> float:
 
 SPEC = (
     Setting("TALLY_CONTRACTS_DATABASE_URL", "PostgreSQL DSN of the contracts database",
-            "postgresql://tally:tally@127.0.0.1:5433/tally_contracts", non_empty, secret=True),
+            f"postgresql://tally:tally@127.0.0.1:{os.environ.get('TALLY_PG_PORT', '5433')}/tally_contracts", non_empty, secret=True),
     Setting("TALLY_CONTRACTS_HOST", "interface the API binds to", "127.0.0.1"),
     Setting("TALLY_CONTRACTS_PORT", "API port", "8081", port),
     Setting("TALLY_KAFKA_BOOTSTRAP", "Kafka bootstrap servers", "127.0.0.1:9092", non_empty),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -33,7 +34,7 @@ def amount_for(amounts: Mapping[str, Decimal], currency_code: str) -> Decimal:
 
 SPEC: tuple[Setting, ...] = (
     Setting("TALLY_INVOICING_DATABASE_URL", "PostgreSQL DSN of the invoicing database",
-            "postgresql://tally:tally@127.0.0.1:5433/tally_invoicing", non_empty),
+            f"postgresql://tally:tally@127.0.0.1:{os.environ.get('TALLY_PG_PORT', '5433')}/tally_invoicing", non_empty),
     Setting("TALLY_INVOICING_HOST", "HTTP bind address", "127.0.0.1", non_empty),
     Setting("TALLY_INVOICING_PORT", "HTTP port", "8084", port),
     Setting("TALLY_KAFKA_BOOTSTRAP", "Kafka bootstrap servers", "127.0.0.1:9092", non_empty),
