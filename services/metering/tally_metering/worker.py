@@ -54,12 +54,6 @@ class ResetRequired(Exception):
     """The transaction failed or was fenced: drop in-memory state and start over from the changelogs."""
 
 
-class TermsBehind(ResetRequired):
-    """A batch held impressions of campaigns the contract book does not know while
-    contracts.terms had records this worker had not read: the batch is aborted and re-read
-    after the terms, so a contract's first impressions are not counted ``no_contract``."""
-
-
 def _where(m: Message) -> tuple[str, int, int]:
     """topic, partition and offset of a consumed record (never None for a record)."""
     topic, partition, offset = m.topic(), m.partition(), m.offset()
@@ -223,29 +217,6 @@ class Worker:
         if pending:
             raise TimeoutError("contract terms not read to the end within 60 s")
 
-    def terms_behind(self, timeout_s: float = 2.0) -> int:
-        """Read contracts.terms up to its current end (fresh watermarks from the broker); how
-        many terms records that applied. 0 means the book was already complete."""
-        topic = self.s.metering_topic_terms
-        positions = self.terms_consumer.position(self.terms_consumer.assignment())
-        ends = {}
-        for tp in positions:
-            low, high = self.terms_consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5,
-                                                                  cached=False)
-            if max(tp.offset, low) < high:
-                ends[tp.partition] = high
-        applied = 0
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            for m in self.terms_consumer.consume(1000, 0.1):
-                if m.error() is None:
-                    self._apply_terms(m)
-                    applied += 1
-            now_at = self.terms_consumer.position([TopicPartition(topic, q) for q in ends])
-            # past the end (transaction markers take offsets too): caught up on that partition
-            ends = {tp.partition: ends[tp.partition] for tp in now_at if tp.offset < ends[tp.partition]}
-        return applied
-
     def poll_terms(self, timeout_s: float = 0.0) -> int:
         n = 0
         for m in self.terms_consumer.consume(1000, timeout_s):
@@ -354,9 +325,8 @@ class Worker:
                 while not stop.is_set():
                     self.step()
                 return
-            except ResetRequired as exc:
-                if not isinstance(exc, TermsBehind):
-                    log.warning("transaction failed; rebuilding state from the changelogs")
+            except ResetRequired:
+                log.warning("transaction failed; rebuilding state from the changelogs")
                 self.dedupe.clear()
                 self.stores.clear()
                 self.committed_by_us.clear()
@@ -469,7 +439,6 @@ class Worker:
         new_ids: dict[int, dict[int, list[str]]] = {}
         batch_seen: set[str] = set()
         unmatched = 0
-        unknown: set[str] = set()
         book = self.book
         routes = book.routes
         route_of = book.route
@@ -503,8 +472,6 @@ class Worker:
                     route = route_of(campaign, t)
                 if route is None:
                     unmatched += 1
-                    if not book.for_campaign(campaign):
-                        unknown.add(campaign)
                     continue
                 offset: int = m.offset()  # type: ignore[assignment]
                 delta = deltas.get(route.key)
@@ -537,12 +504,6 @@ class Worker:
                             continue
                         cat = other_measurement
                 counts[cat] = counts.get(cat, 0) + 1
-        # Before anything of the batch is produced or remembered: a contract published just
-        # before its first impressions must count them, not call them no_contract.
-        if unknown and self.terms_behind():
-            log.info("campaigns unknown while contracts.terms had unread records; re-reading the batch",
-                     extra={"campaigns": sorted(unknown)[:10]})
-            raise TermsBehind(sorted(unknown))
         for delta in (dl for deltas in all_deltas for dl in deltas.values()):
             delta.totals.include_offset(delta.topic, delta.partition, delta.last_offset + 1)
             self._produce_delta({
