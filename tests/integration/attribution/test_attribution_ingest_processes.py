@@ -72,7 +72,6 @@ def ready(port: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing and /proc are Linux")
 async def test_two_ingest_processes_share_the_port(kafka_bootstrap: str, names: dict[str, str], catalog: SchemaCatalog,
                                                    tmp_path: Path) -> None:
     port = free_port()
