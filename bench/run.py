@@ -151,27 +151,25 @@ def stream_rounds(report: Report, args: argparse.Namespace) -> None:
 def ingest_runs(report: Report, args: argparse.Namespace) -> None:
     from tally_bench.ingest import IngestBench
 
-    keys = ["ingest.events", "ingest.p50", "ingest.p99", "ingest.events_1p", "ingest.p99_1p"]
+    #: processes -> (figure key, result field): the service's default (1), then two on one port
+    figures = {1: (("ingest.events_1p", "events_per_s"), ("ingest.p99_1p", "p99_ms")),
+               2: (("ingest.events", "events_per_s"), ("ingest.p50", "p50_ms"), ("ingest.p99", "p99_ms"))}
+    keys = [key for wanted in figures.values() for key, _ in wanted]
 
     def body() -> None:
-        with IngestBench(processes=1) as one:
-            for r in range(args.runs):
-                out = one.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency, duration_s=args.ingest_seconds)
-                print(f"  1 process, round {r + 1}: {out}", flush=True)
-                report.add("ingest.events_1p", out["events_per_s"])
-                report.add("ingest.p99_1p", out["p99_ms"])
-        with IngestBench(processes=2) as b:
-            for r in range(args.runs):
-                out = b.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency, duration_s=args.ingest_seconds)
-                print(f"  2 processes, round {r + 1}: {out}", flush=True)
-                report.add("ingest.events", out["events_per_s"])
-                report.add("ingest.p50", out["p50_ms"])
-                report.add("ingest.p99", out["p99_ms"])
-            if args.profile:
-                print("  profiling one more ingest run (py-spy, not counted) ...", flush=True)
-                out = b.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency, duration_s=args.ingest_seconds,
-                            profile=True)
-                report.profiles["attribution ingest (py-spy)"] = out["profile"]
+        for processes, wanted in figures.items():
+            with IngestBench(processes=processes) as b:
+                for r in range(args.runs):
+                    out = b.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency,
+                                duration_s=args.ingest_seconds)
+                    print(f"  {processes} process(es), round {r + 1}: {out}", flush=True)
+                    for key, field in wanted:
+                        report.add(key, out[field])
+                if args.profile and processes == 2:
+                    print("  profiling one more ingest run (py-spy, not counted) ...", flush=True)
+                    out = b.run(batch=args.ingest_batch, concurrency=args.ingest_concurrency,
+                                duration_s=args.ingest_seconds, profile=True)
+                    report.profiles["attribution ingest (py-spy)"] = out["profile"]
         report.figures["ingest.events"].note = (f"batches of {args.ingest_batch} (JSON array), {args.ingest_concurrency} "
                                                 f"requests in flight, {args.ingest_seconds:.0f} s per run, acks=all")
 

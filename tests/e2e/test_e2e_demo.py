@@ -5,10 +5,12 @@ simulator reusing its contracts), and `down` leaves nothing running."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -36,13 +38,16 @@ def demo(env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, str(DEMO), command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
-def alive(pid: int) -> bool:
-    """Running and not a zombie waiting for its parent (the detached supervisor's is init)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _load_demo_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tally_demo_script", DEMO)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: running and not a zombie waiting for its parent (the detached supervisor's is init)
+alive = _load_demo_script().running
 
 
 async def test_make_demo_runs_everything_supervised_with_traffic_and_stops_clean(stack: Stack) -> None:

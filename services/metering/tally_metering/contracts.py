@@ -42,8 +42,8 @@ class Segment:
 
 
 #: ``Route.fixed``: the impression's category whatever its IVT flag and measurement source say
-#: (None: in scope when the measurement source matches, else "other measurement"); the same
-#: strings as ``domain.OUTSIDE_FLIGHT`` / ``domain.UNCOVERED`` (domain imports this module)
+#: (None: in scope when the measurement source matches, else "other measurement"); defined here,
+#: where routing decides them, and re-exported by ``domain`` with the other categories
 OUTSIDE_FLIGHT = "outside_flight"
 UNCOVERED = "uncovered_campaign"
 

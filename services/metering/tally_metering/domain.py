@@ -21,6 +21,8 @@ from tally_billing.money import Currency, exact, round_to_minor
 from tally_billing.periods import Period
 from tally_billing.versions import ContractVersion, versions_in_period
 
+from .contracts import OUTSIDE_FLIGHT as OUTSIDE_FLIGHT  # re-exported: every category is d.<NAME>
+from .contracts import UNCOVERED as UNCOVERED
 from .contracts import Contract
 
 SEP = "\x1f"  # separator inside composite keys (never appears in ids)
@@ -32,8 +34,7 @@ DUPLICATE = "duplicate"
 OTHER_MEASUREMENT = "other_measurement"
 IVT_GIVT = "ivt_givt"
 IVT_SIVT = "ivt_sivt"
-OUTSIDE_FLIGHT = "outside_flight"
-UNCOVERED = "uncovered_campaign"
+# OUTSIDE_FLIGHT and UNCOVERED are defined with the routing that decides them (contracts.py)
 IN_SCOPE = "in_scope"  # valid, unique, in flight, covered: billable unless past a cap
 BILLABLE = "billable"
 OVER_DELIVERY = "over_delivery"

@@ -517,8 +517,6 @@ class Worker:
         for partition, days in new_ids.items():
             store = self.dedupe[partition]
             for day, ids in days.items():
-                if not ids:
-                    continue
                 store.add(day, ids)
                 self._produce(self.s.metering_topic_dedupe, DedupeStore.encode(ids), str(day), partition=partition)
         if unmatched:
