@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync } from "node:fs"
 import { resolve } from "node:path"
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { dayIn } from "../src/features/contracts/templates"
 import { mintToken, runPython, startStack, type Stack } from "./stack"
 
 const ARTIFACTS = resolve(import.meta.dirname, "artifacts")
@@ -20,15 +21,24 @@ let contractId = ""
 const campaign = `cmp-e2e-${Date.now().toString(36)}`
 const contractName = `E2E Acme CPM ${campaign}`
 
+// Dates come from the clock, so they are chosen to hold on every day of the year (month ends, 29 Feb,
+// 31 Dec, DST days): the flight starts on the 1st of the previous UTC month, so on almost every day the
+// contract spans a past period and the current one, and the overview must tell its rows apart by period. The events
+// carry one event time, fixed once, and the row checked is that instant's period in the contract's zone
+// (America/New_York, the form's default); metering closes a period only 2 h after its end, far beyond
+// this test. The period published as closed by the test lies before the flight, so metering never
+// closes the same period itself.
+const ZONE = "America/New_York"
+const utcMonthStart = (monthsBack: number, from = new Date()) =>
+  new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth() - monthsBack, 1))
 const isoDay = (d: Date) => d.toISOString().slice(0, 10)
-const yesterday = isoDay(new Date(Date.now() - 86_400_000))
+const flightStart = isoDay(utcMonthStart(1))
 const endOfYear = `${new Date().getUTCFullYear() + 1}-12-31`
-const lastMonth = (() => {
-  const d = new Date()
-  d.setUTCDate(1)
-  d.setUTCMonth(d.getUTCMonth() - 1)
-  return d.toISOString().slice(0, 7)
-})()
+const fakeClosedMonth = utcMonthStart(2).toISOString().slice(0, 7)
+const eventTime = new Date(Date.now() - 60_000)
+
+/** The billing period (calendar month) of an instant in a time zone, as metering keys it: YYYY-MM. */
+const monthIn = (zone: string, at: Date): string => dayIn(zone, at).slice(0, 7)
 
 function consoleUrl(): string {
   if (!stack) throw new Error("the stack did not start")
@@ -83,7 +93,7 @@ describe("the console against the real stack", () => {
     await page.getByLabel("Contract name").fill(contractName)
     await page.getByLabel("Advertiser id").fill("adv-acme")
     await page.getByLabel("Campaign ids").fill(campaign)
-    await page.getByLabel("Flight start").fill(yesterday)
+    await page.getByLabel("Flight start").fill(flightStart)
     await page.getByLabel("Flight end").fill(endOfYear)
     await page.getByLabel("Band 1 CPM rate").fill("twelve")
     await page.getByRole("button", { name: "Save draft" }).click()
@@ -119,7 +129,7 @@ describe("the console against the real stack", () => {
     await page.getByText("● Live").waitFor({ timeout: WAIT })
     const ingest = `Bearer ${mintToken("e2e-adserver", ["ingest"])}`
     const send = async (n: number, offset: number) => {
-      const at = new Date(Date.now() - 60_000).toISOString()
+      const at = eventTime.toISOString()
       const events = Array.from({ length: n }, (_, i) => ({
         impression_id: `${campaign}-imp-${offset + i}`, event_time: at, advertiser_id: "adv-acme", campaign_id: campaign,
         partner_id: null, household_id: `hh-${offset + i}`, device_type: "ctv", ivt: "none", measurement_source: "first_party",
@@ -129,7 +139,8 @@ describe("the console against the real stack", () => {
       })
       expect(resp.status).toBeLessThan(300)
     }
-    const amount = page.getByTestId(`spend-amount-${contractId}`)
+    const period = monthIn(ZONE, eventTime)
+    const amount = page.getByTestId(`spend-amount-${contractId}-${period}`)
     await send(400, 0)
     await amount.waitFor({ timeout: WAIT })
     await expect.poll(() => amount.textContent(), { timeout: WAIT }).toMatch(/USD\s5\.00/)
@@ -144,10 +155,10 @@ describe("the console against the real stack", () => {
   it("finance finalizes an invoice and downloads its PDF", async () => {
     expect(contractId).toMatch(/^ctr_/)
     const topic = stack?.invoicing_topics.periods_closed ?? ""
-    await runPython([resolve(import.meta.dirname, "close_period.py"), topic, contractId, "adv-acme", "USD", lastMonth, "100000", "12.50"])
+    await runPython([resolve(import.meta.dirname, "close_period.py"), topic, contractId, "adv-acme", "USD", fakeClosedMonth, "100000", "12.50"])
     await signInAs("Fiona (finance)")
     await page.getByRole("link", { name: "Invoices" }).click()
-    await page.getByLabel("Period").fill(lastMonth)
+    await page.getByLabel("Period").fill(fakeClosedMonth)
     const draft = page.getByRole("row").filter({ hasText: "adv-acme" }).filter({ hasText: "draft" }).first()
     await expect.poll(async () => {
       await page.getByLabel("Status").selectOption("draft")

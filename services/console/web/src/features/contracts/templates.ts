@@ -1,18 +1,25 @@
 import type { ContractTerms, Price } from "./types"
 
-const isoDay = (d: Date) => d.toISOString().slice(0, 10)
+const DEFAULT_ZONE = "America/New_York"
+
+/** The calendar date (YYYY-MM-DD) of an instant in a time zone: a flight is dated in the contract's zone. */
+export function dayIn(zone: string, at: Date): string {
+  const parts = new Intl.DateTimeFormat("en-US", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" }).formatToParts(at)
+  const part = (type: string) => parts.find((p) => p.type === type)?.value ?? ""
+  return `${part("year")}-${part("month")}-${part("day")}`
+}
 
 export function cpmTemplate(advertiserId = "", today: Date = new Date()): ContractTerms {
-  const end = new Date(Date.UTC(today.getUTCFullYear(), 11, 31))
+  const start = dayIn(DEFAULT_ZONE, today)
   return {
     contract_type: "cpm",
     common: {
       currency: "USD",
-      time_zone: "America/New_York",
+      time_zone: DEFAULT_ZONE,
       billing_period: "month",
       payment_terms_days: 30,
-      flight_start: isoDay(today),
-      flight_end: isoDay(end),
+      flight_start: start,
+      flight_end: `${start.slice(0, 4)}-12-31`,
       campaign_ids: [],
       po_reference: null,
       measurement: "first_party",

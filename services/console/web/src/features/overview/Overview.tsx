@@ -104,12 +104,15 @@ export function Overview() {
                   </thead>
                   <tbody>
                     {rows.map((r) => (
-                      <tr key={`${r.contract_id}/${r.period_key}`} data-testid={`spend-${r.contract_id}`}>
+                      <tr key={`${r.contract_id}/${r.period_key}`} data-testid={`spend-${r.contract_id}-${r.period_key}`}>
                         <td>
                           <Link to={`/contracts/${encodeURIComponent(r.contract_id)}`}>{r.contract_id}</Link>
                         </td>
-                        <td>{r.period_key}</td>
-                        <td className="num" data-testid={`spend-amount-${r.contract_id}`}>
+                        <td>
+                          {r.period_key}
+                          {r.status && <small className="muted"> · {r.status === "closed" ? "closed" : "open"}</small>}
+                        </td>
+                        <td className="num" data-testid={`spend-amount-${r.contract_id}-${r.period_key}`}>
                           {formatMoney(r.amount_exact, r.currency)}
                         </td>
                         <td className="num">{formatMoney(capOf(r), r.currency)}</td>

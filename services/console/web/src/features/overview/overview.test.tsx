@@ -43,12 +43,29 @@ describe("overview", () => {
       return Promise.resolve(new Response(JSON.stringify({ items: [row("10.00")], count: 1 }), { headers: { "Content-Type": "application/json" } }))
     }))
     renderWithProviders(<Overview />, { preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }) })
-    expect(await screen.findByTestId("spend-amount-ctr_1")).toHaveTextContent(/USD\s10\.00/)
+    expect(await screen.findByTestId("spend-amount-ctr_1-2026-11")).toHaveTextContent(/USD\s10\.00/)
     expect(await screen.findByText(/● Live/)).toBeInTheDocument()
     stream.push(`event: total\ndata: ${JSON.stringify(row("85.50"))}\n\n`)
-    expect(await screen.findByText(/USD\s85\.50/, { selector: "[data-testid='spend-amount-ctr_1']" })).toBeInTheDocument()
+    expect(await screen.findByText(/USD\s85\.50/, { selector: "[data-testid='spend-amount-ctr_1-2026-11']" })).toBeInTheDocument()
     expect(screen.getByText("85.5 %")).toBeInTheDocument()
     expect(screen.getByRole("img", { name: /Running spend in USD: USD\s85\.50 after 2 updates/ })).toBeInTheDocument()
     expect(screen.getByText("80 %")).toBeInTheDocument()
+  })
+})
+
+describe("overview rows", () => {
+  it("shows one row per contract and period, each named by its period and state", async () => {
+    const rows = [row("0", { period_key: "2026-11", status: "closed" }), row("5.00", { period_key: "2026-12", status: "open" })]
+    vi.stubGlobal("fetch", vi.fn((input: RequestInfo | URL) => {
+      const url = input instanceof Request ? input.url : String(input)
+      if (url.endsWith("/api/metering/v1/spend/stream"))
+        return Promise.resolve(new Response(sseBody([]).body, { headers: { "Content-Type": "text/event-stream" } }))
+      return Promise.resolve(new Response(JSON.stringify({ items: rows, count: 2 }), { headers: { "Content-Type": "application/json" } }))
+    }))
+    renderWithProviders(<Overview />, { preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }) })
+    expect(await screen.findByTestId("spend-amount-ctr_1-2026-11")).toHaveTextContent(/USD\s0\.00/)
+    expect(screen.getByTestId("spend-amount-ctr_1-2026-12")).toHaveTextContent(/USD\s5\.00/)
+    expect(screen.getByTestId("spend-ctr_1-2026-11")).toHaveTextContent(/2026-11\s·\sclosed/)
+    expect(screen.getByTestId("spend-ctr_1-2026-12")).toHaveTextContent(/2026-12\s·\sopen/)
   })
 })
