@@ -10,7 +10,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,17 +20,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from tally_sim.client import ContractsClient, Http, IngestClient
 from tally_sim.expected import Expected, recompute
 from tally_sim.run import Tokens, create_contracts, send, write_header
-from tally_sim.scenario import build
+from tally_sim.scenario import build, previous_month
 from tally_sim.traffic import TrafficMix, generate, window
 from tally_streams.avro import SchemaCatalog
+from tests import clock
 
 from .e2e_stack import PORTS, PY, ROOT, Stack, wait_until
 
 Chaos = Callable[[Stack, asyncio.Event], Awaitable[None]]
-
-
-def previous_month(today: date) -> date:
-    return date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
 
 
 def read_topic(stack: Stack, topic: str, schema: str) -> list[dict[str, Any]]:
@@ -74,7 +71,7 @@ def start_processors(stack: Stack) -> subprocess.Popen[bytes]:
 
 async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: float | None = None,
                     chaos: Chaos | None = None) -> tuple[Expected, dict[str, Any]]:
-    month = previous_month(datetime.now(UTC).date())
+    month = previous_month(clock.now().date())  # the test clock: TALLY_TEST_NOW can set the month
     _, end = window(build(seed, month, stack.run))
     stack.set_clock(end)  # metering's clock: after every event, before any period closes
     await stack.start()  # contracts, ingest, spend API, invoicing

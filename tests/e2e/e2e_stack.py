@@ -25,6 +25,7 @@ from tally_kit.db import drop_database
 from tally_kit.migrations import migrate
 from tally_streams import topics
 from tally_streams.kafka import delete_topics, ensure_topics
+from tests import clock
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -94,7 +95,7 @@ class Stack:
             "TALLY_ATTRIBUTION_SETTLE_DELAY_MS": "1000",
             # The simulated month lies in the past: exposures are kept for its whole age, not
             # just the lookback (the index is bounded relative to arrival time).
-            "TALLY_ATTRIBUTION_LATE_ALLOWANCE_DAYS": "70",
+            "TALLY_ATTRIBUTION_LATE_ALLOWANCE_DAYS": str(70 + clock.days_behind()),
             "TALLY_ATTRIBUTION_GROUP": f"{internal}-attribution",
             "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"{internal}-attribution",
             "TALLY_ATTRIBUTION_TOPIC_IMPRESSIONS": t["ads.impressions"],

@@ -16,6 +16,16 @@ fi
 npm run lint
 npm run typecheck
 npm test
+# The unit tests again with the clock at awkward instants (each as TALLY_TEST_NOW and TZ): the last
+# seconds of a month in New York (already the 1st in UTC), New Year in Berlin, the end of 29 February,
+# and the last seconds before the spring-forward jump in New York and in Berlin.
+for at in "2026-12-01T04:59:30Z America/New_York" "2027-01-01T00:00:30+01:00 Europe/Berlin" \
+          "2028-02-29T23:59:30-05:00 America/New_York" "2026-03-08T06:59:30Z America/New_York" \
+          "2026-03-29T00:59:30Z Europe/Berlin"; do
+  read -r instant zone <<<"$at"
+  echo "unit tests at $instant ($zone)"
+  TALLY_TEST_NOW="$instant" TZ="$zone" npx vitest run --reporter=dot
+done
 npm run build
 
 if [[ "$what" == "all" || "$what" == "e2e" ]]; then

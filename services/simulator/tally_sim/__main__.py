@@ -29,12 +29,8 @@ from tally_kit.auth import ensure_local_secret
 from .client import ContractsClient, Http, IngestClient
 from .expected import recompute
 from .run import Tokens, create_contracts, read_record, send, summary, write_header
-from .scenario import build
+from .scenario import build, previous_month
 from .traffic import LiveTraffic, TrafficMix, generate
-
-
-def previous_month(today: date) -> date:
-    return date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
 
 
 def _progress(sent: int, total: int, elapsed: float) -> None:

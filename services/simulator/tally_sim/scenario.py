@@ -14,6 +14,10 @@ from datetime import date
 from typing import Any
 
 
+def previous_month(today: date) -> date:
+    """The first day of the month before ``today``'s (January's is the previous year's December)."""
+    return date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
+
 @dataclass(frozen=True)
 class SimContract:
     key: str  # stable name inside the scenario, e.g. "cpm-flat-usd"

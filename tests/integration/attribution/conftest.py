@@ -22,6 +22,7 @@ from tally_streams import topics as catalog_topics
 from tally_streams.avro import DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config, delete_topics, ensure_topics, producer_config
 from tally_streams.topics import TopicSpec
+from tests import clock
 
 ROLES: dict[str, TopicSpec] = {
     "impressions": catalog_topics.IMPRESSIONS,
@@ -56,6 +57,9 @@ def processor_env(bootstrap: str, names: dict[str, str], *, settle_ms: int = 500
         "TALLY_ATTRIBUTION_GROUP": f"{ident}-group",
         "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"{ident}-txn",
         "TALLY_ATTRIBUTION_METRICS_PORT": "0",
+        # exposures are indexed relative to their arrival (wall clock): a test clock in the past
+        # (tests/clock.py) keeps them by widening the allowance to cover the lag
+        **({"TALLY_ATTRIBUTION_LATE_ALLOWANCE_DAYS": str(clock.days_behind() + 1)} if clock.days_behind() else {}),
         **{f"TALLY_ATTRIBUTION_TOPIC_{role.upper()}": name for role, name in names.items()},
     }
 

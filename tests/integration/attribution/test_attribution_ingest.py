@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from tally_attribution.settings import SPEC
 from tally_kit.auth import TokenVerifier, mint_token
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
+from tests import clock
 
 from .conftest import Harness, processor_env
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 SECRET = "ingest-test-secret-long-enough-for-hs256"
 INGEST = mint_token(SECRET, "adserver-1", ["ingest"])
 PARTNER = mint_token(SECRET, "partner-user", ["partner"], tenant_type="partner", tenant_id="partner-77")
-WHEN = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+WHEN = (clock.now() - timedelta(minutes=10)).isoformat()
 
 ClientFactory = Callable[..., Any]
 
@@ -149,7 +150,7 @@ async def test_http_events_end_to_end_to_an_outcome(client_for: ClientFactory, h
     resp = await client.post("/v1/impressions", headers=auth(), json=[
         imp("http-i1", advertiser_id="adv-http", campaign_id="c-http", household_id="hh-http", partner_id="p-http")])
     assert (await resp.json())["accepted"] == 1
-    conv = {"conversion_id": "http-v1", "event_time": datetime.now(UTC).isoformat(), "advertiser_id": "adv-http",
+    conv = {"conversion_id": "http-v1", "event_time": clock.now().isoformat(), "advertiser_id": "adv-http",
             "household_id": "hh-http", "event_type": "purchase"}
     resp = await client.post("/v1/conversions", json=[conv], headers=auth())
     assert (await resp.json())["accepted"] == 1

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +21,7 @@ import pytest
 from tally_kit.auth import mint_token
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics
+from tests import clock
 
 from .conftest import ROOT, Harness, make_topics, processor_env
 
@@ -85,7 +86,7 @@ async def test_two_ingest_processes_share_the_port(kafka_bootstrap: str, names: 
         wait_until(lambda: ready(port) and len(children(parent.pid)) == 1, 60)
         [child] = children(parent.pid)
         token = mint_token(SECRET, "adserver-1", ["ingest"])
-        when = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        when = (clock.now() - timedelta(minutes=5)).isoformat()
         ids = [f"mp-{i}" for i in range(40)]
         # a fresh connection per request, so the kernel spreads them over both processes
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:

@@ -12,12 +12,15 @@ import pytest
 
 from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 from tally_attribution.processor import Processor
+from tests import clock
 
 from .conftest import Harness
 
 pytestmark = pytest.mark.integration
 
-AT = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+# Event times follow the test clock (tests/clock.py); a record "in the future" is judged by the
+# processor's wall clock, so those cases stay on it.
+AT = clock.now().replace(microsecond=0) - timedelta(hours=1)
 
 
 def uid(tag: str) -> str:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,13 +20,14 @@ import pytest
 from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics
+from tests import clock
 
 from .conftest import ROOT, Harness, make_topics, processor_env
 
 pytestmark = pytest.mark.integration
 
 HOUSEHOLDS = 600
-AT = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+AT = clock.now().replace(microsecond=0) - timedelta(hours=1)
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ from collections import Counter
 from datetime import date
 from decimal import Decimal
 
+import pytest
+
 from tally_billing.money import currency
 from tally_sim.expected import LiveContract, recompute
 from tally_sim.run import _chunks
-from tally_sim.scenario import build
+from tally_sim.scenario import build, previous_month
 from tally_sim.traffic import TrafficMix, generate, window
 
 MONTH = date(2026, 10, 1)
@@ -75,3 +77,11 @@ def test_the_demo_scenario_uses_the_console_tenants_and_a_restart_never_reuses_e
     ids = lambda evs: {e["event"].get("impression_id") or e["event"]["conversion_id"] for e in evs}  # noqa: E731
     assert ids(first) and not ids(first) & ids(second)
     assert all(e["event"]["household_id"].startswith("hh-") for e in first)
+
+
+@pytest.mark.parametrize(("today", "month"), [
+    (date(2026, 12, 1), date(2026, 11, 1)), (date(2027, 1, 1), date(2026, 12, 1)), (date(2026, 1, 31), date(2025, 12, 1)),
+    (date(2028, 2, 29), date(2028, 1, 1)), (date(2028, 3, 1), date(2028, 2, 1)), (date(2026, 12, 31), date(2026, 11, 1)),
+])
+def test_previous_month_on_awkward_days(today: date, month: date) -> None:
+    assert previous_month(today) == month
