@@ -122,7 +122,7 @@ def field_program(schema: Any, wanted: tuple[str, ...]) -> tuple[tuple[bool, int
 
 class ImpressionDecoder(RawDecoder):
     #: the only fields metering reads from an impression, in the order ``decode_fields`` returns them
-    FIELDS = ("impression_id", "event_time", "campaign_id", "ivt", "measurement_source")
+    FIELDS = ("impression_id", "event_time", "advertiser_id", "campaign_id", "ivt", "measurement_source")
 
     def __init__(self, catalog: SchemaCatalog, *, compiled: bool = True) -> None:
         super().__init__(catalog, "impression")
@@ -141,7 +141,7 @@ class ImpressionDecoder(RawDecoder):
         return self._program is not None
 
     def decode_fields(self, values: list[bytes | None]) -> list[tuple[Any, ...] | DecodeError]:
-        """Per record: (impression_id, event_time µs, campaign_id, ivt, measurement_source), or the
+        """Per record: (impression_id, event_time µs, advertiser_id, campaign_id, ivt, measurement_source), or the
         DecodeError of a record that cannot be read (exactly what :meth:`decode` raises for it)."""
         fast: list[tuple[Any, ...] | None]
         if self._program is not None:

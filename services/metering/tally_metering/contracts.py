@@ -12,25 +12,19 @@ import json
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tally_billing.periods import Period, PeriodKind, period_containing
 from tally_billing.terms import ContractTerms, parse_terms
+from tally_billing.usage import BUCKET_US as _BUCKET_US  # every zone offset in use is a multiple of 15 minutes
+from tally_billing.usage import from_micros, to_micros
 from tally_billing.versions import ContractVersion, effective_version, in_flight
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BUCKET_US = 15 * 60 * 1_000_000  # every real zone offset is a multiple of 15 minutes
-ROUTE_BUCKET_US = 3600 * 1_000_000  # ContractBook.routes is keyed by (campaign, event time // this)
+__all__ = ["ROUTE_BUCKET_US", "Contract", "ContractBook", "Route", "contract_from_record", "from_micros", "to_micros"]
 
-
-def to_micros(instant: datetime) -> int:
-    d = instant.astimezone(UTC) - EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def from_micros(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+#: ContractBook.routes is keyed by (advertiser, campaign, event time // this)
+ROUTE_BUCKET_US = 3600 * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -181,14 +175,18 @@ _ROUTE_CACHE_MAX = 200_000
 
 
 class ContractBook:
-    """Every known contract, and which contracts cover each campaign."""
+    """Every known contract, and which contracts cover each (advertiser, campaign).
+
+    A campaign reaches only contracts of the advertiser its impressions name: usage is the
+    advertiser's own, and stage two owns every contract of an advertiser.
+    """
 
     def __init__(self) -> None:
         self.contracts: dict[str, Contract] = {}
-        self._by_campaign: dict[str, tuple[Contract, ...]] = {}
-        #: (campaign, hour) -> Route (None: no contract covers the campaign), for hours in which no
-        #: candidate contract's segment or period changes; emptied whenever the book changes
-        self.routes: dict[tuple[str, int], Route | None] = {}
+        self._by_campaign: dict[tuple[str, str], tuple[Contract, ...]] = {}
+        #: (advertiser, campaign, hour) -> Route (None: no contract covers the campaign), for hours
+        #: in which no candidate contract's segment or period changes; emptied whenever the book changes
+        self.routes: dict[tuple[str, str, int], Route | None] = {}
 
     def apply(self, rec: dict[str, Any]) -> bool:
         """Take a terms record; ignores one older than the revision held. True when applied."""
@@ -205,24 +203,25 @@ class ContractBook:
         self._reindex()
 
     def _reindex(self) -> None:
-        index: dict[str, list[Contract]] = {}
+        index: dict[tuple[str, str], list[Contract]] = {}
         for c in sorted(self.contracts.values(), key=lambda c: c.contract_id):
             for campaign in c.campaigns:
-                index.setdefault(campaign, []).append(c)
+                index.setdefault((c.advertiser_id, campaign), []).append(c)
         self._by_campaign = {k: tuple(v) for k, v in index.items()}
         self.routes = {}
 
-    def route(self, campaign_id: str, t_us: int) -> Route | None:
+    def route(self, advertiser_id: str, campaign_id: str, t_us: int) -> Route | None:
         """The route of an impression of ``campaign_id`` at ``t_us`` (None: no contract covers it).
 
-        Cached per (campaign, hour of event time) when that hour lies inside one segment and one
-        billing period of every candidate contract; otherwise computed for ``t_us`` alone.
+        Cached per (advertiser, campaign, hour of event time) when that hour lies inside one
+        segment and one billing period of every candidate contract; otherwise computed for
+        ``t_us`` alone.
         """
         bucket = t_us // ROUTE_BUCKET_US
-        key = (campaign_id, bucket)
+        key = (advertiser_id, campaign_id, bucket)
         if key in self.routes:
             return self.routes[key]
-        contracts = self._by_campaign.get(campaign_id, ())
+        contracts = self._by_campaign.get((advertiser_id, campaign_id), ())
         r = self._route(contracts, campaign_id, t_us)
         start = bucket * ROUTE_BUCKET_US
         last = start + ROUTE_BUCKET_US - 1
@@ -258,8 +257,12 @@ class ContractBook:
             measurement = str(v.terms.common.measurement) if v is not None else "first_party"
         return Route(contract, period_key, (contract.contract_id, period_key), fixed, version, measurement)
 
-    def for_campaign(self, campaign_id: str) -> tuple[Contract, ...]:
-        return self._by_campaign.get(campaign_id, ())
+    def for_campaign(self, advertiser_id: str, campaign_id: str) -> tuple[Contract, ...]:
+        return self._by_campaign.get((advertiser_id, campaign_id), ())
+
+    def of_advertiser(self, advertiser_id: str) -> list[Contract]:
+        return sorted((c for c in self.contracts.values() if c.advertiser_id == advertiser_id),
+                      key=lambda c: c.contract_id)
 
     def get(self, contract_id: str) -> Contract | None:
         return self.contracts.get(contract_id)

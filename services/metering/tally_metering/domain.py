@@ -1,4 +1,5 @@
-"""Metering's pure domain: mergeable period totals, rating them into lines, closes, adjustments.
+"""Metering's pure domain: the usage ledger, period totals derived from it, rating them into
+lines, closes, adjustments.
 
 Nothing here does I/O. The billing library prices (``tally_billing.cpm.rate_cpm_period``);
 this module keeps the *counts* it prices from. A period's totals are a commutative monoid —
@@ -6,10 +7,18 @@ counts per category, pre-cap billable impressions per contract version, exact CP
 (version, event type) and per partner, and the highest source offsets included — so totals
 built from any split of the input (per partition, per batch) merge to the same result, and
 every amount is derived from counts when it is needed, never accumulated with rounding.
+
+The impression part of a period's totals is itself derived: :class:`UsageDay` holds the usage
+ledger (counts per campaign, 15-minute event-time bucket and ledger class, kept apart from any
+contract), and :func:`classify` / :func:`derive` turn ledger counts into a contract's period
+totals under the contract picture the :class:`~tally_metering.contracts.ContractBook` holds.
+Derivation is linear in the counts, so adding usage to a period incrementally and deriving it
+again from the whole ledger give the same totals.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,11 +28,12 @@ from typing import Any
 from tally_billing.cpm import BUDGET_ALERT_THRESHOLDS_PCT, VersionCount, rate_cpm_period
 from tally_billing.money import Currency, exact, round_to_minor
 from tally_billing.periods import Period
+from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
 from tally_billing.versions import ContractVersion, versions_in_period
 
 from .contracts import OUTSIDE_FLIGHT as OUTSIDE_FLIGHT  # re-exported: every category is d.<NAME>
 from .contracts import UNCOVERED as UNCOVERED
-from .contracts import Contract
+from .contracts import Contract, ContractBook, Route
 
 SEP = "\x1f"  # separator inside composite keys (never appears in ids)
 ZERO = Decimal(0)
@@ -42,6 +52,18 @@ CONVERSIONS_ATTRIBUTED = "conversions_attributed"
 CONVERSIONS_REVERSED = "conversions_reversed"
 REVERSAL_RECORDS = "reversal_records"
 DUPLICATE_CONVERSIONS = "duplicate_conversions"
+
+#: the categories derived from the usage ledger (everything else in ``counts`` comes from conversions)
+IMPRESSION_CATEGORIES = frozenset({RECEIVED, DUPLICATE, OTHER_MEASUREMENT, IVT_GIVT, IVT_SIVT, OUTSIDE_FLIGHT,
+                                   UNCOVERED})
+
+# Ledger classes: what an impression is before any contract is consulted. A unique impression is
+# "<ivt>|<measurement source>"; a repeated impression id is "duplicate" (counted, never billed).
+LEDGER_DUPLICATE = "duplicate"
+IVT_FLAGS = ("none", "givt", "sivt")
+MEASUREMENT_SOURCES = ("first_party", "third_party")
+LEDGER_CLASSES = {(ivt, source): f"{ivt}|{source}" for ivt in IVT_FLAGS for source in MEASUREMENT_SOURCES}
+_IVT_CATEGORY = {"givt": IVT_GIVT, "sivt": IVT_SIVT}
 
 
 def _add(a: Decimal, b: Decimal) -> Decimal:
@@ -101,6 +123,20 @@ class PeriodTotals:
                 self.offsets[k] = o
         self.max_event_us = max(self.max_event_us, other.max_event_us)
 
+    def replace_usage(self, usage: PeriodTotals, impressions_topic: str) -> None:
+        """Take the impression part (categories, in-scope counts, impressions offsets) from
+        ``usage``, a fresh derivation from the ledger; the conversion part stays."""
+        counts = {k: n for k, n in self.counts.items() if k not in IMPRESSION_CATEGORIES}
+        for k, n in usage.counts.items():
+            counts[k] = counts.get(k, 0) + n
+        self.counts = counts
+        self.in_scope_by_version = dict(usage.in_scope_by_version)
+        prefix = f"{impressions_topic}{SEP}"
+        offsets = {k: o for k, o in self.offsets.items() if not k.startswith(prefix)}
+        offsets.update({k: o for k, o in usage.offsets.items() if k.startswith(prefix)})
+        self.offsets = offsets
+        self.max_event_us = max(self.max_event_us, usage.max_event_us)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "counts": self.counts,
@@ -121,6 +157,115 @@ class PeriodTotals:
             offsets={k: int(o) for k, o in d.get("offsets", {}).items()},
             max_event_us=int(d.get("max_event_us", 0)),
         )
+
+
+# --------------------------------------------------------------------------- the usage ledger
+
+
+@dataclass
+class UsageDay:
+    """The usage of one (advertiser, campaign) on one UTC day: counts per ledger class and
+    15-minute bucket, and the source offsets they include. Its size depends on the campaign's
+    days of traffic, never on the number of impressions."""
+
+    advertiser_id: str
+    campaign_id: str
+    day: int  # UTC days since the epoch
+    counts: dict[str, array[int]] = field(default_factory=dict)
+    #: "topic<SEP>partition" -> next offset after the last record of this day included
+    offsets: dict[str, int] = field(default_factory=dict)
+    max_event_us: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"ug{SEP}{self.advertiser_id}{SEP}{self.campaign_id}{SEP}{self.day}"
+
+    def add(self, bucket_of_day: int, cls: str, n: int) -> None:
+        row = self.counts.get(cls)
+        if row is None:
+            row = self.counts[cls] = array("q", bytes(8 * BUCKETS_PER_DAY))
+        row[bucket_of_day] += n
+
+    def include_offset(self, source: str, next_offset: int) -> None:
+        if next_offset > self.offsets.get(source, -1):
+            self.offsets[source] = next_offset
+
+    def total(self, cls: str | None = None) -> int:
+        return sum(sum(row) for c, row in self.counts.items() if cls is None or c == cls)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.advertiser_id, "c": self.campaign_id, "d": self.day,
+                "n": {cls: [[i, n] for i, n in enumerate(row) if n] for cls, row in sorted(self.counts.items())},
+                "o": self.offsets, "m": self.max_event_us}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> UsageDay:
+        u = cls(d["a"], d["c"], int(d["d"]), offsets={k: int(o) for k, o in d.get("o", {}).items()},
+                max_event_us=int(d.get("m", 0)))
+        for ledger_class, cells in d.get("n", {}).items():
+            for i, n in cells:
+                u.add(int(i), ledger_class, int(n))
+        return u
+
+
+def classify(totals: PeriodTotals, ledger_class: str, n: int, route: Route) -> None:
+    """Add ``n`` impressions of one ledger class to a period's totals, as routed (the
+    classification order of the README: duplicate, IVT, outside flight, uncovered, other
+    measurement, in scope)."""
+    counts = totals.counts
+    counts[RECEIVED] = counts.get(RECEIVED, 0) + n
+    if ledger_class == LEDGER_DUPLICATE:
+        cat = DUPLICATE
+    else:
+        ivt, source = ledger_class.split("|")
+        if ivt != "none":
+            cat = _IVT_CATEGORY[ivt]
+        elif route.fixed is not None:
+            cat = route.fixed
+        elif source == route.measurement:
+            assert route.version is not None
+            in_scope = totals.in_scope_by_version
+            in_scope[route.version] = in_scope.get(route.version, 0) + n
+            return
+        else:
+            cat = OTHER_MEASUREMENT
+    counts[cat] = counts.get(cat, 0) + n
+
+
+def derive(book: ContractBook, days: Iterable[UsageDay], not_before_us: int = 0) -> dict[tuple[str, str], PeriodTotals]:
+    """The impression part of every (contract, period) totals that ``days`` reach under the
+    contract picture in ``book``: a pure function of (usage, contracts). Buckets that no
+    contract covers are left out (they wait in the ledger). Buckets before ``not_before_us``
+    (the re-rating horizon) are skipped."""
+    out: dict[tuple[str, str], PeriodTotals] = {}
+    route_of = book.route
+    for u in days:
+        base = u.day * BUCKETS_PER_DAY
+        touched: set[tuple[str, str]] = set()
+        for ledger_class, row in u.counts.items():
+            for i, n in enumerate(row):
+                if not n:
+                    continue
+                t = (base + i) * BUCKET_US
+                if t < not_before_us:
+                    continue
+                route = route_of(u.advertiser_id, u.campaign_id, t)
+                if route is None:
+                    continue
+                tot = out.get(route.key)
+                if tot is None:
+                    tot = out[route.key] = PeriodTotals()
+                classify(tot, ledger_class, n, route)
+                newest = min(t + BUCKET_US - 1, u.max_event_us)  # to the bucket: the ledger keeps no event times
+                if newest > tot.max_event_us:
+                    tot.max_event_us = newest
+                touched.add(route.key)
+        for key in touched:
+            offsets = out[key].offsets
+            for source, o in u.offsets.items():
+                if o > offsets.get(source, -1):
+                    offsets[source] = o
+    return out
 
 
 # --------------------------------------------------------------------------- lines

@@ -32,7 +32,8 @@ SPEC: tuple[Setting, ...] = (
     Setting("TALLY_METERING_TOPIC_DLQ_IMPRESSIONS", "Dead letters of impressions", topics.DLQ_IMPRESSIONS.name, non_empty),
     Setting("TALLY_METERING_TOPIC_DLQ_ATTRIBUTED", "Dead letters of attributed conversions",
             "dlq." + topics.ATTRIBUTED_CONVERSIONS.name, non_empty),
-    Setting("TALLY_METERING_TOPIC_DELTAS", "Internal: per-batch period deltas, partitioned by contract", "metering.deltas", non_empty),
+    Setting("TALLY_METERING_TOPIC_DELTAS", "Internal: per-batch usage and conversion deltas, partitioned by advertiser",
+            "metering.deltas", non_empty),
     Setting("TALLY_METERING_TOPIC_STATE", "Internal: compacted changelog of period state (aligned with deltas)",
             "metering.state-changelog", non_empty),
     Setting("TALLY_METERING_TOPIC_DEDUPE", "Internal: impression-id changelog (aligned with impressions)",
@@ -45,6 +46,8 @@ SPEC: tuple[Setting, ...] = (
             "(each of the two stages adds up to this to an event's latency)", "50", positive_int),
     Setting("TALLY_METERING_DEDUPE_HORIZON_DAYS", "Impression ids are remembered this long (event time); older events are refused",
             "62", positive_int),
+    Setting("TALLY_METERING_RERATE_HORIZON_DAYS", "Usage stays in the ledger and periods stay re-rateable this long "
+            "(event time); an older period is locked", "400", positive_int),
     Setting("TALLY_METERING_MAX_FUTURE_SECONDS", "Events further than this ahead of the clock are dead-lettered", "3600",
             _non_negative),
     Setting("TALLY_METERING_TOTALS_INTERVAL_MS", "At most one running-total update per key per this interval", "1000",

@@ -3,10 +3,13 @@
 * ``DedupeStore`` — per impressions partition: the impression ids already seen, bucketed by
   event day so ids older than the dedupe horizon can be forgotten. Changelog: one record per
   (batch, event day) with the new ids, in the dedupe topic's partition of the same number.
-* ``TotalsStore`` — per deltas partition: the totals of every (contract, period) whose
-  contract hashes to that partition, each contract's once-only alert marks, and every CPA
-  conversion seen (dedupe by conversion_id, and what a later reversal must give back).
-  Changelog: a compacted topic, one key per entry, in the partition of the same number.
+* ``TotalsStore`` — per deltas partition (one owner per advertiser): the usage ledger of every
+  (advertiser, campaign) hashed to that partition, the totals of every (contract, period) of
+  those advertisers with what a closed period has billed so far, each contract's once-only
+  alert marks and the terms revision its totals were derived under, and every CPA conversion
+  seen (dedupe by conversion_id, and what a later reversal must give back). Changelog: a
+  compacted topic, one key per entry, in the partition of the same number; a forgotten ledger
+  day is a tombstone.
 
 Both are written in the same Kafka transaction as the outputs and the consumed offsets, so a
 store rebuilt from its changelog always matches the committed input position exactly.
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .domain import SEP, PeriodTotals
+from .domain import SEP, Line, PeriodTotals, UsageDay
 
 DAY_US = 86_400_000_000
 
@@ -58,19 +61,30 @@ class PeriodState:
     closed_at_us: int | None = None
     #: "per_period:50", ... already emitted for this period
     alerts: set[str] = field(default_factory=set)
+    #: closed periods: the CPM lines billed so far (the close's lines plus every adjustment since),
+    #: which the next re-rating is diffed against
+    billed: list[Line] | None = None
 
     @property
     def key(self) -> str:
         return f"cp{SEP}{self.contract_id}{SEP}{self.period_key}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"c": self.contract_id, "p": self.period_key, "t": self.totals.to_json(), "closed": self.closed,
-                "closed_at_us": self.closed_at_us, "alerts": sorted(self.alerts)}
+        out: dict[str, Any] = {"c": self.contract_id, "p": self.period_key, "t": self.totals.to_json(),
+                               "closed": self.closed, "closed_at_us": self.closed_at_us, "alerts": sorted(self.alerts)}
+        if self.billed is not None:
+            out["billed"] = [[ln.line_type, ln.contract_version, ln.price_point, ln.quantity, str(ln.unit_price),
+                              str(ln.amount_exact)] for ln in self.billed]
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PeriodState:
+        billed = None
+        if d.get("billed") is not None:
+            billed = [Line(t, int(v), pp, None, int(q), "per_thousand", Decimal(up), Decimal(a))
+                      for t, v, pp, q, up, a in d["billed"]]
         return cls(d["c"], d["p"], PeriodTotals.from_json(d["t"]), bool(d["closed"]), d.get("closed_at_us"),
-                   set(d.get("alerts", [])))
+                   set(d.get("alerts", [])), billed)
 
 
 @dataclass
@@ -78,17 +92,20 @@ class ContractState:
     contract_id: str
     #: thresholds of the total budget cap already alerted (contract-wide, once each)
     total_alerts: set[int] = field(default_factory=set)
+    #: the contracts.terms revision the contract's period totals were last derived under
+    revision: int | None = None
 
     @property
     def key(self) -> str:
         return f"ct{SEP}{self.contract_id}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"c": self.contract_id, "total_alerts": sorted(self.total_alerts)}
+        return {"c": self.contract_id, "total_alerts": sorted(self.total_alerts), "rev": self.revision}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ContractState:
-        return cls(d["c"], {int(x) for x in d.get("total_alerts", [])})
+        rev = d.get("rev")
+        return cls(d["c"], {int(x) for x in d.get("total_alerts", [])}, int(rev) if rev is not None else None)
 
 
 @dataclass
@@ -133,8 +150,10 @@ class TotalsStore:
         self.periods: dict[tuple[str, str], PeriodState] = {}
         self.contracts: dict[str, ContractState] = {}
         self.conversions: dict[tuple[str, str], ConversionState] = {}
-        #: changelog keys written in the open transaction
-        self.dirty: dict[str, bytes] = {}
+        #: the usage ledger: (advertiser, campaign) -> UTC day -> usage
+        self.usage: dict[tuple[str, str], dict[int, UsageDay]] = {}
+        #: changelog keys written in the open transaction (None: a tombstone)
+        self.dirty: dict[str, bytes | None] = {}
 
     def period(self, contract_id: str, period_key: str) -> PeriodState:
         ps = self.periods.get((contract_id, period_key))
@@ -153,17 +172,49 @@ class TotalsStore:
     def periods_of(self, contract_id: str) -> list[PeriodState]:
         return [ps for (c, _), ps in self.periods.items() if c == contract_id]
 
-    def mark(self, entry: PeriodState | ContractState | ConversionState) -> None:
+    def usage_day(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay:
+        days = self.usage.setdefault((advertiser_id, campaign_id), {})
+        u = days.get(day)
+        if u is None:
+            u = days[day] = UsageDay(advertiser_id, campaign_id, day)
+        return u
+
+    def usage_of(self, advertiser_id: str) -> list[UsageDay]:
+        """Every ledger day of one advertiser, by campaign and day."""
+        return [u for (a, _), days in sorted(self.usage.items()) if a == advertiser_id
+                for _, u in sorted(days.items())]
+
+    def forget_usage_before(self, day: int) -> int:
+        """Drop ledger days older than ``day`` (past the re-rating horizon); tombstones their keys."""
+        n = 0
+        for days in self.usage.values():
+            for old in [d for d in days if d < day]:
+                self.dirty[days.pop(old).key] = None
+                n += 1
+        return n
+
+    def ledger_cells(self) -> int:
+        return sum(len(u.counts) for days in self.usage.values() for u in days.values())
+
+    def mark(self, entry: PeriodState | ContractState | ConversionState | UsageDay) -> None:
         self.dirty[entry.key] = json.dumps(entry.to_json(), separators=(",", ":")).encode()
 
-    def take_dirty(self) -> dict[str, bytes]:
+    def take_dirty(self) -> dict[str, bytes | None]:
         d, self.dirty = self.dirty, {}
         return d
 
-    def apply_changelog(self, key: str, value: bytes) -> None:
-        d = json.loads(value)
+    def apply_changelog(self, key: str, value: bytes | None) -> None:
         kind = key.split(SEP, 1)[0]
-        if kind == "cp":
+        if value is None:  # a tombstone: only ledger days are ever forgotten
+            if kind == "ug":
+                _, adv, campaign, day = key.split(SEP)
+                self.usage.get((adv, campaign), {}).pop(int(day), None)
+            return
+        d = json.loads(value)
+        if kind == "ug":
+            u = UsageDay.from_json(d)
+            self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
+        elif kind == "cp":
             ps = PeriodState.from_json(d)
             self.periods[(ps.contract_id, ps.period_key)] = ps
         elif kind == "ct":

@@ -1,14 +1,17 @@
 """The metering worker: one consume → transform → produce → commit loop, one Kafka transaction per batch.
 
-Stage one (per impressions partition): decode, drop duplicate impression ids, classify each
-impression against its contract's terms at event time, and add it to a per-batch delta per
-(contract, period). Attributed conversions are forwarded as they are. Both go to the internal
-deltas topic, partitioned by contract.
+Stage one (per impressions partition): decode, mark repeated impression ids, and count the
+batch's impressions as usage per (advertiser, campaign, 15-minute event-time bucket, ledger
+class) — no contract is consulted. Attributed conversions are forwarded as they are. Both go
+to the internal deltas topic, partitioned by advertiser.
 
-Stage two (per deltas partition, so one owner per contract): merge deltas into the period
-totals, dedupe conversions, close periods whose end + grace has passed on the clock, turn
-anything that arrives for a closed period into adjustments, emit running totals (throttled)
-and budget alerts (once per threshold).
+Stage two (per deltas partition, so one owner per advertiser and its contracts): add usage to
+the ledger and to the period totals of the contracts it reaches under today's terms (usage no
+contract covers waits in the ledger), dedupe conversions, re-derive a contract's periods from
+the ledger whenever its terms change (a late IO, a backdated amendment or termination), close
+periods whose end + grace has passed on the clock, turn every change to a closed period into
+adjustments (the difference from what it billed), emit running totals (throttled) and budget
+alerts (once per threshold).
 
 Every effect of a batch — outputs, the dedupe and totals changelog records, and the consumed
 offsets of all three input topics — commits in ONE transaction, so a crash at any point leaves
@@ -32,6 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from tally_billing.money import exact
 from tally_billing.periods import Period, close_time, next_period, period_by_key
+from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
 from tally_streams.topics import TopicSpec
@@ -39,15 +43,14 @@ from tally_streams.topics import TopicSpec
 from . import domain as d
 from .clock import Clock
 from .codec import ImpressionDecoder
-from .contracts import ROUTE_BUCKET_US, Contract, ContractBook, from_micros, to_micros
+from .contracts import Contract, ContractBook, from_micros, to_micros
 from .metrics import WorkerMetrics
 from .state import DAY_US, ContractState, ConversionState, DedupeStore, PeriodState, TotalsStore
 
 log = logging.getLogger("tally.metering.worker")
 
-IVT_CATEGORY = {"givt": d.IVT_GIVT, "sivt": d.IVT_SIVT}
-_UNROUTED: Any = object()  # not in ContractBook.routes (None there means "no contract")
 _CLOSE_CHECK_S = 0.2
+_CPM_LINES = ("cpm_impressions", "cpm_over_delivery")
 
 
 class ResetRequired(Exception):
@@ -74,22 +77,24 @@ def _key(m: Message) -> bytes:
     return k if k is not None else b""
 
 
-def delta_partition(contract_id: str, partitions: int) -> int:
-    return zlib.crc32(contract_id.encode()) % partitions
+def delta_partition(advertiser_id: str, partitions: int) -> int:
+    """Stage two's partition of an advertiser: it owns the advertiser's usage and every contract of it."""
+    return zlib.crc32(advertiser_id.encode()) % partitions
 
 
 @dataclass
-class _Delta:
-    """Stage-one aggregate of one batch for one (contract, period)."""
+class _Usage:
+    """Stage-one aggregate of one batch of one impressions partition for one advertiser."""
 
-    contract_id: str
-    period_key: str
-    topic: str
+    advertiser_id: str
     partition: int
     first_offset: int
     first_id: str
     last_offset: int = 0
-    totals: d.PeriodTotals = field(default_factory=d.PeriodTotals)
+    #: (campaign, bucket, ledger class) -> [count, newest event time µs]
+    rows: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
+    #: (campaign, UTC day) -> offset of the last record of that day in the batch
+    days: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def _read_to_end(consumer: Consumer, partitions: list[TopicPartition], on_record: Callable[[Message], None],
@@ -126,6 +131,7 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.grace = timedelta(seconds=settings.metering_grace_seconds)
         self.horizon_us = settings.metering_dedupe_horizon_days * DAY_US
+        self.rerate_horizon_us = settings.metering_rerate_horizon_days * DAY_US
         self.future_us = settings.metering_max_future_seconds * 1_000_000
         self.totals_interval_s = settings.metering_totals_interval_ms / 1000
         self.batch_wait_s = settings.metering_batch_wait_ms / 1000
@@ -146,6 +152,8 @@ class Worker:
         self.last_published: dict[tuple[str, str], float] = {}
         self.dirty_totals: set[tuple[str, str]] = set()
         self.empty_checked: dict[str, str] = {}
+        #: contracts whose terms changed since their periods were last derived (checked every step)
+        self.terms_changed: set[str] = set()
         self._last_housekeeping = 0.0
         self._last_close_check = 0.0
         self._txn_open = False
@@ -228,7 +236,8 @@ class Worker:
     def _apply_terms(self, m: Message) -> None:
         try:
             rec = self.terms_codec.decode(m.value())
-            self.book.apply(rec)
+            if self.book.apply(rec):
+                self.terms_changed.add(rec["contract_id"])
         except Exception:
             log.exception("unusable contract terms record", extra={"offset": m.offset(), "partition": m.partition()})
 
@@ -300,12 +309,12 @@ class Worker:
         stores = {q: TotalsStore(q) for q in partitions}
 
         def apply(m: Message) -> None:
-            if m.value() is not None:
-                stores[_where(m)[1]].apply_changelog(_key(m).decode(), _value(m))
+            stores[_where(m)[1]].apply_changelog(_key(m).decode(), m.value())
 
         _read_to_end(self.restorer, [TopicPartition(self.s.metering_topic_state, q) for q in partitions], apply)
         self.stores.update(stores)
         self.empty_checked.clear()  # re-derived from the restored state on the next step
+        self.terms_changed.update(self.book.contracts)  # the next step compares each contract's revision
         for q in partitions:
             for key in stores[q].periods:
                 self.last_published.pop(key, None)
@@ -332,6 +341,7 @@ class Worker:
                 self.committed_by_us.clear()
                 self.empty_checked.clear()
                 self.dirty_totals.clear()
+                self.terms_changed.update(self.book.contracts)
             finally:
                 self._close_clients()
 
@@ -395,6 +405,8 @@ class Worker:
                 self.stage_one_conversions(by_topic[self.t_att], now_us)
             if by_topic[self.t_deltas]:
                 self.stage_two_deltas(by_topic[self.t_deltas], now)
+            if self.terms_changed:
+                self.rederive_changed_terms(now)
             self.housekeeping(now)
             self._flush_changelogs()
             if offsets:
@@ -427,100 +439,85 @@ class Worker:
     def _flush_changelogs(self) -> None:
         for q, store in self.stores.items():
             for key, value in store.take_dirty().items():
-                self._produce(self.s.metering_topic_state, value, key, partition=q)
+                self._produce(self.s.metering_topic_state, value, key, partition=q)  # None: a tombstone
 
     # ------------------------------------------------------------------ stage one
 
     def stage_one_impressions(self, groups: list[tuple[int, list[Message]]], now_us: int) -> None:
         """``groups``: the batch's impressions per partition, each in offset order."""
-        # one delta per (contract, period) *per source partition*: its src names one partition's
-        # offset range, which period_closed's source_offsets and the delta id are built from
-        all_deltas: list[dict[tuple[str, str], _Delta]] = []
+        # one usage delta per advertiser *per source partition*: its src names one partition's
+        # offset range, which the delta id (adjustment ids) and the ledger's source offsets come from
+        all_usage: list[dict[str, _Usage]] = []
         new_ids: dict[int, dict[int, list[str]]] = {}
         batch_seen: set[str] = set()
-        unmatched = 0
-        book = self.book
-        routes = book.routes
-        route_of = book.route
         lo, hi = now_us - self.horizon_us, now_us + self.future_us
-        received, duplicate, other_measurement = d.RECEIVED, d.DUPLICATE, d.OTHER_MEASUREMENT
-        bucket_us = ROUTE_BUCKET_US
+        classes, duplicate = d.LEDGER_CLASSES, d.LEDGER_DUPLICATE
+        received = dupes = 0
         for partition, msgs in groups:
             store = self.dedupe.get(partition)
             if store is None:  # assigned without restore would be a bug: never count blind
                 raise RuntimeError(f"no dedupe state for {self.t_imp}[{partition}]")
             seen = store.seen
             ids_by_day = new_ids.setdefault(partition, {})
-            deltas: dict[tuple[str, str], _Delta] = {}
-            all_deltas.append(deltas)
-            # Only the five fields used, per batch (compiled reader; fastavro for anything unusual).
+            usage: dict[str, _Usage] = {}
+            all_usage.append(usage)
+            # Only the six fields used, per batch (compiled reader; fastavro for anything unusual).
             decoded = self.imp_decoder.decode_fields([m.value() for m in msgs])
             for m, rec in zip(msgs, decoded, strict=True):
                 if rec.__class__ is not tuple:
                     assert isinstance(rec, DecodeError)
                     self._dead_letter(self.s.metering_topic_dlq_impressions, m, rec.kind, rec.reason)
                     continue
-                iid, t, campaign, ivt, source = rec
+                iid, t, advertiser, campaign, ivt, source = rec
                 if t > hi or t < lo:
                     why = "future_event_time" if t > hi else "beyond_dedupe_horizon"
                     self._dead_letter(self.s.metering_topic_dlq_impressions, m, why,
                                       f"event_time {from_micros(t).isoformat()} is outside what metering can count exactly",
                                       field="event_time")
                     continue
-                route = routes.get((campaign, t // bucket_us), _UNROUTED)
-                if route is _UNROUTED:
-                    route = route_of(campaign, t)
-                if route is None:
-                    unmatched += 1
-                    continue
                 offset: int = m.offset()  # type: ignore[assignment]
-                delta = deltas.get(route.key)
-                if delta is None:
-                    delta = _Delta(route.contract.contract_id, route.period_key, self.t_imp, partition, offset, iid)
-                    deltas[route.key] = delta
-                delta.last_offset = offset
-                tot = delta.totals
-                if t > tot.max_event_us:
-                    tot.max_event_us = t
-                counts = tot.counts
-                counts[received] = counts.get(received, 0) + 1
-                if iid in seen or iid in batch_seen:
-                    counts[duplicate] = counts.get(duplicate, 0) + 1
-                    continue
-                batch_seen.add(iid)
+                u = usage.get(advertiser)
+                if u is None:
+                    u = usage[advertiser] = _Usage(advertiser, partition, offset, iid)
+                u.last_offset = offset
+                received += 1
                 day = t // DAY_US
-                day_ids = ids_by_day.get(day)
-                if day_ids is None:
-                    day_ids = ids_by_day[day] = []
-                day_ids.append(iid)
-                if ivt != "none":
-                    cat = IVT_CATEGORY[ivt]
+                if iid in seen or iid in batch_seen:
+                    cls = duplicate
+                    dupes += 1
                 else:
-                    cat = route.fixed
-                    if cat is None:
-                        if source == route.measurement:
-                            in_scope = tot.in_scope_by_version
-                            in_scope[route.version] = in_scope.get(route.version, 0) + 1
-                            continue
-                        cat = other_measurement
-                counts[cat] = counts.get(cat, 0) + 1
-        for delta in (dl for deltas in all_deltas for dl in deltas.values()):
-            delta.totals.include_offset(delta.topic, delta.partition, delta.last_offset + 1)
+                    batch_seen.add(iid)
+                    day_ids = ids_by_day.get(day)
+                    if day_ids is None:
+                        day_ids = ids_by_day[day] = []
+                    day_ids.append(iid)
+                    cls = classes[(ivt, source)]
+                key = (campaign, t // BUCKET_US, cls)
+                row = u.rows.get(key)
+                if row is None:
+                    u.rows[key] = [1, t]
+                else:
+                    row[0] += 1
+                    if t > row[1]:
+                        row[1] = t
+                u.days[(campaign, day)] = offset
+        for u in (x for usage in all_usage for x in usage.values()):
             self._produce_delta({
-                "kind": "cpm", "contract_id": delta.contract_id, "period_key": delta.period_key,
-                "src": {"topic": delta.topic, "partition": delta.partition, "first": delta.first_offset,
-                        "last": delta.last_offset, "first_id": delta.first_id},
-                "totals": delta.totals.to_json(),
-            }, delta.contract_id)
-            for cat, n in delta.totals.counts.items():
-                self.metrics.events.labels("impression", cat).inc(n)
+                "kind": "usage", "advertiser_id": u.advertiser_id,
+                "src": {"topic": self.t_imp, "partition": u.partition, "first": u.first_offset, "last": u.last_offset,
+                        "first_id": u.first_id},
+                "rows": [[c, b, cls, n, newest] for (c, b, cls), (n, newest) in u.rows.items()],
+                "days": [[c, day, last + 1] for (c, day), last in u.days.items()],
+            }, u.advertiser_id)
         for partition, days in new_ids.items():
             store = self.dedupe[partition]
             for day, ids in days.items():
                 store.add(day, ids)
                 self._produce(self.s.metering_topic_dedupe, DedupeStore.encode(ids), str(day), partition=partition)
-        if unmatched:
-            self.metrics.events.labels("impression", "no_contract").inc(unmatched)
+        if received:
+            self.metrics.events.labels("impression", d.RECEIVED).inc(received)
+        if dupes:
+            self.metrics.events.labels("impression", d.DUPLICATE).inc(dupes)
 
     def stage_one_conversions(self, msgs: list[Message], now_us: int) -> None:
         for m in msgs:
@@ -537,11 +534,11 @@ class Worker:
                 "kind": "cpa",
                 "src": {"topic": m.topic(), "partition": m.partition(), "offset": m.offset()},
                 "rec": _conversion_json(rec),
-            }, rec["contract_id"])
+            }, rec["advertiser_id"])
 
-    def _produce_delta(self, payload: dict[str, Any], contract_id: str) -> None:
-        self._produce(self.t_deltas, json.dumps(payload, separators=(",", ":")).encode(), contract_id,
-                      partition=delta_partition(contract_id, self.n_deltas))
+    def _produce_delta(self, payload: dict[str, Any], advertiser_id: str) -> None:
+        self._produce(self.t_deltas, json.dumps(payload, separators=(",", ":")).encode(), advertiser_id,
+                      partition=delta_partition(advertiser_id, self.n_deltas))
 
     def _dead_letter(self, topic: str, m: Message, kind: str, reason: str, field: str | None = None) -> None:
         src, partition, offset = _where(m)
@@ -558,38 +555,150 @@ class Worker:
             if store is None:
                 raise RuntimeError(f"no totals state for {self.t_deltas}[{partition}]")
             payload = json.loads(_value(m))
-            if payload["kind"] == "cpm":
-                self._apply_cpm(store, payload, now)
-            else:
+            if payload["kind"] == "usage":
+                self._apply_usage(store, payload, now)
+            elif payload["kind"] == "cpa":
                 self._apply_cpa(store, payload, now)
+            else:  # a delta of the pre-ledger worker: drain metering.deltas with it before upgrading
+                raise RuntimeError(f"unknown delta kind {payload['kind']!r} at {self.t_deltas}[{partition}]")
 
-    def _apply_cpm(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
-        contract = self.contract(payload["contract_id"])
-        if contract is None:
-            raise RuntimeError(f"delta for unknown contract {payload['contract_id']}")
-        delta = d.PeriodTotals.from_json(payload["totals"])
-        ps = store.period(contract.contract_id, payload["period_key"])
-        self.metrics.event_to_total_seconds.observe(max(0.0, (to_micros(now) - delta.max_event_us) / 1e6))
-        if not ps.closed:
-            ps.totals.merge(delta)
-        else:
-            period = self._period(contract, ps.period_key)
-            before = self.rate(store, contract, ps, period)
-            ps.totals.merge(delta)
-            after = self.rate(store, contract, ps, period)
-            src = payload["src"]
-            delta_id = f"{src['topic']}:{src['partition']}:{src['first']}-{src['last']}"
-            n_late = sum(delta.in_scope_by_version.values())
-            for line in d.diff_lines(before.lines, after.lines):
-                self._adjustment(contract, ps, now, kind="late_event", line=line, payout=None, partner_id=None,
-                                 source_event_id=src["first_id"], id_part=delta_id, topic=src["topic"],
-                                 partition=src["partition"], offset=src["first"],
-                                 reason=f"{n_late} impression(s) of {ps.period_key} arrived after it closed "
-                                        f"({src['topic']}[{src['partition']}]@{src['first']}..{src['last']})")
+    def _apply_usage(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
+        """Add one usage delta to the ledger, and to the totals of every period it reaches under
+        today's terms; a closed period it reaches is re-rated into ``late_event`` adjustments."""
+        advertiser, src = payload["advertiser_id"], payload["src"]
+        source = f"{src['topic']}{d.SEP}{src['partition']}"
+        next_offset: dict[tuple[str, int], int] = {}
+        for campaign, day, nxt in payload["days"]:
+            u = store.usage_day(advertiser, campaign, day)
+            u.include_offset(source, nxt)
+            next_offset[(campaign, day)] = nxt
+        changed: dict[tuple[str, str], tuple[Contract, PeriodState]] = {}
+        waiting = 0
+        newest_us = 0
+        route_of = self.book.route
+        for campaign, bucket, cls, n, newest in payload["rows"]:
+            day, i = divmod(bucket, BUCKETS_PER_DAY)
+            u = store.usage_day(advertiser, campaign, day)
+            u.add(i, cls, n)
+            if newest > u.max_event_us:
+                u.max_event_us = newest
+            store.mark(u)
+            route = route_of(advertiser, campaign, bucket * BUCKET_US)
+            if route is None:
+                waiting += n
+                continue
+            entry = changed.get(route.key)
+            if entry is None:
+                ps = store.period(*route.key)
+                if ps.closed:
+                    self._ensure_billed(store, route.contract, ps)
+                entry = changed[route.key] = (route.contract, ps)
+            tot = entry[1].totals
+            d.classify(tot, cls, n, route)
+            if newest > tot.max_event_us:
+                tot.max_event_us = newest
+            newest_us = max(newest_us, newest)
+            nxt = next_offset[(campaign, day)]
+            if nxt > tot.offsets.get(source, -1):
+                tot.offsets[source] = nxt
+        if waiting:
+            self.metrics.events.labels("impression", "no_contract").inc(waiting)
+        if newest_us:
+            self.metrics.event_to_total_seconds.observe(max(0.0, (to_micros(now) - newest_us) / 1e6))
+        delta_id = f"{src['topic']}:{src['partition']}:{src['first']}-{src['last']}"
+        for contract, ps in changed.values():
+            store.mark(ps)
+            self.dirty_totals.add((ps.contract_id, ps.period_key))
+            if ps.closed:
+                self._rerate_closed(store, contract, ps, now, kind="late_event", id_part=delta_id,
+                                    source_event_id=src["first_id"], topic=src["topic"], partition=src["partition"],
+                                    offset=src["first"],
+                                    reason=f"impressions of {ps.period_key} arrived after it closed "
+                                           f"({src['topic']}[{src['partition']}]@{src['first']}..{src['last']})")
+            else:
+                self._check_alerts(store, contract, ps, now)
+
+    def _ensure_billed(self, store: TotalsStore, contract: Contract, ps: PeriodState) -> None:
+        """A closed period restored from a changelog written before ``billed`` existed bills what it rates to now."""
+        if ps.billed is None:
+            ps.billed = self._cpm_lines(store, contract, ps)
+
+    def _cpm_lines(self, store: TotalsStore, contract: Contract, ps: PeriodState) -> list[d.Line]:
+        rating = self.rate(store, contract, ps, self._period(contract, ps.period_key))
+        return [ln for ln in rating.lines if ln.line_type in _CPM_LINES]
+
+    def _rerate_closed(self, store: TotalsStore, contract: Contract, ps: PeriodState, now: datetime, *, kind: str,
+                       id_part: str, source_event_id: str, topic: str, partition: int, offset: int, reason: str) -> None:
+        """Each CPM price point whose rating now differs from what the closed period billed
+        becomes one adjustment; closed lines + adjustments = the rating of the final picture."""
+        assert ps.billed is not None
+        after = self._cpm_lines(store, contract, ps)
+        for line in d.diff_lines(ps.billed, after):
+            self._adjustment(contract, ps, now, kind=kind, line=line, payout=None, partner_id=None,
+                             source_event_id=source_event_id, id_part=id_part, topic=topic, partition=partition,
+                             offset=offset, reason=reason)
+        ps.billed = after
         store.mark(ps)
-        self.dirty_totals.add((ps.contract_id, ps.period_key))
-        if not ps.closed:
-            self._check_alerts(store, contract, ps, now)
+
+    def rederive_changed_terms(self, now: datetime) -> None:
+        """Re-derive from the ledger every period of each advertiser whose contracts' terms changed
+        since their totals were derived (a new contract, an amendment, a termination): open
+        periods get new running totals, closed ones ``backdated_amendment`` adjustments.
+
+        Idempotent and exactly-once: the revision a contract was derived under is state (its
+        changelog commits with the effects), so a restart re-derives exactly what was not committed.
+        """
+        changed, self.terms_changed = self.terms_changed, set()
+        advertisers: dict[int, set[str]] = {}
+        for cid in changed:
+            contract = self.book.get(cid)
+            if contract is None:
+                continue
+            q = delta_partition(contract.advertiser_id, self.n_deltas)
+            store = self.stores.get(q)
+            if store is None:
+                continue  # another worker owns it
+            cs = store.contracts.get(cid)
+            if cs is None or cs.revision is None or cs.revision < contract.revision:
+                advertisers.setdefault(q, set()).add(contract.advertiser_id)
+        for q, advs in sorted(advertisers.items()):
+            for adv in sorted(advs):
+                self._rederive(self.stores[q], adv, now)
+
+    def _rederive(self, store: TotalsStore, advertiser: str, now: datetime) -> None:
+        contracts = self.book.of_advertiser(advertiser)
+        locked_before = to_micros(now) - self.rerate_horizon_us
+        derived = d.derive(self.book, store.usage_of(advertiser), not_before_us=locked_before)
+        touched: list[tuple[datetime, Contract, PeriodState]] = []
+        for contract in contracts:
+            keys = {k for c, k in derived if c == contract.contract_id}
+            keys |= {ps.period_key for ps in store.periods_of(contract.contract_id)}
+            for key in keys:
+                period = self._period(contract, key)
+                if to_micros(period.end) <= locked_before:
+                    continue  # locked: past the re-rating horizon
+                ps = store.period(contract.contract_id, key)
+                if ps.closed:
+                    self._ensure_billed(store, contract, ps)  # before the totals change
+                touched.append((period.start, contract, ps))
+        for _, contract, ps in touched:
+            ps.totals.replace_usage(derived.get((contract.contract_id, ps.period_key), d.PeriodTotals()), self.t_imp)
+            store.mark(ps)
+            self.dirty_totals.add((ps.contract_id, ps.period_key))
+        # in period order: a lifetime tier or total cap carries from one period into the next
+        for _, contract, ps in sorted(touched, key=lambda x: (x[1].contract_id, x[0])):
+            if ps.closed:
+                self._rerate_closed(store, contract, ps, now, kind="backdated_amendment", id_part=f"rev{contract.revision}",
+                                    source_event_id=f"{contract.contract_id}@{contract.revision}",
+                                    topic=self.s.metering_topic_terms, partition=0, offset=0,
+                                    reason=f"contract terms revision {contract.revision} re-rated {ps.period_key} "
+                                           f"after it closed")
+            else:
+                self._check_alerts(store, contract, ps, now)
+        for contract in contracts:
+            cs = store.contract(contract.contract_id)
+            cs.revision = contract.revision
+            store.mark(cs)
 
     def _apply_cpa(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
         rec = payload["rec"]
@@ -746,23 +855,24 @@ class Worker:
         due = [k for k in self.dirty_totals if mono - self.last_published.get(k, 0.0) >= self.totals_interval_s]
         for key in sorted(due):
             self.dirty_totals.discard(key)
-            q = delta_partition(key[0], self.n_deltas)
-            store = self.stores.get(q)
+            known = self.book.get(key[0])
+            if known is None:
+                continue
+            store = self.stores.get(delta_partition(known.advertiser_id, self.n_deltas))
             if store is None or key not in store.periods:
                 continue
-            known = self.book.get(key[0])
-            if known is not None:
-                self._publish_total(store, known, store.periods[key], now)
-                self.last_published[key] = mono
+            self._publish_total(store, known, store.periods[key], now)
+            self.last_published[key] = mono
         if mono - self._last_housekeeping >= 5:
             self._last_housekeeping = mono
             self._forget_old_ids(now)
+            self._forget_old_usage(now)
             self._report_state()
 
     def _close_due(self, now: datetime) -> None:
         for q, store in self.stores.items():
             for contract in self.book.contracts.values():
-                if delta_partition(contract.contract_id, self.n_deltas) == q:
+                if delta_partition(contract.advertiser_id, self.n_deltas) == q:
                     self._ensure_empty_periods(store, contract, now)
             due = []
             for ps in store.periods.values():
@@ -796,6 +906,7 @@ class Worker:
         self._emit("period_closed", self.s.metering_topic_periods_closed, record, contract.contract_id)
         ps.closed = True
         ps.closed_at_us = to_micros(now)
+        ps.billed = [ln for ln in rating.lines if ln.line_type in _CPM_LINES]
         store.mark(ps)
         self.dirty_totals.add((ps.contract_id, ps.period_key))
         log.info("period closed", extra={"close_id": record["close_id"], "lines": len(record["lines"])})
@@ -831,8 +942,15 @@ class Worker:
         for store in self.dedupe.values():
             store.forget_before(cutoff_day)
 
+    def _forget_old_usage(self, now: datetime) -> None:
+        """Ledger days past the re-rating horizon are dropped (their periods are locked)."""
+        cutoff_day = (to_micros(now) - self.rerate_horizon_us) // DAY_US
+        for store in self.stores.values():
+            store.forget_usage_before(cutoff_day)
+
     def _report_state(self) -> None:
         self.metrics.state_size.labels("dedupe_ids").set(sum(len(s) for s in self.dedupe.values()))
+        self.metrics.state_size.labels("ledger_rows").set(sum(s.ledger_cells() for s in self.stores.values()))
         self.metrics.state_size.labels("periods").set(sum(len(s.periods) for s in self.stores.values()))
         self.metrics.state_size.labels("conversions").set(sum(len(s.conversions) for s in self.stores.values()))
         try:

@@ -124,6 +124,8 @@ class MeteringWorld:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
+        self.threads.clear()  # stopped on purpose: a later worker's liveness is checked alone
+        self.procs.clear()
 
     def assert_alive(self) -> None:
         dead = [t.name for _, t, _ in self.threads if not t.is_alive()]

@@ -48,13 +48,14 @@ def test_cached_routes_equal_per_instant_classification() -> None:
     rng.shuffle(instants)
     for campaign in ("cmp-1", "cmp-2", "cmp-3", "cmp-unknown"):
         for t in instants:
-            got = book.route(campaign, t)
-            want = ContractBook._route(book._by_campaign.get(campaign, ()), campaign, t)
+            got = book.route("adv-acme", campaign, t)
+            want = ContractBook._route(book._by_campaign.get(("adv-acme", campaign), ()), campaign, t)
             assert got == want, (campaign, datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t))
     assert book.routes  # the cache was used
     # an hour holding a version change or a period end is never cached
-    assert ("cmp-1", to_micros(v2) // ROUTE_BUCKET_US) not in book.routes
-    assert ("cmp-2", to_micros(datetime(2026, 3, 31, 18, 15, tzinfo=UTC)) // ROUTE_BUCKET_US) not in book.routes
+    assert ("adv-acme", "cmp-1", to_micros(v2) // ROUTE_BUCKET_US) not in book.routes
+    assert ("adv-acme", "cmp-2", to_micros(datetime(2026, 3, 31, 18, 15, tzinfo=UTC)) // ROUTE_BUCKET_US) not in book.routes
+    assert book.route("adv-other", "cmp-1", to_micros(v2)) is None  # another advertiser's campaign reaches no contract
     book.load([])
     assert not book.routes  # any change to the book empties the cache
 
