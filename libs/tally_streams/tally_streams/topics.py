@@ -49,6 +49,9 @@ RUNNING_TOTALS = TopicSpec("billing.running_totals", "contract id + period", "ru
 PERIODS_CLOSED = TopicSpec("billing.periods_closed", "contract id", "period_closed", retention_ms=LONG)
 ADJUSTMENTS = TopicSpec("billing.adjustments", "contract id", "adjustment", retention_ms=LONG)
 BUDGET_ALERTS = TopicSpec("billing.budget_alerts", "contract id", "budget_alert", retention_ms=30 * DAY_MS)
+#: a verification vendor's invalid-traffic reports (through the ingest API); metering applies each once
+IVT_REPORTS = TopicSpec("ads.ivt_reports", "report id", "ivt_report", retention_ms=LONG)
+IVT_REPORT_OUTCOMES = TopicSpec("billing.ivt_report_outcomes", "report id", "ivt_report_outcome", retention_ms=LONG)
 DLQ_INGEST = TopicSpec("dlq.ingest", "as source", "dead_letter", retention_ms=LONG)
 DLQ_IMPRESSIONS = TopicSpec("dlq.ads.impressions", "as source", "dead_letter", retention_ms=LONG)
 DLQ_CONVERSIONS = TopicSpec("dlq.ads.conversions", "as source", "dead_letter", retention_ms=LONG)
@@ -64,6 +67,8 @@ CATALOG: tuple[TopicSpec, ...] = (
     PERIODS_CLOSED,
     ADJUSTMENTS,
     BUDGET_ALERTS,
+    IVT_REPORTS,
+    IVT_REPORT_OUTCOMES,
     DLQ_INGEST,
     DLQ_IMPRESSIONS,
     DLQ_CONVERSIONS,

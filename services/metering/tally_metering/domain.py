@@ -28,7 +28,7 @@ from typing import Any
 from tally_billing.cpm import BUDGET_ALERT_THRESHOLDS_PCT, VersionCount, rate_cpm_period
 from tally_billing.money import Currency, exact, round_to_minor
 from tally_billing.periods import Period
-from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
+from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, from_micros
 from tally_billing.versions import ContractVersion, versions_in_period
 
 from .contracts import OUTSIDE_FLIGHT as OUTSIDE_FLIGHT  # re-exported: every category is d.<NAME>
@@ -266,6 +266,54 @@ def derive(book: ContractBook, days: Iterable[UsageDay], not_before_us: int = 0)
                 if o > offsets.get(source, -1):
                     offsets[source] = o
     return out
+
+
+def plan_ivt_credit(
+    usage: Mapping[tuple[str, str], Mapping[int, UsageDay]],
+    advertiser_id: str,
+    entries: Iterable[tuple[str, int, int, str, str, int]],
+    *,
+    not_before_us: int,
+) -> tuple[list[tuple[str, int, str, str, int]], tuple[int, str] | None]:
+    """Where each entry of an IVT report takes its count from, or why the report is refused.
+
+    ``entries``: (campaign, window start µs, window end µs, ivt class, measurement source, count).
+    Each entry takes its count from the valid impressions of its window, the latest buckets first,
+    after what earlier entries of the same report took. Returns the plan — (campaign, bucket,
+    valid ledger class, IVT ledger class, n) — or ``([], (index, reason))`` naming the first entry
+    that claims more than its window holds valid, or whose window is past the re-rating horizon.
+    """
+    taken: dict[tuple[str, int, str], int] = {}
+    plan: list[tuple[str, int, str, str, int]] = []
+    for k, (campaign, start_us, end_us, ivt, source, count) in enumerate(entries):
+        window = f"{from_micros(start_us).isoformat()}..{from_micros(end_us).isoformat()}"
+        if start_us < not_before_us:
+            return [], (k, f"entries[{k}]: campaign {campaign} window {window} is past the re-rating horizon; "
+                           f"its periods are locked")
+        valid_cls, ivt_cls = LEDGER_CLASSES[("none", source)], LEDGER_CLASSES[(ivt, source)]
+        days = usage.get((advertiser_id, campaign), {})
+        need = count
+        picked: list[tuple[str, int, str, str, int]] = []
+        for bucket in range((end_us - 1) // BUCKET_US, start_us // BUCKET_US - 1, -1):
+            if need == 0:
+                break
+            u = days.get(bucket // BUCKETS_PER_DAY)
+            row = u.counts.get(valid_cls) if u is not None else None
+            if row is None:
+                continue
+            have = row[bucket % BUCKETS_PER_DAY] - taken.get((campaign, bucket, valid_cls), 0)
+            n = min(have, need)
+            if n > 0:
+                picked.append((campaign, bucket, valid_cls, ivt_cls, n))
+                need -= n
+        if need:
+            held = count - need
+            return [], (k, f"entries[{k}]: campaign {campaign} window {window} holds {held} valid {source} "
+                           f"impression(s); the report flags {count}")
+        for campaign_, bucket, cls, _, n in picked:
+            taken[(campaign_, bucket, cls)] = taken.get((campaign_, bucket, cls), 0) + n
+        plan.extend(picked)
+    return plan, None
 
 
 # --------------------------------------------------------------------------- lines

@@ -152,6 +152,8 @@ class TotalsStore:
         self.conversions: dict[tuple[str, str], ConversionState] = {}
         #: the usage ledger: (advertiser, campaign) -> UTC day -> usage
         self.usage: dict[tuple[str, str], dict[int, UsageDay]] = {}
+        #: IVT reports decided: report id -> "applied" | "refused" (a report id is decided once)
+        self.ivt_reports: dict[str, str] = {}
         #: changelog keys written in the open transaction (None: a tombstone)
         self.dirty: dict[str, bytes | None] = {}
 
@@ -199,6 +201,10 @@ class TotalsStore:
     def mark(self, entry: PeriodState | ContractState | ConversionState | UsageDay) -> None:
         self.dirty[entry.key] = json.dumps(entry.to_json(), separators=(",", ":")).encode()
 
+    def decide_ivt_report(self, report_id: str, status: str) -> None:
+        self.ivt_reports[report_id] = status
+        self.dirty[f"ir{SEP}{report_id}"] = json.dumps({"id": report_id, "status": status}).encode()
+
     def take_dirty(self) -> dict[str, bytes | None]:
         d, self.dirty = self.dirty, {}
         return d
@@ -211,7 +217,9 @@ class TotalsStore:
                 self.usage.get((adv, campaign), {}).pop(int(day), None)
             return
         d = json.loads(value)
-        if kind == "ug":
+        if kind == "ir":
+            self.ivt_reports[d["id"]] = d["status"]
+        elif kind == "ug":
             u = UsageDay.from_json(d)
             self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
         elif kind == "cp":

@@ -36,6 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from tally_billing.money import exact
 from tally_billing.periods import Period, close_time, next_period, period_by_key
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
+from tally_streams import topics as catalog_topics
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
 from tally_streams.topics import TopicSpec
@@ -137,13 +138,15 @@ class Worker:
         self.batch_wait_s = settings.metering_batch_wait_ms / 1000
         self.t_imp = settings.metering_topic_impressions
         self.t_att = settings.metering_topic_attributed
+        self.t_ivt = settings.metering_topic_ivt_reports
         self.t_deltas = settings.metering_topic_deltas
         self.n_deltas = settings.metering_delta_partitions
         self.imp_decoder = ImpressionDecoder(self.catalog)
         self.att_codec: AvroCodec = self.catalog.codec("attributed_conversion")
+        self.ivt_codec: AvroCodec = self.catalog.codec("ivt_report")
         self.terms_codec = self.catalog.codec("contract_terms")
         self.codecs = {n: self.catalog.codec(n) for n in ("running_total", "period_closed", "adjustment", "budget_alert",
-                                                           "dead_letter")}
+                                                           "dead_letter", "ivt_report_outcome")}
         self.book = ContractBook()
         self.dedupe: dict[int, DedupeStore] = {}
         self.stores: dict[int, TotalsStore] = {}
@@ -169,6 +172,8 @@ class Worker:
             raise RuntimeError(f"input topic {self.t_imp} does not exist")
         n_imp = len(md.topics[self.t_imp].partitions)
         ensure_topics(self.s.kafka_bootstrap, [
+            catalog_topics.IVT_REPORTS.renamed(self.t_ivt),
+            catalog_topics.IVT_REPORT_OUTCOMES.renamed(self.s.metering_topic_ivt_outcomes),
             TopicSpec(self.t_deltas, "contract id", "internal-json", partitions=self.n_deltas, retention_ms=7 * 86_400_000),
             TopicSpec(self.s.metering_topic_state, "state key", "internal-json", partitions=self.n_deltas, compacted=True),
             TopicSpec(self.s.metering_topic_dedupe, "event day", "internal-ids", partitions=n_imp,
@@ -328,7 +333,7 @@ class Worker:
             self._new_clients()
             try:
                 self.catch_up_terms()
-                self.consumer.subscribe([self.t_imp, self.t_att, self.t_deltas], on_assign=self._on_assign,
+                self.consumer.subscribe([self.t_imp, self.t_att, self.t_ivt, self.t_deltas], on_assign=self._on_assign,
                                         on_revoke=self._on_revoke, on_lost=self._on_lost)
                 self.ready.set()
                 while not stop.is_set():
@@ -390,7 +395,7 @@ class Worker:
                 last_topic, last_partition = topic, partition  # type: ignore[assignment]
             group.append(m)
         offsets: dict[tuple[str, int], int] = {}
-        by_topic: dict[str, list[Message]] = {self.t_imp: [], self.t_att: [], self.t_deltas: []}
+        by_topic: dict[str, list[Message]] = {self.t_imp: [], self.t_att: [], self.t_ivt: [], self.t_deltas: []}
         imp_groups: list[tuple[int, list[Message]]] = []
         for (topic, partition), group in groups.items():
             offsets[(topic, partition)] = max(map(_offset, group)) + 1
@@ -403,6 +408,8 @@ class Worker:
                 self.stage_one_impressions(imp_groups, now_us)
             if by_topic[self.t_att]:
                 self.stage_one_conversions(by_topic[self.t_att], now_us)
+            if by_topic[self.t_ivt]:
+                self.stage_one_ivt_reports(by_topic[self.t_ivt])
             if by_topic[self.t_deltas]:
                 self.stage_two_deltas(by_topic[self.t_deltas], now)
             if self.terms_changed:
@@ -536,6 +543,22 @@ class Worker:
                 "rec": _conversion_json(rec),
             }, rec["advertiser_id"])
 
+    def stage_one_ivt_reports(self, msgs: list[Message]) -> None:
+        """IVT reports go, whole, to the stage-two partition that owns their advertiser's ledger."""
+        for m in msgs:
+            try:
+                rec = self.ivt_codec.decode(m.value())
+            except DecodeError as exc:
+                self._dead_letter(self.s.metering_topic_dlq_impressions, m, exc.kind, exc.reason)
+                continue
+            self._produce_delta({
+                "kind": "ivt",
+                "src": {"topic": m.topic(), "partition": m.partition(), "offset": m.offset()},
+                "rec": {"report_id": rec["report_id"], "vendor": rec["vendor"], "advertiser_id": rec["advertiser_id"],
+                        "entries": [[e["campaign_id"], to_micros(e["window_start"]), to_micros(e["window_end"]),
+                                     e["ivt_class"], e["measurement_source"], e["count"]] for e in rec["entries"]]},
+            }, rec["advertiser_id"])
+
     def _produce_delta(self, payload: dict[str, Any], advertiser_id: str) -> None:
         self._produce(self.t_deltas, json.dumps(payload, separators=(",", ":")).encode(), advertiser_id,
                       partition=delta_partition(advertiser_id, self.n_deltas))
@@ -559,6 +582,8 @@ class Worker:
                 self._apply_usage(store, payload, now)
             elif payload["kind"] == "cpa":
                 self._apply_cpa(store, payload, now)
+            elif payload["kind"] == "ivt":
+                self._apply_ivt(store, payload, now)
             else:  # a delta of the pre-ledger worker: drain metering.deltas with it before upgrading
                 raise RuntimeError(f"unknown delta kind {payload['kind']!r} at {self.t_deltas}[{partition}]")
 
@@ -617,6 +642,65 @@ class Worker:
                                            f"({src['topic']}[{src['partition']}]@{src['first']}..{src['last']})")
             else:
                 self._check_alerts(store, contract, ps, now)
+
+    def _apply_ivt(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
+        """Apply one IVT report whole, or refuse it whole: each entry moves ``count`` impressions of
+        its window from valid to IVT usage (the window's latest buckets first). Every period it
+        reaches is re-rated: open ones get a lower running total, closed ones ``ivt_credit``
+        adjustments at the marginal price (tiers and caps re-rated, so under a binding cap the
+        credit is zero)."""
+        rec, src = payload["rec"], payload["src"]
+        report_id, adv = rec["report_id"], rec["advertiser_id"]
+        outcome: dict[str, Any] = {"report_id": report_id, "advertiser_id": adv, "vendor": rec["vendor"],
+                                   "status": "applied", "reason": None, "campaign_id": None, "window_start": None,
+                                   "window_end": None, "credited": 0, "decided_at": now}
+        if report_id in store.ivt_reports:
+            self._emit("ivt_report_outcome", self.s.metering_topic_ivt_outcomes, {**outcome, "status": "duplicate"},
+                       report_id)
+            return
+        plan, refusal = d.plan_ivt_credit(store.usage, adv, rec["entries"],
+                                          not_before_us=to_micros(now) - self.rerate_horizon_us)
+        if refusal is not None:
+            k, reason = refusal
+            campaign, start_us, end_us = rec["entries"][k][:3]
+            store.decide_ivt_report(report_id, "refused")
+            self._emit("ivt_report_outcome", self.s.metering_topic_ivt_outcomes, {
+                **outcome, "status": "refused", "reason": reason, "campaign_id": campaign,
+                "window_start": from_micros(start_us), "window_end": from_micros(end_us)}, report_id)
+            return
+        changed: dict[tuple[str, str], tuple[Contract, PeriodState]] = {}
+        for campaign, bucket, valid_cls, ivt_cls, n in plan:
+            day, i = divmod(bucket, BUCKETS_PER_DAY)
+            u = store.usage_day(adv, campaign, day)
+            u.add(i, valid_cls, -n)
+            u.add(i, ivt_cls, n)
+            store.mark(u)
+            route = self.book.route(adv, campaign, bucket * BUCKET_US)
+            if route is None:
+                continue  # not billed to anyone yet: the ledger alone changes
+            entry = changed.get(route.key)
+            if entry is None:
+                ps = store.period(*route.key)
+                if ps.closed:
+                    self._ensure_billed(store, route.contract, ps)
+                entry = changed[route.key] = (route.contract, ps)
+            d.classify(entry[1].totals, valid_cls, -n, route)
+            d.classify(entry[1].totals, ivt_cls, n, route)
+        for contract, ps in changed.values():
+            store.mark(ps)
+            self.dirty_totals.add((ps.contract_id, ps.period_key))
+            if ps.closed:
+                self._rerate_closed(store, contract, ps, now, kind="ivt_credit", id_part=f"ivt:{report_id}",
+                                    source_event_id=report_id, topic=src["topic"], partition=src["partition"],
+                                    offset=src["offset"],
+                                    reason=f"IVT report {report_id} from {rec['vendor']} found invalid impressions "
+                                           f"of {ps.period_key} after it closed")
+            else:
+                self._check_alerts(store, contract, ps, now)
+        credited = sum(n for *_, n in plan)
+        store.decide_ivt_report(report_id, "applied")
+        self.metrics.events.labels("ivt_report", "applied").inc()
+        self._emit("ivt_report_outcome", self.s.metering_topic_ivt_outcomes, {**outcome, "credited": credited}, report_id)
 
     def _ensure_billed(self, store: TotalsStore, contract: Contract, ps: PeriodState) -> None:
         """A closed period restored from a changelog written before ``billed`` existed bills what it rates to now."""

@@ -33,6 +33,8 @@ from tally_streams.topics import (
     BUDGET_ALERTS,
     CONTRACT_TERMS,
     IMPRESSIONS,
+    IVT_REPORT_OUTCOMES,
+    IVT_REPORTS,
     PERIODS_CLOSED,
     RUNNING_TOTALS,
     TopicSpec,
@@ -68,6 +70,8 @@ class MeteringWorld:
             "TALLY_METERING_GROUP": self.group,
             "TALLY_METERING_TOPIC_IMPRESSIONS": t["impressions"],
             "TALLY_METERING_TOPIC_ATTRIBUTED": t["attributed"],
+            "TALLY_METERING_TOPIC_IVT_REPORTS": t["ivt_reports"],
+            "TALLY_METERING_TOPIC_IVT_OUTCOMES": t["ivt_outcomes"],
             "TALLY_METERING_TOPIC_TERMS": t["terms"],
             "TALLY_METERING_TOPIC_RUNNING_TOTALS": t["running_totals"],
             "TALLY_METERING_TOPIC_PERIODS_CLOSED": t["periods_closed"],
@@ -197,7 +201,7 @@ class MeteringWorld:
         try:
             tps = []
             md = admin.list_topics(timeout=10)
-            for key in ("impressions", "attributed", "deltas"):
+            for key in ("impressions", "attributed", "ivt_reports", "deltas"):
                 name = self.topics[key]
                 tps += [TopicPartition(name, p) for p in md.topics[name].partitions]
             committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=30)}
@@ -261,6 +265,8 @@ def _world(kafka_bootstrap: str, catalog: SchemaCatalog, tmp_path: Path, impress
     specs = {
         "impressions": _spec(f"test-{run}-imp", IMPRESSIONS, impressions_partitions),
         "attributed": _spec(f"test-{run}-att", ATTRIBUTED_CONVERSIONS, 2),
+        "ivt_reports": _spec(f"test-{run}-ivt", IVT_REPORTS, 2),
+        "ivt_outcomes": _spec(f"test-{run}-ivto", IVT_REPORT_OUTCOMES, 1),
         "terms": _spec(f"test-{run}-terms", CONTRACT_TERMS, 1),
         "running_totals": _spec(f"test-{run}-rt", RUNNING_TOTALS, 2),
         "periods_closed": _spec(f"test-{run}-pc", PERIODS_CLOSED, 2),
