@@ -26,7 +26,7 @@ import jwt
 
 from .problems import ApiError
 
-ROLES = frozenset({"admin", "ops", "approver", "finance", "advertiser", "partner", "ingest"})
+ROLES = frozenset({"admin", "ops", "approver", "finance", "advertiser", "partner", "ingest", "verification"})
 INTERNAL_ROLES = frozenset({"admin", "ops", "approver", "finance"})
 TENANT_TYPES = frozenset({"advertiser", "partner"})
 ISSUER = "tally-local"

@@ -6,10 +6,17 @@ re-emissions and reversals) goes through metering worker subprocesses while the 
 worker 1 with SIGKILL at random points and restarts it, and a second worker joins and leaves.
 Periods close on a controlled clock; late events and reversals arrive after the close.
 
+The order of arrival is scrambled on purpose: one contract (R-5, an IO signed late) is
+published only after its January has closed, while its usage has flowed since the start; a
+backdated amendment of R-2 reaches back into its closed January; and a verification vendor's
+IVT reports credit a closed period (R-3 January) and an open one (R-1 February), one report is
+repeated and one claims more than its window holds (refused whole). Workers are killed while
+the late terms are being re-derived, too.
+
 Then, for every contract and period, the closed lines plus the adjustments that correct the
-period must equal an independent recomputation from the raw topics with the billing library —
-quantity and exact amount per price point, and so to the cent on every invoice line — and
-every close_id and adjustment_id must appear exactly once.
+period must equal an independent recomputation from the raw topics under the final contract
+picture with the billing library — quantity and exact amount per price point, and so to the
+cent on every invoice line — and every close_id and adjustment_id must appear exactly once.
 """
 
 from __future__ import annotations
@@ -67,7 +74,18 @@ CONTRACTS: dict[str, list[tuple[int, datetime, datetime | None, dict[str, Any]]]
     "R-4": [(1, T0, None, cpm(["c4a", "c4b"], [(0, "3.333"), (10000, "2.777")], tz="Australia/Sydney",
                               flight_start="2026-01-05"))],
 }
-CAMPAIGNS = ["c1a", "c1b", "c2", "c3", "c4a", "c4b"]
+CAMPAIGNS = ["c1a", "c1b", "c2", "c3", "c4a", "c4b", "c5a"]
+# The IO signed late: R-5's impressions flow from the start, its terms arrive after January closed.
+LATE_IO = {"R-5": [(1, T0, None, cpm(["c5a"], [(0, "4.00"), (8000, "3.00")], tz="America/Los_Angeles"))]}
+# A backdated amendment, approved after January closed: R-2's rates change from 15 January (Berlin).
+R2_V2_FROM = datetime(2026, 1, 14, 23, tzinfo=UTC)
+R2_AMENDED = [(1, T0, R2_V2_FROM, CONTRACTS["R-2"][0][3]),
+              (2, R2_V2_FROM, None, cpm(["c2"], [(0, "6.00"), (15000, "4.50")], kind="volume", tz="Europe/Berlin",
+                                        cur="EUR", per_period="50.00"))]
+FINAL = {**CONTRACTS, "R-2": R2_AMENDED, **LATE_IO}
+# IVT windows, each inside one version and one period of its contract: (contract, campaign, start, end)
+IVT_WINDOWS = [("R-3", "c3", datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)),
+               ("R-1", "c1a", datetime(2026, 2, 20, tzinfo=UTC), datetime(2026, 2, 21, tzinfo=UTC))]
 
 
 def cpa_terms() -> dict[str, Any]:
@@ -143,15 +161,25 @@ def read_raw(world: Any, key: str, schema: str) -> list[dict[str, Any]]:
 
 
 def versions_of(cid: str) -> list[ContractVersion]:
-    return [ContractVersion(cid, v, ef, et, parse_terms(t)) for v, ef, et, t in CONTRACTS[cid]]
+    return [ContractVersion(cid, v, ef, et, parse_terms(t)) for v, ef, et, t in FINAL[cid]]
+
+
+def valid_in_window(impressions: list[dict[str, Any]], campaign: str, start: datetime, end: datetime) -> int:
+    """Unique valid first-party impressions of a campaign in a window: what the ledger holds as valid."""
+    ids = {i["impression_id"] for i in impressions if i["campaign_id"] == campaign and i["ivt"] == "none"
+           and i["measurement_source"] == "first_party" and start <= i["event_time"] < end}
+    return len(ids)
 
 
 LineKey = tuple[str, int, str]  # line_type, version, price_point
 
 
-def recompute_cpm(impressions: list[dict[str, Any]]) -> dict[tuple[str, str], dict[LineKey, tuple[int, Decimal]]]:
-    by_campaign = {c: cid for cid, vs in CONTRACTS.items() for _, _, _, t in vs for c in t["common"]["campaign_ids"]}
-    versions = {cid: versions_of(cid) for cid in CONTRACTS}
+def recompute_cpm(impressions: list[dict[str, Any]], ivt_credits: dict[tuple[str, str, int], int]
+                  ) -> dict[tuple[str, str], dict[LineKey, tuple[int, Decimal]]]:
+    """The final picture: FINAL's versions, every unique impression, minus the applied IVT
+    credits per (contract, period, version)."""
+    by_campaign = {c: cid for cid, vs in FINAL.items() for _, _, _, t in vs for c in t["common"]["campaign_ids"]}
+    versions = {cid: versions_of(cid) for cid in FINAL}
     seen: set[str] = set()
     counts: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for imp in impressions:
@@ -168,6 +196,8 @@ def recompute_cpm(impressions: list[dict[str, Any]]) -> dict[tuple[str, str], di
         if imp["campaign_id"] not in v.terms.common.campaign_ids or imp["measurement_source"] != "first_party":
             continue
         counts[(cid, period.key)][v.version] += 1
+    for (cid, pkey, version), n in ivt_credits.items():
+        counts[(cid, pkey)][version] -= n
     out: dict[tuple[str, str], dict[LineKey, tuple[int, Decimal]]] = {}
     for (cid, pkey), per_version in counts.items():
         vs = {v.version: v for v in versions[cid]}
@@ -316,12 +346,40 @@ def test_reconciliation_through_sigkill_restarts_and_a_rebalance(metering_world:
     done.clear()
     producer = threading.Thread(target=produce, args=(phase_b, stream_b))
     producer.start()
+    for cid, versions in LATE_IO.items():  # late terms, re-derived while the kills land
+        w.publish_terms(cid, versions)
+    w.publish_terms("R-2", R2_AMENDED, revision=2)
     chaos(2, with_second_worker=False)
     producer.join()
     assert not errors, errors
     w.wait_idle(timeout_s=180)
+
+    # Phase C: IVT found later, for a closed period and an open one; one report twice, one too big.
+    seen_imps = read_raw(w, "impressions", "impression")
+    credits: dict[tuple[str, str, int], int] = {}
+    reports = []
+    for k, (cid, campaign, start, end) in enumerate(IVT_WINDOWS):
+        valid = valid_in_window(seen_imps, campaign, start, end)
+        assert valid > 10, (campaign, valid)
+        first = FINAL[cid][0][3]["common"]
+        pkey = period_containing(start, first["time_zone"], PeriodKind.MONTH).key
+        version = effective_version(versions_of(cid), start)
+        assert version is not None
+        credits[(cid, pkey, version.version)] = valid // 2
+        entry = {"campaign_id": campaign, "window_start": start, "window_end": end, "ivt_class": "sivt",
+                 "measurement_source": "first_party", "count": valid // 2}
+        reports.append({"report_id": f"ivt-{k}", "vendor": "v", "advertiser_id": "adv-r", "entries": [entry],
+                        "received_at": datetime(2026, 2, 28, tzinfo=UTC)})
+    too_big = {**reports[0], "report_id": "ivt-too-big",
+               "entries": [{**reports[0]["entries"][0], "count": valid_in_window(seen_imps, "c3", *IVT_WINDOWS[0][2:]) + 1}]}
+    reports += [reports[0], too_big]
+    w.produce("ivt_reports", "ivt_report", reports, lambda r: r["report_id"])
+    outcomes = w.wait_for("ivt_outcomes", "ivt_report_outcome", lambda rs: len(rs) >= len(reports), timeout_s=120)
+    assert sorted((o["report_id"], o["status"]) for o in outcomes) == [
+        ("ivt-0", "applied"), ("ivt-0", "duplicate"), ("ivt-1", "applied"), ("ivt-too-big", "refused")]
+    w.wait_idle(timeout_s=180)
     w.set_clock(datetime(2026, 3, 15, tzinfo=UTC))
-    closed = w.wait_for("periods_closed", "period_closed", lambda rs: len({r["close_id"] for r in rs}) >= 10,
+    closed = w.wait_for("periods_closed", "period_closed", lambda rs: len({r["close_id"] for r in rs}) >= 12,
                         timeout_s=120)
     for p in procs.values():
         if p.poll() is None:
@@ -331,10 +389,11 @@ def test_reconciliation_through_sigkill_restarts_and_a_rebalance(metering_world:
 
     # Exactly once: no close and no adjustment twice in the committed log.
     close_ids = [r["close_id"] for r in closed]
-    assert len(close_ids) == len(set(close_ids)) == 10, sorted(close_ids)
+    assert len(close_ids) == len(set(close_ids)) == 12, sorted(close_ids)
     adj_ids = [a["adjustment_id"] for a in adjustments]
     assert len(adj_ids) == len(set(adj_ids))
-    assert {a["kind"] for a in adjustments} == {"late_event", "reversal_after_close"}
+    assert {a["kind"] for a in adjustments} == {"late_event", "reversal_after_close", "backdated_amendment", "ivt_credit"}
+    assert {a["contract_id"] for a in adjustments if a["kind"] == "ivt_credit"} == {"R-3"}  # R-1's February was open
 
     # Closed totals + adjustments == recomputation from the raw topics, per price point, exactly.
     got: dict[tuple[str, str], dict[LineKey, tuple[int, Decimal]]] = defaultdict(dict)
@@ -360,7 +419,7 @@ def test_reconciliation_through_sigkill_restarts_and_a_rebalance(metering_world:
     raw_imps = read_raw(w, "impressions", "impression")
     raw_convs = read_raw(w, "attributed", "attributed_conversion")
     assert len(raw_imps) + len(raw_convs) == total_events
-    expected = recompute_cpm(raw_imps)
+    expected = recompute_cpm(raw_imps, credits)
     cpa_lines, cpa_payouts = recompute_cpa(raw_convs)
     expected.update(cpa_lines)
 
@@ -370,7 +429,7 @@ def test_reconciliation_through_sigkill_restarts_and_a_rebalance(metering_world:
     assert set(got) == set(expected), (sorted(got), sorted(expected))
     for where in sorted(expected):
         assert clean(got[where]) == clean(expected[where]), where
-        cur = currency("USD" if where[0] in ("R-1", "R-4") else "EUR" if where[0] in ("R-2", "R-cpa") else "JPY")
+        cur = currency("USD" if where[0] in ("R-1", "R-4", "R-5") else "EUR" if where[0] in ("R-2", "R-cpa") else "JPY")
         for key, (_, amount) in expected[where].items():
             assert round_to_minor(got[where][key][1], cur) == round_to_minor(amount, cur)
     for where, per_partner in cpa_payouts.items():
