@@ -185,6 +185,20 @@ class DeadLetter:
     field: str | None = None
 
 
+#: what became of one impression (the ``outcome`` label of ``tally_attribution_impressions_total``)
+IMPRESSION_EXPOSURE = "exposure"  # indexed: valid traffic on a campaign some CPA contract covers
+IMPRESSION_UNCOVERED = "uncovered"  # valid, but no CPA contract covers its campaign (yet): pre-contract window
+IMPRESSION_DUPLICATE = "duplicate"  # an impression id already indexed: one exposure
+IMPRESSION_INVALID_TRAFFIC = "invalid_traffic"  # ivt flagged: never drives a payout
+IMPRESSION_DEAD_LETTER = "dead_letter"  # undecodable or unusable (future event time)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    outcome: str
+    dead_letter: DeadLetter | None = None
+
+
 @dataclass
 class Decision:
     outcome: dict[str, Any]
@@ -216,48 +230,74 @@ class Decider:
     max_future: timedelta = timedelta(minutes=5)
     dedupe_retention: timedelta = timedelta(days=400)
     late_allowance: timedelta = timedelta(days=1)
+    precontract_window: timedelta = timedelta(days=7)
     stats: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------ exposure index
 
-    def index_impression(self, imp: Mapping[str, Any], arrival: datetime) -> DeadLetter | None:
-        """Add one impression to its household's exposures; a dead letter when it cannot count."""
+    def index_impression(self, imp: Mapping[str, Any], arrival: datetime) -> Indexed:
+        """Add one impression to its household's exposures (or say why it is not one).
+
+        A valid impression of a campaign no CPA contract covers yet is indexed too, for the
+        pre-contract window: a contract published later (whose version was in force at the
+        impression) attributes to it. Which campaigns are covered is read from the book at
+        every trim, so such an exposure becomes an ordinary one the moment its contract arrives.
+        """
         if imp["event_time"] > arrival + self.max_future:
-            return DeadLetter("invalid", "event_time is in the future", "event_time")
-        if not self.book.knows_campaign(imp["campaign_id"]):
-            return DeadLetter("unknown_campaign", f"campaign {imp['campaign_id']!r} is covered by no contract", "campaign_id")
-        if imp["ivt"] != "none" or not self.book.cpa_campaign(imp["campaign_id"]):
-            return None  # invalid traffic never drives a payout; CPM-only campaigns need no exposure
+            return Indexed(IMPRESSION_DEAD_LETTER, DeadLetter("invalid", "event_time is in the future", "event_time"))
+        if imp["ivt"] != "none":
+            return Indexed(IMPRESSION_INVALID_TRAFFIC)  # invalid traffic never drives a payout
+        outcome = IMPRESSION_EXPOSURE if self.book.cpa_campaign(imp["campaign_id"]) else IMPRESSION_UNCOVERED
         key = "x:" + imp["household_id"]
-        held: list[list[Any]] = list(self.state.get(key) or [])
-        if any(e[0] == imp["impression_id"] for e in held):
-            return None  # a retried or repeated beacon: one exposure
+        before: list[list[Any]] = self.state.get(key) or []
+        if any(e[0] == imp["impression_id"] for e in before):
+            return Indexed(IMPRESSION_DUPLICATE)  # a retried or repeated beacon: one exposure
         t = to_us(imp["event_time"])
-        held.append([imp["impression_id"], t, imp["advertiser_id"], imp["campaign_id"], imp["partner_id"]])
+        held = [*before, [imp["impression_id"], t, imp["advertiser_id"], imp["campaign_id"], imp["partner_id"]]]
         held.sort(key=lambda e: (e[1], e[0]))
-        horizon = to_us(arrival) - self.exposure_horizon_us()
-        held = [e for e in held if e[1] >= horizon][-self.max_exposures_per_household:]
+        held = self._kept(held, to_us(arrival))
+        if held == before:
+            return Indexed(outcome)  # already beyond its horizon, nothing else to drop: no state change
         if held:
             self.state.put(key, held)
         else:
             self.state.delete(key)
-        return None
+        return Indexed(outcome)
+
+    def _kept(self, held: list[list[Any]], now_us: int) -> list[list[Any]]:
+        """The exposures of one household (sorted by time) still worth keeping at ``now_us``.
+
+        Horizon: the longest lookback in force plus the late allowance for a campaign some CPA
+        contract covers, the pre-contract window for one none covers yet. Bound: at most
+        ``max_exposures_per_household``, newest kept; when over it, exposures of uncovered
+        campaigns go before covered ones, so speculative exposures never push out payable ones.
+        """
+        covered = self.book.cpa_campaign
+        covered_from = now_us - self.exposure_horizon_us()
+        uncovered_from = now_us - self.precontract_window // timedelta(microseconds=1)
+        kept = [e for e in held if e[1] >= (covered_from if covered(e[3]) else uncovered_from)]
+        excess = len(kept) - self.max_exposures_per_household
+        if excess > 0:
+            # stable sort: uncovered first, each oldest first
+            gone = set(sorted(range(len(kept)), key=lambda i: covered(kept[i][3]))[:excess])
+            kept = [e for i, e in enumerate(kept) if i not in gone]
+        return kept
 
     def exposure_horizon_us(self) -> int:
         return (timedelta(days=self.book.max_lookback_days) + self.late_allowance) // timedelta(microseconds=1)
 
     def prune(self, now: datetime) -> int:
-        """Drop exposures older than the longest lookback in force (plus the late allowance) and
-        dedupe memory older than its retention. Returns the number of keys removed or shrunk."""
+        """Drop exposures beyond their horizon (the longest lookback in force plus the late
+        allowance; the pre-contract window for campaigns no CPA contract covers yet) and dedupe
+        memory older than its retention. Returns the number of keys removed or shrunk."""
         now_us = to_us(now)
-        horizon = now_us - self.exposure_horizon_us()
         forget = now_us - self.dedupe_retention // timedelta(microseconds=1)
         household_horizon = now_us - timedelta(days=self.book.max_household_window_days) // timedelta(microseconds=1)
         changed = 0
         for key, value in list(self.state.kv.items()):
             prefix = key[:2]
             if prefix == "x:":
-                kept = [e for e in value if e[1] >= horizon]
+                kept = self._kept(value, now_us)
                 if len(kept) != len(value):
                     changed += 1
                     self.state.put(key, kept) if kept else self.state.delete(key)

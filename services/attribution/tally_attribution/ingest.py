@@ -1,10 +1,14 @@
-"""HTTP ingest: batches of impressions and conversions, and partner postbacks.
+"""HTTP ingest: batches of impressions and conversions, partner postbacks, and verification
+vendors' IVT reports.
 
 Each event is answered on its own: ``accepted`` (produced and acknowledged by the broker,
 acks=all), or ``rejected`` with every offending field (and kept on ``dlq.ingest`` with the
 reason). One bad event never rejects the good ones beside it. Memory stays bounded: a body
 is at most ``MAX_BODY_BYTES``, a batch at most ``MAX_EVENTS_PER_REQUEST`` events, and when
 the producer's queue cannot take the batch the caller gets 429 with ``Retry-After``.
+
+An IVT report is one JSON object answered as a whole: ``202 accepted`` once it is on its topic
+(acknowledged), or 422 naming every bad field, and then nothing is written (no dead letter).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from tally_streams.avro import EncodeError, SchemaCatalog
 from tally_streams.kafka import AsyncProducer, dead_letter_record, producer_config
 
 from .metrics import IngestMetrics
-from .validation import Checked, check_conversion, check_impression, event_id
+from .validation import Checked, check_conversion, check_impression, check_ivt_report, event_id
 
 log = logging.getLogger("tally.attribution.ingest")
 
@@ -50,6 +54,7 @@ class IngestConfig:
     bootstrap: str
     topic_impressions: str
     topic_conversions: str
+    topic_ivt_reports: str
     topic_dlq: str
     max_events: int
     queue_max: int
@@ -89,6 +94,7 @@ def create_ingest_app(
         bootstrap=settings.kafka_bootstrap,
         topic_impressions=settings.attribution_topic_impressions,
         topic_conversions=settings.attribution_topic_conversions,
+        topic_ivt_reports=settings.attribution_topic_ivt_reports,
         topic_dlq=settings.attribution_topic_dlq_ingest,
         max_events=settings.attribution_max_events_per_request,
         queue_max=settings.attribution_producer_queue_max,
@@ -123,6 +129,7 @@ def create_ingest_app(
     app.router.add_post("/v1/conversions", post_conversions)
     app.router.add_get("/v1/postback", postback)
     app.router.add_post("/v1/postback", postback)
+    app.router.add_post("/v1/ivt-reports", post_ivt_report)
     return app
 
 
@@ -327,3 +334,58 @@ async def postback(request: web.Request) -> web.Response:
     if event.status == "failed":
         raise ApiError(503, "the event could not be stored; retry", headers={"Retry-After": str(cfg.retry_after_s)})
     return kit_web.json_ok({"status": "accepted", "conversion_id": event.ident})
+
+
+# --------------------------------------------------------------------------- IVT reports
+
+
+async def post_ivt_report(request: web.Request) -> web.Response:
+    """A verification vendor's report of invalid impressions, found after they were counted.
+
+    Validated whole: one bad field refuses the report (422, every bad field by JSON path) and
+    nothing is written. A good one is produced to the IVT reports topic (key: report id) and
+    answered 202 once the broker acknowledged it; metering decides it later (applied whole or
+    refused whole, once per report id) and publishes that on ``billing.ivt_report_outcomes``.
+    The ingest never reads the ledger, so a report claiming more than was counted is accepted
+    here and refused there.
+    """
+    principal = kit_web.principal(request)
+    principal.require("verification", "ingest")
+    cfg = request.app[CONFIG_KEY]
+    now = cfg.clock()
+    if request.content_type != "application/json":
+        raise ApiError(415, "send the report as one JSON object (application/json)")
+    body = await request.read()
+    try:
+        raw = json.loads(body, parse_float=Decimal)
+    except ValueError as exc:
+        raise validation_error([("$", f"body is not valid JSON: {exc}")], "the report could not be read") from exc
+    checked = check_ivt_report(raw, now=now, max_future=cfg.max_future, vendor=principal.subject)
+    record = checked.record
+    if record is not None:
+        try:
+            encoded = cfg.catalog.codec("ivt_report").encode(record)
+        except EncodeError as exc:  # e.g. a lone surrogate in an id: no UTF-8, so no Avro string
+            checked, record = Checked(None, [("$", f"cannot be encoded: {exc}")]), None
+    if record is None:
+        problems = checked.problems
+        cfg.metrics.events.labels("ivt_report", "rejected", problems[0][0] if problems else "-").inc()
+        raise validation_error(problems, "the IVT report has invalid fields; nothing of it was accepted")
+    producer = request.app[PRODUCER_KEY]
+    retry = {"Retry-After": str(cfg.retry_after_s)}
+    if producer.queue_length() + 1 > cfg.queue_max:
+        cfg.metrics.throttled.labels("ivt_report").inc()
+        raise ApiError(429, "the ingest queue is full; retry later", headers=retry)
+    report_id = record["report_id"]
+    queued, acks = producer.produce_batch([(cfg.topic_ivt_reports, encoded, report_id)])
+    if queued == 0:
+        cfg.metrics.events.labels("ivt_report", "retry", "-").inc()
+        raise ApiError(429, "the ingest queue is full; retry later", headers=retry)
+    failures = await acks
+    cfg.metrics.queue.set(producer.queue_length())
+    if failures:
+        log.error("delivery failed", extra={"kind": "ivt_report", "report_id": report_id, "error": str(failures[0])})
+        cfg.metrics.events.labels("ivt_report", "failed", "-").inc()
+        raise ApiError(503, "the report could not be stored; retry (a report id applies once)", headers=retry)
+    cfg.metrics.events.labels("ivt_report", "accepted", "-").inc()
+    return kit_web.json_ok({"report_id": report_id, "entries": len(record["entries"]), "status": "accepted"}, status=202)

@@ -27,8 +27,11 @@ class ProcessorMetrics:
         self.dead_letters = Counter(
             "tally_attribution_dead_letters_total", "Records dead-lettered by the processor, by source topic and error kind",
             ["topic", "error_kind"], registry=registry)
+        #: outcome: exposure, uncovered (valid, no CPA contract covers its campaign yet: kept for the
+        #: pre-contract window, never dead-lettered), duplicate, invalid_traffic, dead_letter
         self.impressions = Counter(
-            "tally_attribution_impressions_total", "Impressions read by the processor", registry=registry)
+            "tally_attribution_impressions_total", "Impressions read by the processor, by outcome", ["outcome"],
+            registry=registry)
         self.terms_ignored = Counter(
             "tally_attribution_terms_ignored_total", "contracts.terms records ignored (stale revision or invalid terms)",
             registry=registry)

@@ -40,7 +40,7 @@ from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
 from tally_streams.topics import TopicSpec
 
-from .domain import ContractBook, DeadLetter, Decider, Source
+from .domain import IMPRESSION_DEAD_LETTER, ContractBook, DeadLetter, Decider, Source
 from .metrics import ProcessorMetrics
 from .state import AttributionState
 
@@ -93,6 +93,7 @@ class Processor:
             max_future=timedelta(seconds=settings.attribution_max_future_s),
             dedupe_retention=timedelta(days=settings.attribution_dedupe_retention_days),
             late_allowance=timedelta(days=settings.attribution_late_allowance_days),
+            precontract_window=timedelta(days=settings.attribution_precontract_days),
         )
         self.settle_ms = int(settings.attribution_settle_delay_ms)
         self.t_imp = settings.attribution_topic_impressions
@@ -289,7 +290,6 @@ class Processor:
         return arrival
 
     def _on_impression(self, m: Message) -> None:
-        self.metrics.impressions.inc()
         arrival = self._arrival_ms(m)
         p = _coords(m)[1]
         self._imp_seen_ms[p] = max(self._imp_seen_ms.get(p, 0), arrival)
@@ -297,10 +297,12 @@ class Processor:
             imp = self.codecs["impression"].decode(m.value())
         except DecodeError as exc:
             self._dead_letter(m, DeadLetter(exc.kind, exc.reason))
+            self.metrics.impressions.labels(IMPRESSION_DEAD_LETTER).inc()
             return
-        dl = self.decider.index_impression(imp, _from_ms(arrival))
-        if dl is not None:
-            self._dead_letter(m, dl)
+        indexed = self.decider.index_impression(imp, _from_ms(arrival))
+        if indexed.dead_letter is not None:
+            self._dead_letter(m, indexed.dead_letter)
+        self.metrics.impressions.labels(indexed.outcome).inc()
 
     def _on_conversion(self, m: Message) -> None:
         try:

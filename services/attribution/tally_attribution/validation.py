@@ -8,13 +8,16 @@ clock; amounts are decimal strings (never JSON numbers) with at most 6 decimals.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from tally_billing.money import UnknownCurrency, currency, parse_amount
+from tally_billing.periods import local_midnight, zone
+from tally_billing.usage import is_bucket_boundary
 
 MAX_ID_LEN = 256
 #: Avro decimal(18, 6) of Conversion.value / reversal_amount
@@ -214,3 +217,164 @@ def event_id(kind: str, raw: Any) -> str | None:
     if isinstance(raw, Mapping) and isinstance(raw.get(key), str):
         return str(raw[key])
     return None
+
+
+# --------------------------------------------------------------------------- IVT reports
+
+#: most entries one IVT report may carry
+MAX_IVT_ENTRIES = 1000
+#: largest count of one entry (an Avro long holds more; no window ever held this many impressions)
+MAX_IVT_COUNT = 10**12
+#: longest window of one entry
+MAX_IVT_SPAN = timedelta(days=31)
+IVT_CLASSES = ("givt", "sivt")
+IVT_REPORT_FIELDS = frozenset({"report_id", "advertiser_id", "entries"})
+IVT_ENTRY_FIELDS = frozenset({
+    "campaign_id", "ivt_class", "measurement_source", "count", "window_start", "window_end", "date", "time_zone",
+})
+#: longer than any IANA zone name (the longest, America/Argentina/ComodRivadavia, has 32 characters)
+MAX_TZ_LEN = 64
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def check_ivt_report(raw: Any, *, now: datetime, max_future: timedelta, vendor: str) -> Checked:
+    """A verification vendor's report as the ``ivt_report`` Avro record, or every bad field by
+    JSON path (``entries[2].window_start``). ``vendor`` is the caller's token subject; the report
+    is accepted or refused whole."""
+    if not isinstance(raw, Mapping):
+        return Checked(None, [("$", "an IVT report must be a JSON object")])
+    r = _Reader(raw, now, max_future)
+    r.unknown(IVT_REPORT_FIELDS)
+    report_id = r.ident("report_id")
+    advertiser_id = r.ident("advertiser_id")
+    entries: list[dict[str, Any]] = []
+    items = raw.get("entries")
+    if items is None:
+        r.problems.append(("entries", "is required"))
+    elif not isinstance(items, list) or not items:
+        r.problems.append(("entries", "must be a non-empty array of entries"))
+    elif len(items) > MAX_IVT_ENTRIES:
+        # the entries are not read one by one: the answer stays small, and the report is refused anyway
+        r.problems.append(("entries", f"at most {MAX_IVT_ENTRIES} entries per report (got {len(items)}); split the report"))
+    else:
+        for i, item in enumerate(items):
+            entry, problems = _check_ivt_entry(item, now=now, max_future=max_future)
+            path = f"entries[{i}]"
+            r.problems.extend((path if f == "$" else f"{path}.{f}", m) for f, m in problems)
+            if entry is not None:
+                entries.append(entry)
+    if r.problems:
+        return Checked(None, r.problems)
+    rec = {"report_id": report_id, "vendor": vendor, "advertiser_id": advertiser_id, "entries": entries,
+           "received_at": now.astimezone(UTC)}
+    return Checked(rec, [])
+
+
+def _check_ivt_entry(raw: Any, *, now: datetime, max_future: timedelta) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    """One entry: its Avro record, or its problems with paths relative to the entry."""
+    if not isinstance(raw, Mapping):
+        return None, [("$", "an entry must be a JSON object")]
+    r = _Reader(raw, now, max_future)
+    r.unknown(IVT_ENTRY_FIELDS)
+    campaign_id = r.ident("campaign_id")
+    ivt_class = raw.get("ivt_class")
+    if ivt_class is None:
+        r.problems.append(("ivt_class", "is required"))
+    elif ivt_class not in IVT_CLASSES:
+        r.problems.append(("ivt_class", "must be one of " + ", ".join(IVT_CLASSES)))
+    source = r.choice("measurement_source", MEASUREMENT_SOURCES, "first_party")
+    count = _count(r, "count")
+    window = _window(r)
+    if r.problems or window is None:
+        return None, r.problems
+    start, end = window
+    return {"campaign_id": campaign_id, "window_start": start, "window_end": end, "ivt_class": ivt_class,
+            "measurement_source": source, "count": count}, []
+
+
+def _count(r: _Reader, name: str) -> int | None:
+    v = r.raw.get(name)
+    if v is None:
+        r.problems.append((name, "is required"))
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):  # JSON true is no count; 5.0 parses as a Decimal
+        r.problems.append((name, "must be a JSON integer"))
+        return None
+    if not 0 < v <= MAX_IVT_COUNT:
+        r.problems.append((name, f"must be > 0 and at most 10^{len(str(MAX_IVT_COUNT)) - 1}"))
+        return None
+    return v
+
+
+def _window(r: _Reader) -> tuple[datetime, datetime] | None:
+    """The entry's window in UTC: ``window_start`` + ``window_end`` (15-minute boundaries), or
+    ``date`` + ``time_zone`` (that local day, from one local midnight to the next)."""
+    instants = [k for k in ("window_start", "window_end") if k in r.raw]
+    local = [k for k in ("date", "time_zone") if k in r.raw]
+    if instants and local:
+        for k in local:
+            r.problems.append((k, "give the window either as window_start and window_end or as date and time_zone, not both"))
+        return None
+    if not instants and not local:
+        r.problems.append(("$", "a window is required: window_start and window_end, or date and time_zone"))
+        return None
+    if local:
+        return _local_day(r)
+    start = _boundary(r, "window_start")
+    end = _boundary(r, "window_end")
+    if start is None or end is None:
+        return None
+    if end <= start:
+        r.problems.append(("window_end", "must be after window_start"))
+        return None
+    if end - start > MAX_IVT_SPAN:
+        r.problems.append(("window_end", f"the window may span at most {MAX_IVT_SPAN.days} days"))
+        return None
+    return start, end
+
+
+def _boundary(r: _Reader, name: str) -> datetime | None:
+    t = r.instant(name)  # required, with a zone, not in the future
+    if t is not None and not is_bucket_boundary(t):
+        r.problems.append((name, "must be on a 15-minute boundary of UTC (e.g. 12:00, 12:15, 12:30, 12:45)"))
+        return None
+    return t
+
+
+def _local_day(r: _Reader) -> tuple[datetime, datetime] | None:
+    raw_day, tz = r.raw.get("date"), r.raw.get("time_zone")
+    day: date | None = None
+    if raw_day is None:
+        r.problems.append(("date", "is required with time_zone"))
+    elif not isinstance(raw_day, str) or not _DATE.fullmatch(raw_day):
+        r.problems.append(("date", "must be a date YYYY-MM-DD"))
+    else:
+        try:
+            day = date.fromisoformat(raw_day)
+        except ValueError:
+            r.problems.append(("date", "must be a date YYYY-MM-DD"))
+    zone_ok = False
+    if tz is None:
+        r.problems.append(("time_zone", "is required with date"))
+    else:
+        try:
+            if not isinstance(tz, str) or len(tz) > MAX_TZ_LEN:  # zone() would ask the file system for any name
+                raise ValueError(tz)
+            zone(tz)
+            zone_ok = True
+        except (ValueError, OSError):
+            r.problems.append(("time_zone", "must be an IANA time zone such as America/New_York"))
+    if day is None or not zone_ok:
+        return None
+    try:
+        start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
+    except (ValueError, OverflowError):
+        r.problems.append(("date", "is out of range"))
+        return None
+    if not (is_bucket_boundary(start) and is_bucket_boundary(end)):  # only before standard time (local mean time)
+        r.problems.append(("date", f"its local midnights in {tz} are not on 15-minute boundaries of UTC"))
+        return None
+    if end > r.now + r.max_future:
+        r.problems.append(("date", "the day has not ended yet (its window would reach into the future)"))
+        return None
+    return start, end

@@ -33,6 +33,7 @@ ROLES: dict[str, TopicSpec] = {
     "dlq_ingest": catalog_topics.DLQ_INGEST,
     "dlq_impressions": catalog_topics.DLQ_IMPRESSIONS,
     "dlq_conversions": catalog_topics.DLQ_CONVERSIONS,
+    "ivt_reports": catalog_topics.IVT_REPORTS,
 }
 PARTITIONS = {"impressions": 2, "conversions": 2}
 ROOT = Path(__file__).resolve().parents[3]
@@ -58,8 +59,9 @@ def processor_env(bootstrap: str, names: dict[str, str], *, settle_ms: int = 500
         "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"{ident}-txn",
         "TALLY_ATTRIBUTION_METRICS_PORT": "0",
         # exposures are indexed relative to their arrival (wall clock): a test clock in the past
-        # (tests/clock.py) keeps them by widening the allowance to cover the lag
-        **({"TALLY_ATTRIBUTION_LATE_ALLOWANCE_DAYS": str(clock.days_behind() + 1)} if clock.days_behind() else {}),
+        # (tests/clock.py) keeps them by widening the allowance and the pre-contract window to cover the lag
+        **({"TALLY_ATTRIBUTION_LATE_ALLOWANCE_DAYS": str(clock.days_behind() + 1),
+            "TALLY_ATTRIBUTION_PRECONTRACT_DAYS": str(clock.days_behind() + 7)} if clock.days_behind() else {}),
         **{f"TALLY_ATTRIBUTION_TOPIC_{role.upper()}": name for role, name in names.items()},
     }
 
@@ -71,7 +73,7 @@ class Collector:
         self.schemas = {names["outcomes"]: "conversion_outcome", names["attributed"]: "attributed_conversion",
                         names["dlq_impressions"]: "dead_letter", names["dlq_conversions"]: "dead_letter",
                         names["dlq_ingest"]: "dead_letter", names["impressions"]: "impression",
-                        names["conversions"]: "conversion"}
+                        names["conversions"]: "conversion", names["ivt_reports"]: "ivt_report"}
         self.codecs = {t: catalog.codec(s) for t, s in self.schemas.items()}
         self.records: dict[str, list[dict[str, Any]]] = {t: [] for t in self.schemas}
         self.lock = threading.Lock()

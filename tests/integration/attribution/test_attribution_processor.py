@@ -233,6 +233,8 @@ def test_edge_19_bad_events_dead_lettered_nothing_else_affected(harness: Harness
     contract(h, processor, adv, [f"{adv}-c"])
     hh, v = uid("hh"), uid("v")
     unknown, future = uid("i"), uid("i")
+    uncovered = {"outcome": "uncovered"}
+    uncovered_before = processor.registry.get_sample_value("tally_attribution_impressions_total", uncovered) or 0
     h.raw("impressions", b"\xc3\x01garbage-bytes", hh)  # undecodable
     h.raw("conversions", b'{"conversion_id": "json-not-avro"}', hh)  # no Avro marker
     h.send("impressions", "conversion", conversion(uid("v"), hh, AT, adv), hh)  # a schema it cannot be read with
@@ -242,9 +244,13 @@ def test_edge_19_bad_events_dead_lettered_nothing_else_affected(harness: Harness
     h.impression(impression(good, hh, AT - timedelta(hours=1), adv, f"{adv}-c"))
     h.conversion(conversion(v, hh, AT, adv))
     assert h.outcome(v)["exposure_id"] == good
-    dlq_imp = h.collector.wait_for(h.names["dlq_impressions"], lambda r: r["key"] == hh.encode(), count=4)
+    dlq_imp = h.collector.wait_for(h.names["dlq_impressions"], lambda r: r["key"] == hh.encode(), count=3)
     kinds = sorted(r["error_kind"] for r in dlq_imp)
-    assert kinds == ["incompatible", "invalid", "unknown_campaign", "unknown_schema"]
+    # a valid impression of a campaign no contract covers is no dead letter: counted, and kept
+    # for the pre-contract window
+    assert kinds == ["incompatible", "invalid", "unknown_schema"]
+    assert processor.registry.get_sample_value("tally_attribution_impressions_total", uncovered) == uncovered_before + 1
+    assert unknown in [e[0] for e in processor.state.get("x:" + hh)]
     assert all(r["reason"] and r["value"] and r["offset"] is not None for r in dlq_imp)
     [dl_conv] = h.collector.wait_for(h.names["dlq_conversions"], lambda r: r["key"] == hh.encode())
     assert dl_conv["error_kind"] == "not_single_object" and dl_conv["value"].startswith(b'{"conversion_id"')
@@ -260,6 +266,7 @@ def test_metrics_report_outcomes_index_and_latency(harness: Harness, processor: 
     reg = processor.registry
     assert (reg.get_sample_value("tally_attribution_outcomes_total",
                                  {"kind": "conversion", "outcome": "attributed", "reason": "-"}) or 0) >= 1
+    assert (reg.get_sample_value("tally_attribution_impressions_total", {"outcome": "exposure"}) or 0) >= 1
     assert (reg.get_sample_value("tally_attribution_exposures") or 0) >= 1
     assert (reg.get_sample_value("tally_attribution_exposure_households") or 0) >= 1
     assert (reg.get_sample_value("tally_attribution_decision_latency_seconds_count") or 0) >= 1
