@@ -57,6 +57,39 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     return cfg
 
 
+def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> Iterable[Message]:
+    """Every committed record of ``topic``, each partition from its first retained offset to the
+    end it had when called (read_committed; no group offsets are used or committed)."""
+    import uuid
+
+    c = Consumer(consumer_config(bootstrap, f"tally-read-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
+    try:
+        parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        pending = {p for p, high in ends.items() if high > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in pending])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout_s}s")
+            for m in c.consume(5000, 0.5):
+                err, partition, offset = m.error(), m.partition(), m.offset()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
+                        continue
+                    raise KafkaException(err)
+                assert partition is not None and offset is not None
+                if offset >= ends[partition]:
+                    pending.discard(partition)
+                    continue
+                yield m
+                if offset >= ends[partition] - 1:
+                    pending.discard(partition)
+    finally:
+        c.close()
+
+
 def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
     """Block until the broker answers a metadata request (bounded)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})

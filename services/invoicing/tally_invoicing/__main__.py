@@ -1,10 +1,8 @@
-"""``python -m tally_invoicing [serve|consume|replay|verify-audit|migrate] [--validate|--settings]``.
+"""``python -m tally_invoicing [serve|consume|verify-audit|migrate] [--validate|--settings]``.
 
 - ``serve`` (default): the HTTP API on TALLY_INVOICING_PORT, plus the consumer unless
   TALLY_INVOICING_CONSUME=false;
 - ``consume``: the Kafka consumer alone (what the SIGKILL test runs);
-- ``replay --contract C --period P``: recompute a closed period from the raw topics and print
-  the difference with what was invoiced (exit 1 when they differ);
 - ``verify-audit``: walk the hash-chained audit log (exit 1 at the first broken link);
 - ``migrate``: apply the migrations.
 """
@@ -53,9 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("consume", help="the Kafka consumer alone")
     sub.add_parser("migrate", help="apply the migrations")
     sub.add_parser("verify-audit", help="verify the audit chain")
-    rp = sub.add_parser("replay", help="recompute a closed period from the raw topics and print the difference")
-    rp.add_argument("--contract", required=True)
-    rp.add_argument("--period", required=True, help="period key, e.g. 2026-03 or 2026-W10")
     args = parser.parse_args(args_in)
     if args.cmd == "consume":
         return asyncio.run(_consume(settings))
@@ -65,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "verify-audit":
         return audit_main(["verify", "--dsn", settings.invoicing_database_url])
-    if args.cmd == "replay":
-        from .replay import run_replay
-
-        return asyncio.run(run_replay(settings, args.contract, args.period))
     web.run_app(build_app(settings), host=settings.invoicing_host, port=settings.invoicing_port, print=None)
     return 0
 

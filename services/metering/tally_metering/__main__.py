@@ -1,5 +1,7 @@
 """``python -m tally_metering [worker|api]``: the metering worker, the spend API, or both (default).
 
+``python -m tally_metering replay --contract C --period P``: recompute a closed period from the
+raw topics and compare it with its closed lines plus adjustments (exit 0 when equal).
 ``--validate`` checks the settings and exits; ``--settings`` lists them.
 """
 
@@ -31,6 +33,18 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["replay"]:
+        import argparse
+
+        from .replay import run_replay
+
+        ap = argparse.ArgumentParser(prog="tally_metering replay", description="recompute a closed period from the raw topics")
+        ap.add_argument("--contract", required=True)
+        ap.add_argument("--period", required=True, help="period key, e.g. 2026-03 or 2026-W10")
+        ns = ap.parse_args(args[1:])
+        replay_settings = validate_main(SPEC, [])
+        assert replay_settings is not None
+        raise SystemExit(run_replay(replay_settings, ns.contract, ns.period))
     settings = validate_main(SPEC, args)
     assert settings is not None
     mode = next((a for a in args if not a.startswith("-")), "all")
