@@ -1,7 +1,13 @@
 """One billing month through the whole system, as a user meets it: contracts through the API,
 traffic through ingest, periods closed by the metering clock, invoices and statements finalized
 through the invoicing API — then every total compared with the simulator's independent
-recomputation, to the cent. ``chaos`` (optional) runs while traffic flows and is processed."""
+recomputation, to the cent. ``chaos`` (optional) runs while traffic flows and is processed.
+
+``late_io`` contracts are drafted before the traffic and approved once metering has counted
+about half of it (their earlier usage waited in metering's ledger); ``ivt_reports`` vendors'
+reports are posted once metering has counted all of it, and decided before the month closes
+(so they lower the closing totals; after the close they would be ``ivt_credit`` adjustments on
+the next period's invoice). The recomputation is made from the record, which holds both."""
 
 from __future__ import annotations
 
@@ -19,7 +25,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from tally_sim.client import ContractsClient, Http, IngestClient
 from tally_sim.expected import Expected, recompute
-from tally_sim.run import Tokens, create_contracts, send, write_header
+from tally_sim.run import (
+    Tokens,
+    approve_late,
+    create_contracts,
+    plan_ivt_reports,
+    post_ivt_reports,
+    read_record,
+    send,
+    split_for_late_io,
+    wait_metered,
+    write_header,
+)
 from tally_sim.scenario import build, previous_month
 from tally_sim.traffic import TrafficMix, generate, window
 from tally_streams.avro import SchemaCatalog
@@ -70,7 +87,7 @@ def start_processors(stack: Stack) -> subprocess.Popen[bytes]:
 
 
 async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: float | None = None,
-                    chaos: Chaos | None = None) -> tuple[Expected, dict[str, Any]]:
+                    chaos: Chaos | None = None, late_io: int = 0, ivt_reports: int = 0) -> tuple[Expected, dict[str, Any]]:
     month = previous_month(clock.now().date())  # the test clock: TALLY_TEST_NOW can set the month
     _, end = window(build(seed, month, stack.run))
     stack.set_clock(end)  # metering's clock: after every event, before any period closes
@@ -84,9 +101,9 @@ async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: fl
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             contracts = ContractsClient(Http(session, f"http://127.0.0.1:{PORTS['contracts']}", tokens.ops),
                                         tokens.approver, tokens.finance)
-            live = await create_contracts(scenario, contracts)
+            live = await create_contracts(scenario, contracts, late_io=late_io)
             write_header(record, scenario, live)
-            ids = {c.contract_id for c in live}
+            ids = {c.contract_id for c in live if not c.late_io}  # a late IO's terms come with its approval
             terms_topic = stack.topic["contracts.terms"]
 
             async def terms_published() -> bool:
@@ -96,10 +113,21 @@ async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: fl
             processors = start_processors(stack)
 
             events = generate(scenario, TrafficMix(impressions=impressions))
-            expected = recompute(live, events)
             chaos_task = asyncio.create_task(chaos(stack, stop_chaos)) if chaos else None
-            await send(events, IngestClient(Http(session, f"http://127.0.0.1:{PORTS['ingest']}", tokens.ingest)),
-                       tokens, record=record, rate_per_s=rate_per_s)
+            ingest = IngestClient(Http(session, f"http://127.0.0.1:{PORTS['ingest']}", tokens.ingest))
+            metering_inputs = [stack.topic["ads.impressions"], stack.topic["billing.attributed_conversions"],
+                               stack.topic["ads.ivt_reports"], f"e2e-{stack.run}-metering.deltas"]
+
+            async def metering_caught_up() -> bool:
+                return stack.lag(f"e2e-{stack.run}-metering", metering_inputs) == 0
+
+            before, after = split_for_late_io(events, live)
+            await send(before, ingest, tokens, record=record, rate_per_s=rate_per_s)
+            if after:
+                # The first half is in metering's ledger, billed to no one yet, when the late IOs are approved.
+                await wait_until(metering_caught_up, 300, "metering to count the traffic sent before the late IOs")
+                await approve_late(live, contracts, record=record)
+                await send(after, ingest, tokens, record=record, rate_per_s=rate_per_s)
 
             # Every conversion record gets exactly one outcome from attribution.
             n_conversion_records = sum(1 for e in events if e["kind"] == "conversion")
@@ -113,13 +141,27 @@ async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: fl
                 stop_chaos.set()
                 await chaos_task
                 await stack.wait_ready()
-            metering_inputs = [stack.topic["ads.impressions"], stack.topic["billing.attributed_conversions"],
-                               f"e2e-{stack.run}-metering.deltas"]
-
-            async def metering_caught_up() -> bool:
-                return stack.lag(f"e2e-{stack.run}-metering", metering_inputs) == 0
-
             await wait_until(metering_caught_up, 300, "metering to consume every impression and conversion")
+
+            reported: dict[str, tuple[str, int]] = {}
+            if ivt_reports:
+                reports = plan_ivt_reports(live, events, ivt_reports, seed=seed, run_id=stack.run)
+                assert len(reports) == ivt_reports, reports
+                # What `tally_sim run` waits for (the spend API) before posting; the lag above already holds.
+                await wait_metered(Http(session, f"http://127.0.0.1:{PORTS['spend']}", tokens.ops), live, events,
+                                   timeout_s=60)
+                await post_ivt_reports(reports, ingest, record=record)
+                report_ids = {r["report_id"] for r in reports}
+
+                async def reports_decided() -> bool:
+                    outcomes = read_topic(stack, stack.topic["billing.ivt_report_outcomes"], "ivt_report_outcome")
+                    for o in outcomes:
+                        reported.setdefault(o["report_id"], (o["status"], o["credited"]))
+                    return report_ids <= set(reported)
+
+                await wait_until(reports_decided, 120, "metering to decide every IVT report")
+                await wait_until(metering_caught_up, 120, "metering to commit every IVT report")
+            expected = recompute(*read_record(record))
 
             # Close the month: move metering's clock past every contract's period end + grace.
             stack.set_clock(end + timedelta(days=3))
@@ -146,6 +188,8 @@ async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: fl
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; wanted {want_invoices} and {want_statements}, last seen {seen}") from None
             actual = await finalize_all(finance)
+            actual["ivt_reports"] = reported
+            actual["record"] = record
             return expected, actual
     finally:
         stop_chaos.set()

@@ -1,13 +1,15 @@
 """Tally's traffic simulator.
 
     python -m tally_sim run --impressions 20000 --rate 5000          # a past month, then the expected totals
+    python -m tally_sim run --late-io 1 --ivt-reports 4              # ... with a late IO and vendors' IVT reports
     python -m tally_sim live --rate 200                               # traffic now, until stopped
     python -m tally_sim live --run-id '' --rate 50                   # the demo's: reuses its contracts after a restart
     python -m tally_sim expected --record .state/sim/record.jsonl     # recompute what should be billed
 
 Contracts are created through the contracts API (drafted by an ops user, approved by a different
 approver, plus finance when the policy asks); events go through the ingest API (batches and
-partner postbacks). Every event sent is appended to the record.
+partner postbacks). Every event sent is appended to the record, and so are a late IO's approval
+and every IVT report posted.
 """
 
 from __future__ import annotations
@@ -28,7 +30,19 @@ from tally_kit.auth import ensure_local_secret
 
 from .client import ContractsClient, Http, IngestClient
 from .expected import recompute
-from .run import Tokens, create_contracts, read_record, send, summary, write_header
+from .run import (
+    Tokens,
+    approve_late,
+    create_contracts,
+    plan_ivt_reports,
+    post_ivt_reports,
+    read_record,
+    send,
+    split_for_late_io,
+    summary,
+    wait_metered,
+    write_header,
+)
 from .scenario import build, previous_month
 from .traffic import LiveTraffic, TrafficMix, generate
 
@@ -46,14 +60,25 @@ async def cmd_run(args: argparse.Namespace) -> int:
     events = generate(scenario, TrafficMix(impressions=args.impressions))
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         contracts = ContractsClient(Http(session, args.contracts_url, tokens.ops), tokens.approver, tokens.finance)
-        live = await create_contracts(scenario, contracts)
+        live = await create_contracts(scenario, contracts, late_io=args.late_io)
         write_header(args.record, scenario, live)
-        print(f"created {len(live)} contracts for {month:%Y-%m} (run {scenario.run_id}); sending {len(events)} events",
-              file=sys.stderr)
-        await send(events, IngestClient(Http(session, args.ingest_url, tokens.ingest)), tokens, record=args.record,
-                   rate_per_s=args.rate, progress=_progress)
+        late = [lc.contract_id for lc in live if lc.late_io]
+        print(f"created {len(live)} contracts for {month:%Y-%m} (run {scenario.run_id}); sending {len(events)} events"
+              + (f"; {', '.join(late)} drafted, approved after about half of them" if late else ""), file=sys.stderr)
+        ingest = IngestClient(Http(session, args.ingest_url, tokens.ingest))
+        before, after = split_for_late_io(events, live)
+        await send(before, ingest, tokens, record=args.record, rate_per_s=args.rate, progress=_progress)
+        if late:
+            await approve_late(live, contracts, record=args.record)
+            print(f"\napproved {', '.join(late)}", file=sys.stderr)
+            await send(after, ingest, tokens, record=args.record, rate_per_s=args.rate, progress=_progress)
+        if args.ivt_reports:
+            reports = plan_ivt_reports(live, events, args.ivt_reports, seed=scenario.seed, run_id=scenario.run_id)
+            print(f"\nwaiting for metering to count the traffic, then posting {len(reports)} IVT reports", file=sys.stderr)
+            await wait_metered(Http(session, args.spend_url, tokens.ops), live, events)
+            await post_ivt_reports(reports, ingest, record=args.record)
     print(file=sys.stderr)
-    exp = recompute(live, events)
+    exp = recompute(*read_record(args.record))
     print(f"record: {args.record}\nexpected invoices (advertiser, currency, period, total):\n{summary(exp.invoices)}")
     return 0
 
@@ -99,6 +124,13 @@ def cmd_expected(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(raw: str) -> int:
+    n = int(raw)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tally_sim", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -114,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--month", help="YYYY-MM of the simulated billing month (default: last month)")
     run.add_argument("--impressions", type=int, default=20_000)
     run.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as accepted)")
+    run.add_argument("--late-io", type=_count, default=0, metavar="N",
+                     help="the first N CPM contracts are drafted first and approved after about half of the traffic")
+    run.add_argument("--ivt-reports", type=_count, default=0, metavar="N",
+                     help="after the traffic, post N IVT reports (CPM campaign-days, half of a day's valid impressions)")
+    run.add_argument("--spend-url", default=os.environ.get("TALLY_SIM_SPEND_URL", "http://127.0.0.1:8083"),
+                     help="the spend API, read before IVT reports (they must not precede what they report on)")
     sub.choices["live"].add_argument("--rate", type=int, default=100, help="impressions per second")
     exp = sub.add_parser("expected")
     exp.add_argument("--record", type=Path, required=True)

@@ -1,5 +1,6 @@
 """HTTP clients for the simulator: the contracts API (draft by ops, approve by another user) and
-the ingest API (batches, postbacks), with bounded retries on 429/503 and idempotency keys."""
+the ingest API (batches, postbacks, IVT reports), with bounded retries on 429/503 and
+idempotency keys."""
 
 from __future__ import annotations
 
@@ -63,8 +64,18 @@ class ContractsClient:
     async def create_approved(self, name: str, terms: Mapping[str, Any], partner_ids: Sequence[str] = ()) -> str:
         """Draft (as ops), submit, and approve as a different user — as many approvals as the
         policy asks for (approver, then finance) — until the version is approved."""
+        cid = await self.create_draft(name, terms, partner_ids)
+        await self.approve(cid)
+        return cid
+
+    async def create_draft(self, name: str, terms: Mapping[str, Any], partner_ids: Sequence[str] = ()) -> str:
+        """A new contract whose version 1 is a draft (as ops): an insertion order not signed yet."""
         created = await self.http.call("POST", "/contracts", {"name": name, "terms": terms, "partner_ids": list(partner_ids)})
-        cid = created["id"]
+        return str(created["id"])
+
+    async def approve(self, cid: str) -> None:
+        """Submit a draft version 1 (as ops) and approve it as a different user — as many
+        approvals as the policy asks for (approver, then finance) — until it is approved."""
         await self.http.call("POST", f"/contracts/{cid}/versions/1/submit")
         state = "submitted"
         for token in (self.approver_token, self.finance_token):
@@ -76,7 +87,6 @@ class ContractsClient:
         v = await self.http.call("GET", f"/contracts/{cid}/versions/1")
         if v["state"] != "approved":
             raise ApiFailure(f"contract {cid} version 1 is {v['state']} after approvals")
-        return str(cid)
 
     async def find_approved(self, name: str, advertiser_id: str, on: date) -> str | None:
         """The id of an approved contract with exactly this name and advertiser in force on
@@ -120,6 +130,10 @@ class IngestClient:
             pending = [e for i, e in enumerate(pending) if i in retry] if retry else pending
             await asyncio.sleep(0.2)
         raise ApiFailure(f"{kind}: {len(pending)} events still not accepted")
+
+    async def ivt_report(self, report: Mapping[str, Any]) -> dict[str, Any]:
+        """POST one verification vendor's IVT report (accepted whole: 202; metering decides it later)."""
+        return dict(await self.http.call("POST", "/v1/ivt-reports", report, expect=(202,)))
 
     async def postback(self, event: Mapping[str, Any], partner_token: str) -> None:
         params = {k: v for k, v in {

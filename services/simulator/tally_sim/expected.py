@@ -8,6 +8,18 @@ and a minimum-commitment shortfall tops a period up to its minimum; conversions 
 ``tally_billing.attribution.decide`` against every valid exposure of their household, and
 reversals give back exactly what was billed (``tally_billing.cpa.reverse``). Every invoice or
 statement line is rounded once (``round_to_minor``), and a total is the sum of its lines.
+
+Two kinds of record line change nothing or something about CPM without being impressions:
+
+- ``contract_approved`` (a late IO: a contract approved after some of its traffic was sent)
+  changes nothing — usage is billed whichever reached Tally first (DOMAIN: the order of arrival
+  never changes what is billed); the record keeps it so a reader sees when the approval came.
+- ``ivt_report`` (a verification vendor's report) moves impressions from valid to IVT as
+  metering's README says: each entry takes ``count`` valid impressions of its advertiser,
+  campaign, measurement source and window, the latest 15-minute buckets first (after what the
+  report's earlier entries took); a report claiming more than a window holds is refused whole,
+  and a report id applies once. The moved impressions leave their contract's in-scope count of
+  their version and period before rating, so tiers and caps are re-rated by the same rating call.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,17 +35,20 @@ from tally_billing.attribution import Attributed, Conversion, CpaContract, Dedup
 from tally_billing.cpa import Reversal, ReversalOutcome, reverse
 from tally_billing.cpm import VersionCount, rate_cpm_period
 from tally_billing.money import currency, exact, round_to_minor
-from tally_billing.periods import PeriodKind, flight_start_instant, period_containing
+from tally_billing.periods import PeriodKind, flight_start_instant, local_midnight, period_containing
 from tally_billing.terms import ContractTerms, parse_terms
+from tally_billing.usage import bucket_of, to_micros
 from tally_billing.versions import ContractVersion, version_in_force
 
 
 @dataclass(frozen=True)
 class LiveContract:
-    """A simulated contract as the contracts service knows it (its real id, one approved version)."""
+    """A simulated contract as the contracts service knows it (its real id, one approved version).
+    ``late_io``: approved only after part of its traffic was sent (what it owes is the same)."""
 
     contract_id: str
     terms_json: Mapping[str, Any]
+    late_io: bool = False
 
     @property
     def terms(self) -> ContractTerms:
@@ -54,6 +69,8 @@ class Expected:
     #: (contract_id, period_key) -> line label -> rounded amount, for diagnosing a difference
     lines: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)  # conversion_id -> attributed | rejected:<reason>
+    #: report_id -> (applied | refused, impressions credited): the first decision of each report id
+    ivt_reports: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def _at(s: str) -> datetime:
@@ -74,13 +91,58 @@ def recompute(contracts: Iterable[LiveContract], record: Iterable[Mapping[str, A
         if e["kind"] == "impression" and e["event"]["impression_id"] not in seen_imp:
             seen_imp.add(e["event"]["impression_id"])
             impressions.append(dict(e["event"]))
+    invalid = _ivt_credits(impressions, [e["event"] for e in events if e["kind"] == "ivt_report"], out)
     for c in contracts:
         if c.terms.contract_type.value == "cpm":
-            _cpm(c, impressions, out)
+            _cpm(c, [imp for imp in impressions if imp["impression_id"] not in invalid], out)
     cpa = [c for c in contracts if c.terms.contract_type.value == "cpa"]
     if cpa:
         _cpa(cpa, impressions, [e["event"] for e in events if e["kind"] == "conversion"], out)
     return out
+
+
+def ivt_window(entry: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    """An IVT report entry's window in UTC: ``window_start``..``window_end``, or the local day
+    ``date`` in ``time_zone`` (from its local midnight to the next)."""
+    if "date" in entry:
+        day = date.fromisoformat(entry["date"])
+        return local_midnight(day, entry["time_zone"]), local_midnight(day + timedelta(days=1), entry["time_zone"])
+    return _at(entry["window_start"]), _at(entry["window_end"])
+
+
+def _ivt_credits(impressions: list[dict[str, Any]], reports: list[Mapping[str, Any]], out: Expected) -> set[str]:
+    """The ids of the impressions vendors' IVT reports found invalid; each report's decision in
+    ``out.ivt_reports``. (CPA exposures stay as they are: attribution does not read IVT reports.)"""
+    # (advertiser, campaign, measurement source) -> [(15-minute bucket, impression id, µs)] of valid impressions
+    valid: dict[tuple[str, str, str], list[tuple[int, str, int]]] = defaultdict(list)
+    for imp in impressions:
+        if imp["ivt"] == "none":
+            t = to_micros(_at(imp["event_time"]))
+            valid[(imp["advertiser_id"], imp["campaign_id"], imp.get("measurement_source", "first_party"))].append(
+                (bucket_of(t), imp["impression_id"], t))
+    for rows in valid.values():
+        rows.sort(reverse=True)  # latest bucket first
+    invalid: set[str] = set()
+    for report in reports:
+        rid = report["report_id"]
+        if rid in out.ivt_reports:
+            continue  # a report id applies once; its first decision stands
+        taken: set[str] = set()  # by this report's earlier entries
+        refused = False
+        for entry in report["entries"]:
+            start, end = (to_micros(t) for t in ivt_window(entry))
+            key = (report["advertiser_id"], entry["campaign_id"], entry.get("measurement_source", "first_party"))
+            held = [iid for _, iid, t in valid.get(key, []) if start <= t < end and iid not in invalid and iid not in taken]
+            if len(held) < entry["count"]:
+                refused = True
+                break
+            taken.update(held[:entry["count"]])
+        if refused:
+            out.ivt_reports[rid] = ("refused", 0)
+            continue
+        invalid.update(taken)
+        out.ivt_reports[rid] = ("applied", len(taken))
+    return invalid
 
 
 def _add(out: Expected, key: tuple[str, str, str], amount: Decimal, target: str = "invoices") -> None:
