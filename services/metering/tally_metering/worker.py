@@ -24,18 +24,15 @@ import json
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from tally_billing.money import exact
-from tally_billing.periods import Period, close_time, next_period, period_by_key
-from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
+from tally_billing.usage import BUCKET_US
 from tally_streams import topics as catalog_topics
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
@@ -45,13 +42,12 @@ from . import domain as d
 from .clock import Clock
 from .codec import ImpressionDecoder
 from .contracts import Contract, ContractBook, from_micros, to_micros
+from .engine import StageTwo, delta_partition
 from .metrics import WorkerMetrics
-from .state import DAY_US, ContractState, ConversionState, DedupeStore, PeriodState, TotalsStore
+from .state import DAY_US, DedupeStore, TotalsStore
 
 log = logging.getLogger("tally.metering.worker")
 
-_CLOSE_CHECK_S = 0.2
-_CPM_LINES = ("cpm_impressions", "cpm_over_delivery")
 
 
 class ResetRequired(Exception):
@@ -76,11 +72,6 @@ def _value(m: Message) -> bytes:
 def _key(m: Message) -> bytes:
     k = m.key()
     return k if k is not None else b""
-
-
-def delta_partition(advertiser_id: str, partitions: int) -> int:
-    """Stage two's partition of an advertiser: it owns the advertiser's usage and every contract of it."""
-    return zlib.crc32(advertiser_id.encode()) % partitions
 
 
 @dataclass
@@ -130,11 +121,8 @@ class Worker:
         self.clock = clock
         self.catalog = catalog or SchemaCatalog.load()
         self.metrics = metrics or WorkerMetrics()
-        self.grace = timedelta(seconds=settings.metering_grace_seconds)
         self.horizon_us = settings.metering_dedupe_horizon_days * DAY_US
-        self.rerate_horizon_us = settings.metering_rerate_horizon_days * DAY_US
         self.future_us = settings.metering_max_future_seconds * 1_000_000
-        self.totals_interval_s = settings.metering_totals_interval_ms / 1000
         self.batch_wait_s = settings.metering_batch_wait_ms / 1000
         self.t_imp = settings.metering_topic_impressions
         self.t_att = settings.metering_topic_attributed
@@ -149,16 +137,17 @@ class Worker:
                                                            "dead_letter", "ivt_report_outcome")}
         self.book = ContractBook()
         self.dedupe: dict[int, DedupeStore] = {}
-        self.stores: dict[int, TotalsStore] = {}
         #: next offset committed by us, per input (topic, partition), to tell whether held state is still current
         self.committed_by_us: dict[tuple[str, int], int] = {}
-        self.last_published: dict[tuple[str, str], float] = {}
-        self.dirty_totals: set[tuple[str, str]] = set()
-        self.empty_checked: dict[str, str] = {}
-        #: contracts whose terms changed since their periods were last derived (checked every step)
-        self.terms_changed: set[str] = set()
+        self.topic_of = {"running_total": settings.metering_topic_running_totals,
+                         "period_closed": settings.metering_topic_periods_closed,
+                         "adjustment": settings.metering_topic_adjustments,
+                         "budget_alert": settings.metering_topic_budget_alerts,
+                         "ivt_report_outcome": settings.metering_topic_ivt_outcomes}
+        #: stage two: the ledger, the totals and every billing effect; no I/O of its own
+        self.two = StageTwo(settings, self.book, self._emit_effect, self.metrics, lookup_contract=self.contract)
+        self.stores = self.two.stores  # the same dict: the rebalance code below keeps it current
         self._last_housekeeping = 0.0
-        self._last_close_check = 0.0
         self._txn_open = False
         self.ready = threading.Event()
 
@@ -242,7 +231,7 @@ class Worker:
         try:
             rec = self.terms_codec.decode(m.value())
             if self.book.apply(rec):
-                self.terms_changed.add(rec["contract_id"])
+                self.two.terms_changed.add(rec["contract_id"])
         except Exception:
             log.exception("unusable contract terms record", extra={"offset": m.offset(), "partition": m.partition()})
 
@@ -318,11 +307,11 @@ class Worker:
 
         _read_to_end(self.restorer, [TopicPartition(self.s.metering_topic_state, q) for q in partitions], apply)
         self.stores.update(stores)
-        self.empty_checked.clear()  # re-derived from the restored state on the next step
-        self.terms_changed.update(self.book.contracts)  # the next step compares each contract's revision
+        self.two.empty_checked.clear()  # re-derived from the restored state on the next step
+        self.two.terms_changed.update(self.book.contracts)  # the next step compares each contract's revision
         for q in partitions:
             for key in stores[q].periods:
-                self.last_published.pop(key, None)
+                self.two.last_published.pop(key, None)
         self.metrics.restores.labels("state").inc(len(partitions))
 
     # ------------------------------------------------------------------ the loop
@@ -342,11 +331,8 @@ class Worker:
             except ResetRequired:
                 log.warning("transaction failed; rebuilding state from the changelogs")
                 self.dedupe.clear()
-                self.stores.clear()
+                self.two.reset()
                 self.committed_by_us.clear()
-                self.empty_checked.clear()
-                self.dirty_totals.clear()
-                self.terms_changed.update(self.book.contracts)
             finally:
                 self._close_clients()
 
@@ -366,6 +352,9 @@ class Worker:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+
+    def _emit_effect(self, kind: str, record: dict[str, Any], key: str) -> None:
+        self._emit(kind, self.topic_of[kind], record, key)
 
     def _emit(self, kind: str, topic: str, record: dict[str, Any], key: str | bytes) -> None:
         self._produce(topic, self.codecs[kind].encode(record), key)
@@ -411,9 +400,10 @@ class Worker:
             if by_topic[self.t_ivt]:
                 self.stage_one_ivt_reports(by_topic[self.t_ivt])
             if by_topic[self.t_deltas]:
-                self.stage_two_deltas(by_topic[self.t_deltas], now)
-            if self.terms_changed:
-                self.rederive_changed_terms(now)
+                for m in by_topic[self.t_deltas]:
+                    self.two.apply(_where(m)[1], json.loads(_value(m)), now)
+            if self.two.terms_changed:
+                self.two.rederive_changed_terms(now)
             self.housekeeping(now)
             self._flush_changelogs()
             if offsets:
@@ -571,466 +561,23 @@ class Worker:
 
     # ------------------------------------------------------------------ stage two
 
-    def stage_two_deltas(self, msgs: list[Message], now: datetime) -> None:
-        for m in msgs:
-            partition = _where(m)[1]
-            store = self.stores.get(partition)
-            if store is None:
-                raise RuntimeError(f"no totals state for {self.t_deltas}[{partition}]")
-            payload = json.loads(_value(m))
-            if payload["kind"] == "usage":
-                self._apply_usage(store, payload, now)
-            elif payload["kind"] == "cpa":
-                self._apply_cpa(store, payload, now)
-            elif payload["kind"] == "ivt":
-                self._apply_ivt(store, payload, now)
-            else:  # a delta of the pre-ledger worker: drain metering.deltas with it before upgrading
-                raise RuntimeError(f"unknown delta kind {payload['kind']!r} at {self.t_deltas}[{partition}]")
-
-    def _apply_usage(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
-        """Add one usage delta to the ledger, and to the totals of every period it reaches under
-        today's terms; a closed period it reaches is re-rated into ``late_event`` adjustments."""
-        advertiser, src = payload["advertiser_id"], payload["src"]
-        source = f"{src['topic']}{d.SEP}{src['partition']}"
-        next_offset: dict[tuple[str, int], int] = {}
-        for campaign, day, nxt in payload["days"]:
-            u = store.usage_day(advertiser, campaign, day)
-            u.include_offset(source, nxt)
-            next_offset[(campaign, day)] = nxt
-        changed: dict[tuple[str, str], tuple[Contract, PeriodState]] = {}
-        waiting = 0
-        newest_us = 0
-        route_of = self.book.route
-        for campaign, bucket, cls, n, newest in payload["rows"]:
-            day, i = divmod(bucket, BUCKETS_PER_DAY)
-            u = store.usage_day(advertiser, campaign, day)
-            u.add(i, cls, n)
-            if newest > u.max_event_us:
-                u.max_event_us = newest
-            store.mark(u)
-            route = route_of(advertiser, campaign, bucket * BUCKET_US)
-            if route is None:
-                waiting += n
-                continue
-            entry = changed.get(route.key)
-            if entry is None:
-                ps = store.period(*route.key)
-                if ps.closed:
-                    self._ensure_billed(store, route.contract, ps)
-                entry = changed[route.key] = (route.contract, ps)
-            tot = entry[1].totals
-            d.classify(tot, cls, n, route)
-            if newest > tot.max_event_us:
-                tot.max_event_us = newest
-            newest_us = max(newest_us, newest)
-            nxt = next_offset[(campaign, day)]
-            if nxt > tot.offsets.get(source, -1):
-                tot.offsets[source] = nxt
-        if waiting:
-            self.metrics.events.labels("impression", "no_contract").inc(waiting)
-        if newest_us:
-            self.metrics.event_to_total_seconds.observe(max(0.0, (to_micros(now) - newest_us) / 1e6))
-        delta_id = f"{src['topic']}:{src['partition']}:{src['first']}-{src['last']}"
-        for contract, ps in changed.values():
-            store.mark(ps)
-            self.dirty_totals.add((ps.contract_id, ps.period_key))
-            if ps.closed:
-                self._rerate_closed(store, contract, ps, now, kind="late_event", id_part=delta_id,
-                                    source_event_id=src["first_id"], topic=src["topic"], partition=src["partition"],
-                                    offset=src["first"],
-                                    reason=f"impressions of {ps.period_key} arrived after it closed "
-                                           f"({src['topic']}[{src['partition']}]@{src['first']}..{src['last']})")
-            else:
-                self._check_alerts(store, contract, ps, now)
-
-    def _apply_ivt(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
-        """Apply one IVT report whole, or refuse it whole: each entry moves ``count`` impressions of
-        its window from valid to IVT usage (the window's latest buckets first). Every period it
-        reaches is re-rated: open ones get a lower running total, closed ones ``ivt_credit``
-        adjustments at the marginal price (tiers and caps re-rated, so under a binding cap the
-        credit is zero)."""
-        rec, src = payload["rec"], payload["src"]
-        report_id, adv = rec["report_id"], rec["advertiser_id"]
-        outcome: dict[str, Any] = {"report_id": report_id, "advertiser_id": adv, "vendor": rec["vendor"],
-                                   "status": "applied", "reason": None, "campaign_id": None, "window_start": None,
-                                   "window_end": None, "credited": 0, "decided_at": now}
-        if report_id in store.ivt_reports:
-            self._emit("ivt_report_outcome", self.s.metering_topic_ivt_outcomes, {**outcome, "status": "duplicate"},
-                       report_id)
-            return
-        plan, refusal = d.plan_ivt_credit(store.usage, adv, rec["entries"],
-                                          not_before_us=to_micros(now) - self.rerate_horizon_us)
-        if refusal is not None:
-            k, reason = refusal
-            campaign, start_us, end_us = rec["entries"][k][:3]
-            store.decide_ivt_report(report_id, "refused")
-            self._emit("ivt_report_outcome", self.s.metering_topic_ivt_outcomes, {
-                **outcome, "status": "refused", "reason": reason, "campaign_id": campaign,
-                "window_start": from_micros(start_us), "window_end": from_micros(end_us)}, report_id)
-            return
-        changed: dict[tuple[str, str], tuple[Contract, PeriodState]] = {}
-        for campaign, bucket, valid_cls, ivt_cls, n in plan:
-            day, i = divmod(bucket, BUCKETS_PER_DAY)
-            u = store.usage_day(adv, campaign, day)
-            u.add(i, valid_cls, -n)
-            u.add(i, ivt_cls, n)
-            store.mark(u)
-            route = self.book.route(adv, campaign, bucket * BUCKET_US)
-            if route is None:
-                continue  # not billed to anyone yet: the ledger alone changes
-            entry = changed.get(route.key)
-            if entry is None:
-                ps = store.period(*route.key)
-                if ps.closed:
-                    self._ensure_billed(store, route.contract, ps)
-                entry = changed[route.key] = (route.contract, ps)
-            d.classify(entry[1].totals, valid_cls, -n, route)
-            d.classify(entry[1].totals, ivt_cls, n, route)
-        for contract, ps in changed.values():
-            store.mark(ps)
-            self.dirty_totals.add((ps.contract_id, ps.period_key))
-            if ps.closed:
-                self._rerate_closed(store, contract, ps, now, kind="ivt_credit", id_part=f"ivt:{report_id}",
-                                    source_event_id=report_id, topic=src["topic"], partition=src["partition"],
-                                    offset=src["offset"],
-                                    reason=f"IVT report {report_id} from {rec['vendor']} found invalid impressions "
-                                           f"of {ps.period_key} after it closed")
-            else:
-                self._check_alerts(store, contract, ps, now)
-        credited = sum(n for *_, n in plan)
-        store.decide_ivt_report(report_id, "applied")
-        self.metrics.events.labels("ivt_report", "applied").inc()
-        self._emit("ivt_report_outcome", self.s.metering_topic_ivt_outcomes, {**outcome, "credited": credited}, report_id)
-
-    def _ensure_billed(self, store: TotalsStore, contract: Contract, ps: PeriodState) -> None:
-        """A closed period restored from a changelog written before ``billed`` existed bills what it rates to now."""
-        if ps.billed is None:
-            ps.billed = self._cpm_lines(store, contract, ps)
-
-    def _cpm_lines(self, store: TotalsStore, contract: Contract, ps: PeriodState) -> list[d.Line]:
-        rating = self.rate(store, contract, ps, self._period(contract, ps.period_key))
-        return [ln for ln in rating.lines if ln.line_type in _CPM_LINES]
-
-    def _rerate_closed(self, store: TotalsStore, contract: Contract, ps: PeriodState, now: datetime, *, kind: str,
-                       id_part: str, source_event_id: str, topic: str, partition: int, offset: int, reason: str) -> None:
-        """Each CPM price point whose rating now differs from what the closed period billed
-        becomes one adjustment; closed lines + adjustments = the rating of the final picture."""
-        assert ps.billed is not None
-        after = self._cpm_lines(store, contract, ps)
-        for line in d.diff_lines(ps.billed, after):
-            self._adjustment(contract, ps, now, kind=kind, line=line, payout=None, partner_id=None,
-                             source_event_id=source_event_id, id_part=id_part, topic=topic, partition=partition,
-                             offset=offset, reason=reason)
-        ps.billed = after
-        store.mark(ps)
-
-    def rederive_changed_terms(self, now: datetime) -> None:
-        """Re-derive from the ledger every period of each advertiser whose contracts' terms changed
-        since their totals were derived (a new contract, an amendment, a termination): open
-        periods get new running totals, closed ones ``backdated_amendment`` adjustments.
-
-        Idempotent and exactly-once: the revision a contract was derived under is state (its
-        changelog commits with the effects), so a restart re-derives exactly what was not committed.
-        """
-        changed, self.terms_changed = self.terms_changed, set()
-        advertisers: dict[int, set[str]] = {}
-        for cid in changed:
-            contract = self.book.get(cid)
-            if contract is None:
-                continue
-            q = delta_partition(contract.advertiser_id, self.n_deltas)
-            store = self.stores.get(q)
-            if store is None:
-                continue  # another worker owns it
-            cs = store.contracts.get(cid)
-            if cs is None or cs.revision is None or cs.revision < contract.revision:
-                advertisers.setdefault(q, set()).add(contract.advertiser_id)
-        for q, advs in sorted(advertisers.items()):
-            for adv in sorted(advs):
-                self._rederive(self.stores[q], adv, now)
-
-    def _rederive(self, store: TotalsStore, advertiser: str, now: datetime) -> None:
-        contracts = self.book.of_advertiser(advertiser)
-        locked_before = to_micros(now) - self.rerate_horizon_us
-        derived = d.derive(self.book, store.usage_of(advertiser), not_before_us=locked_before)
-        touched: list[tuple[datetime, Contract, PeriodState]] = []
-        for contract in contracts:
-            keys = {k for c, k in derived if c == contract.contract_id}
-            keys |= {ps.period_key for ps in store.periods_of(contract.contract_id)}
-            for key in keys:
-                period = self._period(contract, key)
-                if to_micros(period.end) <= locked_before:
-                    continue  # locked: past the re-rating horizon
-                ps = store.period(contract.contract_id, key)
-                if ps.closed:
-                    self._ensure_billed(store, contract, ps)  # before the totals change
-                touched.append((period.start, contract, ps))
-        for _, contract, ps in touched:
-            ps.totals.replace_usage(derived.get((contract.contract_id, ps.period_key), d.PeriodTotals()), self.t_imp)
-            store.mark(ps)
-            self.dirty_totals.add((ps.contract_id, ps.period_key))
-        # in period order: a lifetime tier or total cap carries from one period into the next
-        for _, contract, ps in sorted(touched, key=lambda x: (x[1].contract_id, x[0])):
-            if ps.closed:
-                self._rerate_closed(store, contract, ps, now, kind="backdated_amendment", id_part=f"rev{contract.revision}",
-                                    source_event_id=f"{contract.contract_id}@{contract.revision}",
-                                    topic=self.s.metering_topic_terms, partition=0, offset=0,
-                                    reason=f"contract terms revision {contract.revision} re-rated {ps.period_key} "
-                                           f"after it closed")
-            else:
-                self._check_alerts(store, contract, ps, now)
-        for contract in contracts:
-            cs = store.contract(contract.contract_id)
-            cs.revision = contract.revision
-            store.mark(cs)
-
-    def _apply_cpa(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
-        rec = payload["rec"]
-        src = payload["src"]
-        contract = self.contract(rec["contract_id"])
-        if contract is None:
-            raise RuntimeError(f"attributed conversion for unknown contract {rec['contract_id']}")
-        conv_key = (contract.contract_id, rec["conversion_id"])
-        if conv_key in store.conversions:
-            ps = self._cpa_period(store, contract, rec)
-            ps.totals.count(d.DUPLICATE_CONVERSIONS)
-            store.mark(ps)
-            self.metrics.events.labels(rec["kind"], "duplicate").inc()
-            return
-        amount, payout = Decimal(rec["advertiser_amount"]), Decimal(rec["partner_payout"])
-        version, event_type, partner = int(rec["contract_version"]), rec["event_type"], rec.get("partner_id")
-        quantity = 1
-        original = None
-        if rec["kind"] == "reversal":
-            original = store.conversions.get((contract.contract_id, rec.get("original_conversion_id") or ""))
-            quantity = 0
-            if original is not None:
-                version, event_type, partner = original.version, original.event_type, original.partner_id
-                with exact():
-                    original.reversed_amount += amount
-                    original.reversed_payout += payout
-                    remaining = original.advertiser_amount + original.reversed_amount
-                if not original.fully_reversed and remaining == 0 and original.advertiser_amount != 0:
-                    original.fully_reversed = True
-                    quantity = -1
-                store.mark(original)
-        ps = self._cpa_period(store, contract, rec, original)
-        ps.totals.add_cpa(version, event_type, quantity, amount, partner, payout)
-        ps.totals.count(d.CONVERSIONS_ATTRIBUTED if rec["kind"] == "conversion" else d.REVERSAL_RECORDS)
-        if quantity == -1:
-            ps.totals.count(d.CONVERSIONS_REVERSED)
-        ps.totals.include_offset(src["topic"], src["partition"], src["offset"] + 1)
-        ps.totals.max_event_us = max(ps.totals.max_event_us, rec["event_time_us"])
-        cv = ConversionState(contract.contract_id, rec["conversion_id"], rec["kind"], ps.period_key, version, event_type,
-                             partner, amount, payout)
-        store.conversions[conv_key] = cv
-        store.mark(cv)
-        self.metrics.events.labels(rec["kind"], "counted").inc()
-        if ps.closed:
-            kind = "late_event" if rec["kind"] == "conversion" else "reversal_after_close"
-            line = d.Line("cpa_conversions", version, f"event:{event_type}", event_type, quantity, "per_unit",
-                          d.display_unit_price(amount, quantity) if quantity else amount, amount)
-            what = "conversion" if rec["kind"] == "conversion" else f"reversal of {rec.get('original_conversion_id')}"
-            self._adjustment(contract, ps, now, kind=kind, line=line, payout=payout if partner else None,
-                             partner_id=partner, source_event_id=rec["conversion_id"], id_part=rec["conversion_id"],
-                             topic=src["topic"], partition=src["partition"], offset=src["offset"],
-                             reason=f"{what} {rec['conversion_id']} for {ps.period_key} arrived after it closed")
-        store.mark(ps)
-        self.dirty_totals.add((ps.contract_id, ps.period_key))
-        if not ps.closed:
-            self._check_alerts(store, contract, ps, now)
-
-    def _cpa_period(self, store: TotalsStore, contract: Contract, rec: dict[str, Any],
-                    original: ConversionState | None = None) -> PeriodState:
-        """A reversal belongs to the period its original was billed in."""
-        if rec["kind"] == "reversal":
-            if original is not None:
-                return store.period(contract.contract_id, original.period_key)
-            if rec.get("original_event_time_us") is not None:
-                return store.period(contract.contract_id, contract.period_at(rec["original_event_time_us"]).key)
-        return store.period(contract.contract_id, contract.period_at(rec["event_time_us"]).key)
-
-    def _adjustment(self, contract: Contract, ps: PeriodState, now: datetime, *, kind: str, line: d.Line,
-                    payout: Decimal | None, partner_id: str | None, source_event_id: str, id_part: str, topic: str,
-                    partition: int, offset: int, reason: str) -> None:
-        applies_to = contract.period_at(to_micros(now)).key
-        adjustment_id = (f"{contract.contract_id}/{ps.period_key}/{kind}/{id_part}/{line.line_type}/"
-                         f"{line.contract_version}/{line.price_point}")
-        self._emit("adjustment", self.s.metering_topic_adjustments, {
-            "adjustment_id": adjustment_id, "kind": kind, "contract_id": contract.contract_id,
-            "advertiser_id": contract.advertiser_id, "currency": contract.currency,
-            "corrects_period_key": ps.period_key, "applies_to_period_key": applies_to, "line_type": line.line_type,
-            "contract_version": line.contract_version, "price_point": line.price_point, "event_type": line.event_type,
-            "partner_id": partner_id, "quantity": line.quantity, "unit": line.unit, "unit_price": line.unit_price,
-            "amount_exact": line.amount_exact, "partner_payout_exact": payout, "source_event_id": source_event_id,
-            "source_topic": topic, "source_partition": partition, "source_offset": offset, "reason": reason,
-            "created_at": now,
-        }, contract.contract_id)
-
     # ------------------------------------------------------------------ rating, alerts, closes, totals
 
-    def _period(self, contract: Contract, key: str) -> Period:
-        return period_by_key(key, contract.time_zone, contract.period_kind)
-
-    def rate(self, store: TotalsStore, contract: Contract, ps: PeriodState, period: Period) -> d.Rating:
-        prior_n, prior_amount = self._prior(store, contract, period)
-        return d.rate_period(contract, period, ps.totals, prior_lifetime_impressions=prior_n, prior_billed_total=prior_amount)
-
-    def _prior(self, store: TotalsStore, contract: Contract, period: Period) -> tuple[int, Decimal]:
-        """Billed impressions and exact amount of the contract's earlier periods (lifetime tiers, total cap)."""
-        if not _needs_chain(contract):
-            return 0, d.ZERO
-        n, amount = 0, d.ZERO
-        earlier = [(self._period(contract, ps.period_key), ps) for ps in store.periods_of(contract.contract_id)]
-        for p, ps in sorted((x for x in earlier if x[0].start < period.start), key=lambda x: x[0].start):
-            r = d.rate_period(contract, p, ps.totals, prior_lifetime_impressions=n, prior_billed_total=amount)
-            n += r.quantity("cpm_impressions")
-            with exact():
-                amount += r.amount
-        return n, amount
-
-    def _check_alerts(self, store: TotalsStore, contract: Contract, ps: PeriodState, now: datetime) -> None:
-        period = self._period(contract, ps.period_key)
-        terms = d.terms_at_end(contract, period).terms
-        rating = self.rate(store, contract, ps, period)
-        caps: list[tuple[str, Decimal | None, Decimal]] = []
-        if terms.cpm is not None:
-            prior_amount = self._prior(store, contract, period)[1]
-            with exact():
-                lifetime_spent = prior_amount + rating.amount
-            caps = [("per_period", terms.cpm.budget_caps.per_period, rating.amount),
-                    ("total", terms.cpm.budget_caps.total, lifetime_spent)]
-        elif terms.cpa is not None:
-            caps = [("cpa_amount_per_period", terms.cpa.caps.contract.max_amount_per_period, rating.amount)]
-        cs: ContractState | None = None
-        for cap_kind, cap, spent in caps:
-            for pct in d.alert_thresholds(spent, cap):
-                if cap_kind == "total":
-                    cs = store.contract(contract.contract_id)
-                    if pct in cs.total_alerts:
-                        continue
-                    cs.total_alerts.add(pct)
-                    store.mark(cs)
-                    alert_id = f"{contract.contract_id}/total/{pct}"
-                else:
-                    mark = f"{cap_kind}:{pct}"
-                    if mark in ps.alerts:
-                        continue
-                    ps.alerts.add(mark)
-                    alert_id = f"{contract.contract_id}/{ps.period_key}/{cap_kind}/{pct}"
-                assert cap is not None
-                self._emit("budget_alert", self.s.metering_topic_budget_alerts, {
-                    "alert_id": alert_id, "contract_id": contract.contract_id, "advertiser_id": contract.advertiser_id,
-                    "currency": contract.currency, "cap_kind": cap_kind, "period_key": ps.period_key,
-                    "threshold_pct": pct, "cap": cap, "spent_exact": spent,
-                    "latest_event_time": from_micros(ps.totals.max_event_us) if ps.totals.max_event_us else None,
-                    "emitted_at": now,
-                }, contract.contract_id)
-        store.mark(ps)
-
     def housekeeping(self, now: datetime) -> None:
-        """Closes due periods and publishes throttled running totals (runs on every step)."""
+        """Closes due periods and publishes throttled running totals (every step); every 5 s forgets
+        what is past its horizon and reports the state's size."""
+        self.two.close_and_publish(now)
         mono = time.monotonic()
-        if mono - self._last_close_check >= _CLOSE_CHECK_S:
-            # Closing is decided by the clock, not by the batch: checking a few times a second is
-            # enough, and keeps an idle worker (a step every BATCH_WAIT_MS) cheap with many contracts.
-            self._last_close_check = mono
-            self._close_due(now)
-        due = [k for k in self.dirty_totals if mono - self.last_published.get(k, 0.0) >= self.totals_interval_s]
-        for key in sorted(due):
-            self.dirty_totals.discard(key)
-            known = self.book.get(key[0])
-            if known is None:
-                continue
-            store = self.stores.get(delta_partition(known.advertiser_id, self.n_deltas))
-            if store is None or key not in store.periods:
-                continue
-            self._publish_total(store, known, store.periods[key], now)
-            self.last_published[key] = mono
         if mono - self._last_housekeeping >= 5:
             self._last_housekeeping = mono
             self._forget_old_ids(now)
-            self._forget_old_usage(now)
+            self.two.forget_old_usage(now)
             self._report_state()
-
-    def _close_due(self, now: datetime) -> None:
-        for q, store in self.stores.items():
-            for contract in self.book.contracts.values():
-                if delta_partition(contract.advertiser_id, self.n_deltas) == q:
-                    self._ensure_empty_periods(store, contract, now)
-            due = []
-            for ps in store.periods.values():
-                if ps.closed:
-                    continue
-                owner = self.book.get(ps.contract_id)
-                if owner is None:
-                    continue
-                period = self._period(owner, ps.period_key)
-                if close_time(period, self.grace) <= now:
-                    due.append((period.start, ps.contract_id, ps, owner, period))
-            for _, _, ps, owner, period in sorted(due, key=lambda x: (x[0], x[1])):
-                self._close(store, owner, ps, period, now)
-
-    def _ensure_empty_periods(self, store: TotalsStore, contract: Contract, now: datetime) -> None:
-        """A period of the flight with no event still closes (its minimum commitment is owed)."""
-        first = contract.versions[0]
-        p = contract.period_at(to_micros(max(first.effective_from, _flight_start(contract))))
-        checked = self.empty_checked.get(contract.contract_id)
-        if checked is not None:
-            p = self._period(contract, checked)
-        while close_time(p, self.grace) <= now:
-            if d.versions_governing(contract, p) and _flight_overlaps(contract, p):
-                store.period(contract.contract_id, p.key)
-            self.empty_checked[contract.contract_id] = p.key
-            p = next_period(p)
-
-    def _close(self, store: TotalsStore, contract: Contract, ps: PeriodState, period: Period, now: datetime) -> None:
-        rating = self.rate(store, contract, ps, period)
-        record = d.period_closed_record(contract, period, ps.totals, rating, now)
-        self._emit("period_closed", self.s.metering_topic_periods_closed, record, contract.contract_id)
-        ps.closed = True
-        ps.closed_at_us = to_micros(now)
-        ps.billed = [ln for ln in rating.lines if ln.line_type in _CPM_LINES]
-        store.mark(ps)
-        self.dirty_totals.add((ps.contract_id, ps.period_key))
-        log.info("period closed", extra={"close_id": record["close_id"], "lines": len(record["lines"])})
-
-    def _publish_total(self, store: TotalsStore, contract: Contract, ps: PeriodState, now: datetime) -> None:
-        period = self._period(contract, ps.period_key)
-        rating = self.rate(store, contract, ps, period)
-        terms = d.terms_at_end(contract, period).terms
-        counts = {k: v for k, v in sorted(ps.totals.counts.items())}
-        if contract.contract_type == "cpm":
-            counts[d.BILLABLE] = rating.quantity("cpm_impressions")
-            counts[d.OVER_DELIVERY] = rating.quantity("cpm_over_delivery")
-        caps = terms.cpm.budget_caps if terms.cpm is not None else None
-        record = {
-            "total_id": f"{contract.contract_id}/{ps.period_key}", "contract_id": contract.contract_id,
-            "advertiser_id": contract.advertiser_id, "contract_type": contract.contract_type,
-            "currency": contract.currency, "time_zone": contract.time_zone, "period_kind": str(period.kind),
-            "period_key": ps.period_key, "period_start": period.start, "period_end": period.end,
-            "status": "closed" if ps.closed else "open", "amount_exact": rating.amount,
-            "budget_cap_per_period": caps.per_period if caps else None, "budget_cap_total": caps.total if caps else None,
-            "minimum_commitment": rating.minimum_commitment,
-            "lines": [{"line_type": ln.line_type, "contract_version": ln.contract_version, "price_point": ln.price_point,
-                       "event_type": ln.event_type, "quantity": ln.quantity, "unit": ln.unit,
-                       "unit_price": ln.unit_price, "amount_exact": ln.amount_exact} for ln in rating.lines],
-            "counts": counts,
-            "latest_event_time": from_micros(ps.totals.max_event_us) if ps.totals.max_event_us else None,
-            "updated_at": now,
-        }
-        self._emit("running_total", self.s.metering_topic_running_totals, record, record["total_id"])
 
     def _forget_old_ids(self, now: datetime) -> None:
         cutoff_day = (to_micros(now) - self.horizon_us) // DAY_US
         for store in self.dedupe.values():
             store.forget_before(cutoff_day)
-
-    def _forget_old_usage(self, now: datetime) -> None:
-        """Ledger days past the re-rating horizon are dropped (their periods are locked)."""
-        cutoff_day = (to_micros(now) - self.rerate_horizon_us) // DAY_US
-        for store in self.stores.values():
-            store.forget_usage_before(cutoff_day)
 
     def _report_state(self) -> None:
         self.metrics.state_size.labels("dedupe_ids").set(sum(len(s) for s in self.dedupe.values()))
@@ -1047,35 +594,6 @@ class Worker:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
         except KafkaException:
             log.debug("lag not available yet")
-
-
-def _needs_chain(contract: Contract) -> bool:
-    from tally_billing.terms import TierBasis
-
-    for v in contract.versions:
-        cpm = v.terms.cpm
-        if cpm is not None and (cpm.rate_card.tier_basis is TierBasis.LIFETIME or cpm.budget_caps.total is not None):
-            return True
-    return False
-
-
-def _flight_start(contract: Contract) -> datetime:
-    from tally_billing.periods import flight_start_instant
-
-    c = contract.first.common
-    return flight_start_instant(c.flight_start, c.time_zone)
-
-
-def _flight_overlaps(contract: Contract, p: Period) -> bool:
-    from tally_billing.periods import flight_end_instant
-
-    starts = []
-    for v in contract.versions:
-        c = v.terms.common
-        start = _flight_start(contract) if v is contract.versions[0] else v.effective_from
-        end = flight_end_instant(c.flight_end, c.time_zone) if c.flight_end is not None else None
-        starts.append((start, end))
-    return any(s < p.end and (e is None or e >= p.start) for s, e in starts)
 
 
 def _conversion_json(rec: dict[str, Any]) -> dict[str, Any]:
