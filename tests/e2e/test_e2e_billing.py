@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+import io
+import subprocess
+
+from tally_kit.settings import load
+from tally_metering.replay import run_replay
+from tally_metering.settings import SPEC as METERING_SPEC
 from tally_sim.expected import recompute
 from tally_sim.run import read_record
 
-from .e2e_flow import describe, run_month
-from .e2e_stack import Stack
+from .e2e_flow import describe, read_topic, run_month
+from .e2e_stack import PY, ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -43,3 +49,16 @@ async def test_a_month_of_simulated_traffic_invoices_to_the_cent(stack: Stack) -
     flat_key = next(k for k in expected.invoices if k[0] == late[0].terms.common.advertiser_id)
     without = recompute(contracts, [e for e in lines if e["kind"] != "ivt_report"])
     assert expected.invoices[flat_key] < without.invoices[flat_key]
+
+    # Metering's replay recomputes every closed period from the raw topics and agrees with it.
+    closes = {(r["contract_id"], r["period_key"]) for r in
+              read_topic(stack, stack.topic["billing.periods_closed"], "period_closed")}
+    assert len(closes) >= len(contracts)
+    settings = load(METERING_SPEC, stack.env())
+    for contract_id, period_key in sorted(closes):
+        out = io.StringIO()
+        assert run_replay(settings, contract_id, period_key, out=out) == 0, out.getvalue()
+    contract_id, period_key = sorted(closes)[0]
+    cli = subprocess.run([PY, "-m", "tally_metering", "replay", "--contract", contract_id, "--period", period_key],
+                         cwd=ROOT, env=stack.env(), capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and cli.stdout.rstrip().endswith("equal"), cli.stdout + cli.stderr
