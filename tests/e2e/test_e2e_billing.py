@@ -3,10 +3,10 @@ IO (a contract approved after half of its traffic was sent) and vendors' IVT rep
 
 from __future__ import annotations
 
-import pytest
-
 import io
 import subprocess
+
+import pytest
 
 from tally_kit.settings import load
 from tally_metering.replay import run_replay
