@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tally_billing.cpm import impressions_amount
 from tally_billing.money import UnknownCurrency, currency, exact, round_to_minor
 from tally_kit.audit import canonical_json
 
 ZERO = Decimal(0)
-MILLE = Decimal(1000)
 
 ADJUSTMENT_KINDS = ("late_event", "reversal_after_close", "ivt_credit", "backdated_amendment")
 #: adjustment kinds that can only take money away (their amount is ≤ 0)
@@ -88,8 +88,7 @@ def validate_close(rec: Mapping[str, Any]) -> list[str]:
         elif ln["amount_exact"] < 0:
             problems.append(f"{where}.amount_exact: must be ≥ 0")
         if ln["line_type"] == "cpm_impressions":
-            with exact():
-                expected = Decimal(ln["quantity"]) * ln["unit_price"] / MILLE
+            expected = impressions_amount(ln["quantity"], ln["unit_price"])
             if ln["unit"] != "per_thousand" or expected != ln["amount_exact"]:
                 problems.append(f"{where}.amount_exact: {ln['amount_exact']} ≠ quantity × rate ÷ 1000 = {expected}")
         if ln["line_type"] == "cpa_conversions" and not ln.get("event_type"):

@@ -25,7 +25,7 @@ from datetime import datetime
 from decimal import Context, Decimal, Inexact, localcontext
 from typing import Any
 
-from tally_billing.cpm import BUDGET_ALERT_THRESHOLDS_PCT, VersionCount, rate_cpm_period
+from tally_billing.cpm import BUDGET_ALERT_THRESHOLDS_PCT, VersionCount, impressions_amount, rate_cpm_period
 from tally_billing.money import Currency, exact, round_to_minor
 from tally_billing.periods import Period
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, from_micros
@@ -428,8 +428,7 @@ def rate_period(
             rate, n = merged.get((p.version, p.band_index), (p.rate_cpm, 0))
             merged[(p.version, p.band_index)] = (rate, n + p.impressions)
         for (version_no, band), (rate, n) in sorted(merged.items()):
-            with exact():
-                amount = Decimal(n) * rate / 1000
+            amount = impressions_amount(n, rate)
             lines.append(Line("cpm_impressions", version_no, f"band:{band}", None, n, "per_thousand", rate, amount))
         for version_no, n in rating.over_delivery:
             lines.append(Line("cpm_over_delivery", version_no, "over_delivery", None, n, "per_thousand", ZERO, ZERO))

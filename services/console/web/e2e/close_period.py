@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from tally_billing.cpm import impressions_amount
 from tally_billing.periods import PeriodKind, period_by_key
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import SyncProducer, producer_config
@@ -31,7 +32,7 @@ def main() -> None:
         "closed_at": now, "payment_terms_days": 30, "po_reference": "PO-E2E", "minimum_commitment": None,
         "lines": [{"line_type": "cpm_impressions", "contract_version": 1, "price_point": "band:0", "event_type": None,
                    "quantity": quantity, "unit": "per_thousand", "unit_price": rate_cpm,
-                   "amount_exact": Decimal(quantity) * rate_cpm / Decimal(1000)}],
+                   "amount_exact": impressions_amount(quantity, rate_cpm)}],
         "payouts": [], "counts": {"received": quantity, "billable": quantity}, "source_offsets": [],
     }
     producer = SyncProducer(producer_config(os.environ.get("TALLY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")), SchemaCatalog.load())
