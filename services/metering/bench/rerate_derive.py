@@ -2,12 +2,10 @@
 ``bench/run.py --only rerate`` (1,000 campaigns x New York's January, every 15-minute bucket
 populated, one givt impression per campaign and local day), under the amended contract.
 
-Prints the time of ``tally_metering.domain.derive`` with an empty route cache (as after a
-terms record is applied), how many routes it computes, the cost of one route miss, and — as
-a sketch of the fix, not used by the service — a derivation that routes once per (candidate
-contracts, UTC day, run of buckets with one route) and sums each run of a row with the
-built-in ``sum``; it checks that both give identical totals. Also times what stage two pays
-per usage row for ``TotalsStore.mark`` of a full ledger day (one JSON encoding per row).
+Prints the time of ``tally_billing.ledger.derive`` with an empty route cache (as after a
+terms record is applied), how many routes it computes (one per campaign and run of buckets in
+which every candidate contract keeps its segment and period), the cost of one route miss, and
+what one ``TotalsStore.mark`` of a full ledger day costs (stage two marks a day once per delta).
 
 Run: ``.venv/bin/python services/metering/bench/rerate_derive.py [campaigns]``.
 """
@@ -17,16 +15,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tally_billing import routing as contracts_module
 from tally_billing.examples import cpm_terms_json
+from tally_billing.routing import ContractBook, Route
 from tally_billing.terms import parse_terms, terms_to_json
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
-from tally_metering import contracts as contracts_module
 from tally_metering import domain as d
-from tally_metering.contracts import ContractBook, Route
 
 MONTH_START = datetime(2026, 1, 1, 5, tzinfo=UTC)
 MID = datetime(2026, 1, 16, 5, tzinfo=UTC)
@@ -61,64 +58,6 @@ def ledger(campaigns: list[str]) -> list[d.UsageDay]:
     return [days[k] for k in sorted(days)]
 
 
-def derive_by_runs(book: ContractBook, days: Iterable[d.UsageDay], not_before_us: int = 0) -> dict[tuple[str, str], d.PeriodTotals]:
-    """The same totals as ``derive``: the buckets of a UTC day are split into runs in which every
-    candidate contract keeps one segment and one period (computed once per candidate tuple and
-    day), each run is routed once per campaign and its counts summed in C."""
-    out: dict[tuple[str, str], d.PeriodTotals] = {}
-    runs_cache: dict[tuple[tuple[str, ...], int], list[tuple[int, int]]] = {}
-    for u in days:
-        cands = book.for_campaign(u.advertiser_id, u.campaign_id)
-        if not cands:
-            continue
-        base = u.day * BUCKETS_PER_DAY
-        ck = (tuple(c.contract_id for c in cands), u.day)
-        runs = runs_cache.get(ck)
-        if runs is None:
-            runs, a = [], 0
-            sig = None
-            for i in range(BUCKETS_PER_DAY):
-                t = (base + i) * BUCKET_US
-                s = tuple((c.segment_at(t), c.period_at(t).key) for c in cands)
-                if sig is not None and s != sig:
-                    runs.append((a, i))
-                    a = i
-                sig = s
-            runs.append((a, BUCKETS_PER_DAY))
-            runs_cache[ck] = runs
-        touched: set[tuple[str, str]] = set()
-        for a, b in runs:
-            t0 = (base + a) * BUCKET_US
-            if t0 < not_before_us:
-                continue
-            route: Route | None = None
-            for ledger_class, row in u.counts.items():
-                n = sum(row[a:b])
-                if not n:
-                    continue
-                if route is None:
-                    route = book.route(u.advertiser_id, u.campaign_id, t0)
-                    if route is None:
-                        break
-                tot = out.get(route.key)
-                if tot is None:
-                    tot = out[route.key] = d.PeriodTotals()
-                d.classify(tot, ledger_class, n, route)
-                last = b - 1
-                while not row[last]:  # the newest non-empty bucket of the run (mostly the last one)
-                    last -= 1
-                newest = min((base + last) * BUCKET_US + BUCKET_US - 1, u.max_event_us)
-                if newest > tot.max_event_us:
-                    tot.max_event_us = newest
-                touched.add(route.key)
-        for key in touched:
-            offsets = out[key].offsets
-            for source, o in u.offsets.items():
-                if o > offsets.get(source, -1):
-                    offsets[source] = o
-    return out
-
-
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     campaigns = [f"cmp-{i:04d}" for i in range(n)]
@@ -149,7 +88,7 @@ def main() -> None:
     print(f"derive: {calls['route']:,} route lookups, {calls['_route']:,} computed (route cache max "
           f"{contracts_module._ROUTE_CACHE_MAX:,} entries, emptied by every terms record)")
 
-    for name, fn in (("derive (the service)", d.derive), ("derive_by_runs (sketch)", derive_by_runs)):
+    for name, fn in (("derive (the service)", d.derive),):
         times = []
         for _ in range(3):
             book.routes = {}

@@ -1,480 +1,115 @@
-"""Metering's pure domain: the usage ledger, period totals derived from it, rating them into
-lines, closes, adjustments.
+"""Metering's wire formats over the billing library's one model.
 
-Nothing here does I/O. The billing library prices (``tally_billing.cpm.rate_cpm_period``);
-this module keeps the *counts* it prices from. A period's totals are a commutative monoid —
-counts per category, pre-cap billable impressions per contract version, exact CPA sums per
-(version, event type) and per partner, and the highest source offsets included — so totals
-built from any split of the input (per partition, per batch) merge to the same result, and
-every amount is derived from counts when it is needed, never accumulated with rounding.
-
-The impression part of a period's totals is itself derived: :class:`UsageDay` holds the usage
-ledger (counts per campaign, 15-minute event-time bucket and ledger class, kept apart from any
-contract), and :func:`classify` / :func:`derive` turn ledger counts into a contract's period
-totals under the contract picture the :class:`~tally_metering.contracts.ContractBook` holds.
-Derivation is linear in the counts, so adding usage to a period incrementally and deriving it
-again from the whole ledger give the same totals.
+The model lives in the billing library: period totals, lines, ratings and line differences in
+:mod:`tally_billing.totals`, the usage ledger and its derivation in :mod:`tally_billing.ledger`,
+contracts as routing tables in :mod:`tally_billing.routing`. They are re-exported here so
+metering's code reads ``d.<name>``; what is metering's own is the ``period_closed`` record.
 """
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Context, Decimal, Inexact, localcontext
 from typing import Any
 
-from tally_billing.cpm import BUDGET_ALERT_THRESHOLDS_PCT, VersionCount, impressions_amount, rate_cpm_period
-from tally_billing.money import Currency, exact, round_to_minor
+from tally_billing.ledger import (
+    LEDGER_CLASSES as LEDGER_CLASSES,
+)
+from tally_billing.ledger import (
+    LEDGER_DUPLICATE as LEDGER_DUPLICATE,
+)
+from tally_billing.ledger import (
+    UsageDay as UsageDay,
+)
+from tally_billing.ledger import (
+    classify as classify,
+)
+from tally_billing.ledger import (
+    derive as derive,
+)
+from tally_billing.ledger import (
+    plan_ivt_credit as plan_ivt_credit,
+)
 from tally_billing.periods import Period
-from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, from_micros
-from tally_billing.versions import ContractVersion, versions_in_period
-
-from .contracts import OUTSIDE_FLIGHT as OUTSIDE_FLIGHT  # re-exported: every category is d.<NAME>
-from .contracts import UNCOVERED as UNCOVERED
-from .contracts import Contract, ContractBook, Route
-
-SEP = "\x1f"  # separator inside composite keys (never appears in ids)
-ZERO = Decimal(0)
-
-# Impression categories, in the order they are decided (the first that applies wins).
-RECEIVED = "received"
-DUPLICATE = "duplicate"
-OTHER_MEASUREMENT = "other_measurement"
-IVT_GIVT = "ivt_givt"
-IVT_SIVT = "ivt_sivt"
-# OUTSIDE_FLIGHT and UNCOVERED are defined with the routing that decides them (contracts.py)
-IN_SCOPE = "in_scope"  # valid, unique, in flight, covered: billable unless past a cap
-BILLABLE = "billable"
-OVER_DELIVERY = "over_delivery"
-CONVERSIONS_ATTRIBUTED = "conversions_attributed"
-CONVERSIONS_REVERSED = "conversions_reversed"
-REVERSAL_RECORDS = "reversal_records"
-DUPLICATE_CONVERSIONS = "duplicate_conversions"
-
-#: the categories derived from the usage ledger (everything else in ``counts`` comes from conversions)
-IMPRESSION_CATEGORIES = frozenset({RECEIVED, DUPLICATE, OTHER_MEASUREMENT, IVT_GIVT, IVT_SIVT, OUTSIDE_FLIGHT,
-                                   UNCOVERED})
-
-# Ledger classes: what an impression is before any contract is consulted. A unique impression is
-# "<ivt>|<measurement source>"; a repeated impression id is "duplicate" (counted, never billed).
-LEDGER_DUPLICATE = "duplicate"
-IVT_FLAGS = ("none", "givt", "sivt")
-MEASUREMENT_SOURCES = ("first_party", "third_party")
-LEDGER_CLASSES = {(ivt, source): f"{ivt}|{source}" for ivt in IVT_FLAGS for source in MEASUREMENT_SOURCES}
-_IVT_CATEGORY = {"givt": IVT_GIVT, "sivt": IVT_SIVT}
-
-
-def _add(a: Decimal, b: Decimal) -> Decimal:
-    with exact():
-        return a + b
-
-
-@dataclass
-class PeriodTotals:
-    """Mergeable totals of one contract in one billing period."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    #: pre-cap billable impressions per contract version
-    in_scope_by_version: dict[int, int] = field(default_factory=dict)
-    #: CPA: "version<SEP>event_type" -> [net conversions, exact advertiser amount]
-    cpa: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
-    #: CPA: "partner<SEP>version<SEP>event_type" -> [net conversions, exact payout]
-    payouts: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
-    #: "topic<SEP>partition" -> next offset after the last record included
-    offsets: dict[str, int] = field(default_factory=dict)
-    max_event_us: int = 0
-
-    def count(self, category: str, n: int = 1) -> None:
-        self.counts[category] = self.counts.get(category, 0) + n
-
-    def add_in_scope(self, version: int, n: int = 1) -> None:
-        self.in_scope_by_version[version] = self.in_scope_by_version.get(version, 0) + n
-
-    def add_cpa(self, version: int, event_type: str, quantity: int, amount: Decimal,
-                partner_id: str | None, payout: Decimal) -> None:
-        k = f"{version}{SEP}{event_type}"
-        q, a = self.cpa.get(k, (0, ZERO))
-        self.cpa[k] = (q + quantity, _add(a, amount))
-        if partner_id is not None:
-            pk = f"{partner_id}{SEP}{version}{SEP}{event_type}"
-            q, a = self.payouts.get(pk, (0, ZERO))
-            self.payouts[pk] = (q + quantity, _add(a, payout))
-
-    def include_offset(self, topic: str, partition: int, next_offset: int) -> None:
-        k = f"{topic}{SEP}{partition}"
-        if next_offset > self.offsets.get(k, -1):
-            self.offsets[k] = next_offset
-
-    def merge(self, other: PeriodTotals) -> None:
-        for k, n in other.counts.items():
-            self.count(k, n)
-        for v, n in other.in_scope_by_version.items():
-            self.add_in_scope(v, n)
-        for k, (q, a) in other.cpa.items():
-            q0, a0 = self.cpa.get(k, (0, ZERO))
-            self.cpa[k] = (q0 + q, _add(a0, a))
-        for k, (q, a) in other.payouts.items():
-            q0, a0 = self.payouts.get(k, (0, ZERO))
-            self.payouts[k] = (q0 + q, _add(a0, a))
-        for k, o in other.offsets.items():
-            if o > self.offsets.get(k, -1):
-                self.offsets[k] = o
-        self.max_event_us = max(self.max_event_us, other.max_event_us)
-
-    def replace_usage(self, usage: PeriodTotals, impressions_topic: str) -> None:
-        """Take the impression part (categories, in-scope counts, impressions offsets) from
-        ``usage``, a fresh derivation from the ledger; the conversion part stays."""
-        counts = {k: n for k, n in self.counts.items() if k not in IMPRESSION_CATEGORIES}
-        for k, n in usage.counts.items():
-            counts[k] = counts.get(k, 0) + n
-        self.counts = counts
-        self.in_scope_by_version = dict(usage.in_scope_by_version)
-        prefix = f"{impressions_topic}{SEP}"
-        offsets = {k: o for k, o in self.offsets.items() if not k.startswith(prefix)}
-        offsets.update({k: o for k, o in usage.offsets.items() if k.startswith(prefix)})
-        self.offsets = offsets
-        self.max_event_us = max(self.max_event_us, usage.max_event_us)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "counts": self.counts,
-            "in_scope": {str(v): n for v, n in self.in_scope_by_version.items()},
-            "cpa": {k: [q, str(a)] for k, (q, a) in self.cpa.items()},
-            "payouts": {k: [q, str(a)] for k, (q, a) in self.payouts.items()},
-            "offsets": self.offsets,
-            "max_event_us": self.max_event_us,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> PeriodTotals:
-        return cls(
-            counts=dict(d.get("counts", {})),
-            in_scope_by_version={int(v): int(n) for v, n in d.get("in_scope", {}).items()},
-            cpa={k: (int(q), Decimal(a)) for k, (q, a) in d.get("cpa", {}).items()},
-            payouts={k: (int(q), Decimal(a)) for k, (q, a) in d.get("payouts", {}).items()},
-            offsets={k: int(o) for k, o in d.get("offsets", {}).items()},
-            max_event_us=int(d.get("max_event_us", 0)),
-        )
-
-
-# --------------------------------------------------------------------------- the usage ledger
-
-
-@dataclass
-class UsageDay:
-    """The usage of one (advertiser, campaign) on one UTC day: counts per ledger class and
-    15-minute bucket, and the source offsets they include. Its size depends on the campaign's
-    days of traffic, never on the number of impressions."""
-
-    advertiser_id: str
-    campaign_id: str
-    day: int  # UTC days since the epoch
-    counts: dict[str, array[int]] = field(default_factory=dict)
-    #: "topic<SEP>partition" -> next offset after the last record of this day included
-    offsets: dict[str, int] = field(default_factory=dict)
-    max_event_us: int = 0
-
-    @property
-    def key(self) -> str:
-        return f"ug{SEP}{self.advertiser_id}{SEP}{self.campaign_id}{SEP}{self.day}"
-
-    def add(self, bucket_of_day: int, cls: str, n: int) -> None:
-        row = self.counts.get(cls)
-        if row is None:
-            row = self.counts[cls] = array("q", bytes(8 * BUCKETS_PER_DAY))
-        row[bucket_of_day] += n
-
-    def include_offset(self, source: str, next_offset: int) -> None:
-        if next_offset > self.offsets.get(source, -1):
-            self.offsets[source] = next_offset
-
-    def total(self, cls: str | None = None) -> int:
-        return sum(sum(row) for c, row in self.counts.items() if cls is None or c == cls)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"a": self.advertiser_id, "c": self.campaign_id, "d": self.day,
-                "n": {cls: [[i, n] for i, n in enumerate(row) if n] for cls, row in sorted(self.counts.items())},
-                "o": self.offsets, "m": self.max_event_us}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> UsageDay:
-        u = cls(d["a"], d["c"], int(d["d"]), offsets={k: int(o) for k, o in d.get("o", {}).items()},
-                max_event_us=int(d.get("m", 0)))
-        for ledger_class, cells in d.get("n", {}).items():
-            for i, n in cells:
-                u.add(int(i), ledger_class, int(n))
-        return u
-
-
-def classify(totals: PeriodTotals, ledger_class: str, n: int, route: Route) -> None:
-    """Add ``n`` impressions of one ledger class to a period's totals, as routed (the
-    classification order of the README: duplicate, IVT, outside flight, uncovered, other
-    measurement, in scope)."""
-    counts = totals.counts
-    counts[RECEIVED] = counts.get(RECEIVED, 0) + n
-    if ledger_class == LEDGER_DUPLICATE:
-        cat = DUPLICATE
-    else:
-        ivt, source = ledger_class.split("|")
-        if ivt != "none":
-            cat = _IVT_CATEGORY[ivt]
-        elif route.fixed is not None:
-            cat = route.fixed
-        elif source == route.measurement:
-            assert route.version is not None
-            in_scope = totals.in_scope_by_version
-            in_scope[route.version] = in_scope.get(route.version, 0) + n
-            return
-        else:
-            cat = OTHER_MEASUREMENT
-    counts[cat] = counts.get(cat, 0) + n
-
-
-def derive(book: ContractBook, days: Iterable[UsageDay], not_before_us: int = 0) -> dict[tuple[str, str], PeriodTotals]:
-    """The impression part of every (contract, period) totals that ``days`` reach under the
-    contract picture in ``book``: a pure function of (usage, contracts). Buckets that no
-    contract covers are left out (they wait in the ledger). Buckets before ``not_before_us``
-    (the re-rating horizon) are skipped."""
-    out: dict[tuple[str, str], PeriodTotals] = {}
-    route_of = book.route
-    for u in days:
-        base = u.day * BUCKETS_PER_DAY
-        touched: set[tuple[str, str]] = set()
-        for ledger_class, row in u.counts.items():
-            for i, n in enumerate(row):
-                if not n:
-                    continue
-                t = (base + i) * BUCKET_US
-                if t < not_before_us:
-                    continue
-                route = route_of(u.advertiser_id, u.campaign_id, t)
-                if route is None:
-                    continue
-                tot = out.get(route.key)
-                if tot is None:
-                    tot = out[route.key] = PeriodTotals()
-                classify(tot, ledger_class, n, route)
-                newest = min(t + BUCKET_US - 1, u.max_event_us)  # to the bucket: the ledger keeps no event times
-                if newest > tot.max_event_us:
-                    tot.max_event_us = newest
-                touched.add(route.key)
-        for key in touched:
-            offsets = out[key].offsets
-            for source, o in u.offsets.items():
-                if o > offsets.get(source, -1):
-                    offsets[source] = o
-    return out
-
-
-def plan_ivt_credit(
-    usage: Mapping[tuple[str, str], Mapping[int, UsageDay]],
-    advertiser_id: str,
-    entries: Iterable[tuple[str, int, int, str, str, int]],
-    *,
-    not_before_us: int,
-) -> tuple[list[tuple[str, int, str, str, int]], tuple[int, str] | None]:
-    """Where each entry of an IVT report takes its count from, or why the report is refused.
-
-    ``entries``: (campaign, window start µs, window end µs, ivt class, measurement source, count).
-    Each entry takes its count from the valid impressions of its window, the latest buckets first,
-    after what earlier entries of the same report took. Returns the plan — (campaign, bucket,
-    valid ledger class, IVT ledger class, n) — or ``([], (index, reason))`` naming the first entry
-    that claims more than its window holds valid, or whose window is past the re-rating horizon.
-    """
-    taken: dict[tuple[str, int, str], int] = {}
-    plan: list[tuple[str, int, str, str, int]] = []
-    for k, (campaign, start_us, end_us, ivt, source, count) in enumerate(entries):
-        window = f"{from_micros(start_us).isoformat()}..{from_micros(end_us).isoformat()}"
-        if start_us < not_before_us:
-            return [], (k, f"entries[{k}]: campaign {campaign} window {window} is past the re-rating horizon; "
-                           f"its periods are locked")
-        valid_cls, ivt_cls = LEDGER_CLASSES[("none", source)], LEDGER_CLASSES[(ivt, source)]
-        days = usage.get((advertiser_id, campaign), {})
-        need = count
-        picked: list[tuple[str, int, str, str, int]] = []
-        for bucket in range((end_us - 1) // BUCKET_US, start_us // BUCKET_US - 1, -1):
-            if need == 0:
-                break
-            u = days.get(bucket // BUCKETS_PER_DAY)
-            row = u.counts.get(valid_cls) if u is not None else None
-            if row is None:
-                continue
-            have = row[bucket % BUCKETS_PER_DAY] - taken.get((campaign, bucket, valid_cls), 0)
-            n = min(have, need)
-            if n > 0:
-                picked.append((campaign, bucket, valid_cls, ivt_cls, n))
-                need -= n
-        if need:
-            held = count - need
-            return [], (k, f"entries[{k}]: campaign {campaign} window {window} holds {held} valid {source} "
-                           f"impression(s); the report flags {count}")
-        for campaign_, bucket, cls, _, n in picked:
-            taken[(campaign_, bucket, cls)] = taken.get((campaign_, bucket, cls), 0) + n
-        plan.extend(picked)
-    return plan, None
-
-
-# --------------------------------------------------------------------------- lines
-
-
-@dataclass(frozen=True)
-class Line:
-    line_type: str  # cpm_impressions | cpm_over_delivery | cpa_conversions
-    contract_version: int
-    price_point: str
-    event_type: str | None
-    quantity: int
-    unit: str  # per_thousand | per_unit
-    unit_price: Decimal
-    amount_exact: Decimal
-
-    @property
-    def key(self) -> tuple[str, int, str]:
-        return (self.line_type, self.contract_version, self.price_point)
-
-
-@dataclass(frozen=True)
-class PayoutLine:
-    partner_id: str
-    contract_version: int
-    event_type: str
-    quantity: int
-    amount_exact: Decimal
-
-    @property
-    def key(self) -> tuple[str, int, str]:
-        return (self.partner_id, self.contract_version, self.event_type)
-
-
-@dataclass(frozen=True)
-class Rating:
-    lines: tuple[Line, ...]
-    payouts: tuple[PayoutLine, ...]
-    minimum_commitment: Decimal | None
-
-    @property
-    def amount(self) -> Decimal:
-        with exact():
-            return sum((ln.amount_exact for ln in self.lines), ZERO)
-
-    def quantity(self, line_type: str) -> int:
-        return sum(ln.quantity for ln in self.lines if ln.line_type == line_type)
-
-
-_UNIT_PRICE_DISPLAY = Currency("unit-price", 12)  # the Avro decimal scale of unit_price, not a currency
-
-
-def display_unit_price(amount: Decimal, quantity: int) -> Decimal:
-    """amount ÷ quantity for a line whose items have different prices (percentage CPA prices).
-
-    Exact when it can be; otherwise rounded half-even to the schema's 12 decimals through the
-    one rounding function. Informational only: invoices use ``amount_exact``. Zero quantity
-    (partial refunds only) shows a zero unit price.
-    """
-    if quantity == 0:
-        return ZERO
-    try:
-        with exact():
-            q = amount / quantity
-        if -q.as_tuple().exponent <= 12:  # type: ignore[operator]
-            return q
-    except Inexact:
-        pass
-    with localcontext(Context(prec=60)):
-        q = amount / quantity
-    return round_to_minor(q, _UNIT_PRICE_DISPLAY)
-
-
-def versions_governing(contract: Contract, period: Period) -> list[ContractVersion]:
-    return versions_in_period(list(contract.versions), period)
-
-
-def terms_at_end(contract: Contract, period: Period) -> ContractVersion:
-    """The version that governs the end of ``period`` (else the last one touching it, else the first)."""
-    inside = versions_governing(contract, period)
-    if inside:
-        return inside[-1]
-    before = [v for v in contract.versions if v.effective_from < period.end]
-    return before[-1] if before else contract.versions[0]
-
-
-def rate_period(
-    contract: Contract,
-    period: Period,
-    totals: PeriodTotals,
-    *,
-    prior_lifetime_impressions: int = 0,
-    prior_billed_total: Decimal = ZERO,
-) -> Rating:
-    """The lines of one contract's period, derived from its counts."""
-    lines: list[Line] = []
-    minimum: Decimal | None = None
-    end_terms = terms_at_end(contract, period).terms
-    if contract.contract_type == "cpm":
-        counts = []
-        for v, n in sorted(totals.in_scope_by_version.items()):
-            if n == 0:
-                continue
-            version = contract.version(v)
-            if version is None:
-                raise ValueError(f"contract {contract.contract_id} has no version {v}")
-            counts.append(VersionCount(version, n))
-        rating = rate_cpm_period(counts, prior_lifetime_impressions=prior_lifetime_impressions,
-                                 prior_billed_total=prior_billed_total)
-        merged: dict[tuple[int, int], tuple[Decimal, int]] = {}
-        for p in rating.price_points:
-            rate, n = merged.get((p.version, p.band_index), (p.rate_cpm, 0))
-            merged[(p.version, p.band_index)] = (rate, n + p.impressions)
-        for (version_no, band), (rate, n) in sorted(merged.items()):
-            amount = impressions_amount(n, rate)
-            lines.append(Line("cpm_impressions", version_no, f"band:{band}", None, n, "per_thousand", rate, amount))
-        for version_no, n in rating.over_delivery:
-            lines.append(Line("cpm_over_delivery", version_no, "over_delivery", None, n, "per_thousand", ZERO, ZERO))
-        if end_terms.cpm is not None:
-            minimum = end_terms.cpm.minimum_commitment_per_period
-    payouts: list[PayoutLine] = []
-    for k, (q, a) in sorted(totals.cpa.items()):
-        v_s, event_type = k.split(SEP)
-        lines.append(Line("cpa_conversions", int(v_s), f"event:{event_type}", event_type, q, "per_unit",
-                          display_unit_price(a, q), a))
-    for k, (q, a) in sorted(totals.payouts.items()):
-        partner, v_s, event_type = k.split(SEP)
-        payouts.append(PayoutLine(partner, int(v_s), event_type, q, a))
-    return Rating(tuple(lines), tuple(payouts), minimum)
-
-
-def diff_lines(before: Iterable[Line], after: Iterable[Line]) -> list[Line]:
-    """What changed from ``before`` to ``after``, per price point (quantity and exact amount).
-
-    Adjustments are these differences, so a closed period plus its adjustments always equals
-    the rating of every event that belongs to it — telescoping, whatever order they came in.
-    """
-    b = {ln.key: ln for ln in before}
-    a = {ln.key: ln for ln in after}
-    out = []
-    for k in sorted(set(a) | set(b)):
-        old, new = b.get(k), a.get(k)
-        q = (new.quantity if new else 0) - (old.quantity if old else 0)
-        with exact():
-            amount = (new.amount_exact if new else ZERO) - (old.amount_exact if old else ZERO)
-        if q == 0 and amount == 0:
-            continue
-        ref = new or old
-        assert ref is not None
-        unit_price = ref.unit_price if ref.line_type != "cpa_conversions" else display_unit_price(amount, q)
-        out.append(Line(ref.line_type, ref.contract_version, ref.price_point, ref.event_type, q, ref.unit,
-                        unit_price, amount))
-    return out
-
-
-def alert_thresholds(spent: Decimal, cap: Decimal | None) -> list[int]:
-    """Thresholds (50/80/100 % of ``cap``) that ``spent`` has reached."""
-    if cap is None or cap <= 0:
-        return []
-    with exact():
-        return [pct for pct in BUDGET_ALERT_THRESHOLDS_PCT if spent * 100 >= cap * pct]
+from tally_billing.routing import Contract
+from tally_billing.totals import (
+    BILLABLE as BILLABLE,
+)
+from tally_billing.totals import (
+    CONVERSIONS_ATTRIBUTED as CONVERSIONS_ATTRIBUTED,
+)
+from tally_billing.totals import (
+    CONVERSIONS_REVERSED as CONVERSIONS_REVERSED,
+)
+from tally_billing.totals import (
+    DUPLICATE as DUPLICATE,
+)
+from tally_billing.totals import (
+    DUPLICATE_CONVERSIONS as DUPLICATE_CONVERSIONS,
+)
+from tally_billing.totals import (
+    IN_SCOPE as IN_SCOPE,
+)
+from tally_billing.totals import (
+    IVT_GIVT as IVT_GIVT,
+)
+from tally_billing.totals import (
+    IVT_SIVT as IVT_SIVT,
+)
+from tally_billing.totals import (
+    OTHER_MEASUREMENT as OTHER_MEASUREMENT,
+)
+from tally_billing.totals import (
+    OUTSIDE_FLIGHT as OUTSIDE_FLIGHT,
+)
+from tally_billing.totals import (
+    OVER_DELIVERY as OVER_DELIVERY,
+)
+from tally_billing.totals import (
+    RECEIVED as RECEIVED,
+)
+from tally_billing.totals import (
+    REVERSAL_RECORDS as REVERSAL_RECORDS,
+)
+from tally_billing.totals import (
+    SEP as SEP,
+)
+from tally_billing.totals import (
+    UNCOVERED as UNCOVERED,
+)
+from tally_billing.totals import (
+    ZERO as ZERO,
+)
+from tally_billing.totals import (
+    Line as Line,
+)
+from tally_billing.totals import (
+    PayoutLine as PayoutLine,
+)
+from tally_billing.totals import (
+    PeriodTotals as PeriodTotals,
+)
+from tally_billing.totals import (
+    Rating as Rating,
+)
+from tally_billing.totals import (
+    alert_thresholds as alert_thresholds,
+)
+from tally_billing.totals import (
+    diff_lines as diff_lines,
+)
+from tally_billing.totals import (
+    display_unit_price as display_unit_price,
+)
+from tally_billing.totals import (
+    rate_period as rate_period,
+)
+from tally_billing.totals import (
+    terms_at_end as terms_at_end,
+)
+from tally_billing.totals import (
+    versions_governing as versions_governing,
+)
+from tally_billing.usage import DAY_US as DAY_US
 
 
 def close_id(contract_id: str, period_key: str) -> str:

@@ -3,7 +3,7 @@ advertisers it owns, and every rule that turns them into effects — running tot
 alerts, closes, adjustments, IVT decisions.
 
 It consumes deltas (already decoded payloads) and the contract picture (a
-:class:`~tally_metering.contracts.ContractBook` the worker keeps current), keeps its state in
+:class:`~tally_billing.routing.ContractBook` the worker keeps current), keeps its state in
 :class:`~tally_metering.state.TotalsStore` objects whose changelog records the worker writes,
 and hands every output to ``emit(kind, record, key)``; the worker produces them in the batch's
 Kafka transaction. So stage two's behaviour can be tested without a broker, in any order of
@@ -22,10 +22,10 @@ from typing import Any
 
 from tally_billing.money import exact
 from tally_billing.periods import Period, close_time, next_period, period_by_key
+from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, DAY_US
 
 from . import domain as d
-from .contracts import Contract, ContractBook, from_micros, to_micros
 from .metrics import WorkerMetrics
 from .state import ContractState, ConversionState, PeriodState, TotalsStore
 
@@ -120,13 +120,15 @@ class StageTwo:
         waiting = 0
         newest_us = 0
         route_of = self.book.route
+        days_touched: dict[tuple[str, int], d.UsageDay] = {}
         for campaign, bucket, cls, n, newest in payload["rows"]:
             day, i = divmod(bucket, BUCKETS_PER_DAY)
-            u = store.usage_day(advertiser, campaign, day)
+            u = days_touched.get((campaign, day))
+            if u is None:
+                u = days_touched[(campaign, day)] = store.usage_day(advertiser, campaign, day)
             u.add(i, cls, n)
             if newest > u.max_event_us:
                 u.max_event_us = newest
-            store.mark(u)
             route = route_of(advertiser, campaign, bucket * BUCKET_US)
             if route is None:
                 waiting += n
@@ -145,6 +147,8 @@ class StageTwo:
             nxt = next_offset[(campaign, day)]
             if nxt > tot.offsets.get(source, -1):
                 tot.offsets[source] = nxt
+        for u in days_touched.values():
+            store.mark(u)  # once per ledger day and delta: a day's changelog record is its whole state
         if waiting:
             self.metrics.events.labels("impression", "no_contract").inc(waiting)
         if newest_us:
@@ -193,7 +197,7 @@ class StageTwo:
             u = store.usage_day(adv, campaign, day)
             u.add(i, valid_cls, -n)
             u.add(i, ivt_cls, n)
-            store.mark(u)
+            store.mark(u)  # a report touches few days
             route = self.book.route(adv, campaign, bucket * BUCKET_US)
             if route is None:
                 continue  # not billed to anyone yet: the ledger alone changes

@@ -25,6 +25,7 @@ from typing import Any
 
 from tally_billing.money import exact
 from tally_billing.periods import period_by_key
+from tally_billing.routing import ContractBook, contract_from_record, to_micros
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
 from tally_kit.settings import Settings
 from tally_streams.avro import DecodeError, SchemaCatalog
@@ -32,7 +33,6 @@ from tally_streams.kafka import read_to_end
 
 from . import domain as d
 from .codec import ImpressionDecoder
-from .contracts import ContractBook, contract_from_record, to_micros
 from .state import DAY_US
 
 PricePoint = tuple[str, int, str, str]  # line_type, version, price_point, partner ("" for advertiser lines)

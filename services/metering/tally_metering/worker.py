@@ -32,6 +32,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
 from tally_billing.usage import BUCKET_US
 from tally_streams import topics as catalog_topics
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
@@ -41,7 +42,6 @@ from tally_streams.topics import TopicSpec
 from . import domain as d
 from .clock import Clock
 from .codec import ImpressionDecoder
-from .contracts import Contract, ContractBook, from_micros, to_micros
 from .engine import StageTwo, delta_partition
 from .metrics import WorkerMetrics
 from .state import DAY_US, DedupeStore, TotalsStore

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from tally_billing.examples import cpm_terms_json
 from tally_billing.periods import PeriodKind, period_by_key
+from tally_billing.routing import contract_from_record, to_micros
 from tally_metering import domain as d
 from tally_metering.codec import ImpressionDecoder
-from tally_metering.contracts import contract_from_record, to_micros
 from tally_metering.state import DedupeStore, PeriodState
 from tally_streams.avro import SchemaCatalog
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tally_billing.examples import cpm_terms_json
+from tally_billing.routing import ContractBook, contract_from_record
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, DAY_US, to_micros
 from tally_metering import domain as d
-from tally_metering.contracts import ContractBook, contract_from_record
 
 T0 = datetime(2026, 1, 1, 5, tzinfo=UTC)
 V2 = datetime(2026, 2, 15, 5, tzinfo=UTC)  # a New York midnight: a bucket boundary

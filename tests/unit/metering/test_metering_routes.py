@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally_billing.examples import cpm_terms_json
-from tally_metering.contracts import ROUTE_BUCKET_US, ContractBook, contract_from_record, to_micros
+from tally_billing.routing import ROUTE_BUCKET_US, ContractBook, contract_from_record, to_micros
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -62,7 +62,7 @@ def test_cached_routes_equal_per_instant_classification() -> None:
 
 def test_period_at_from_known_spans_equals_zone_arithmetic() -> None:
     from tally_billing.periods import period_containing
-    from tally_metering.contracts import from_micros
+    from tally_billing.routing import from_micros
 
     rng = random.Random(9)
     c = _contract("K-kathmandu", "Asia/Kathmandu", ["cmp-1"], ("2026-01-01", "2026-12-31"), None)

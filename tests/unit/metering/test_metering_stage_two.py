@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from tally_billing.examples import cpm_terms_json
 from tally_billing.periods import close_time, period_by_key
+from tally_billing.routing import ContractBook
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, DAY_US, to_micros
 from tally_metering import domain as d
-from tally_metering.contracts import ContractBook
 from tally_metering.engine import StageTwo
 from tally_metering.metrics import WorkerMetrics
 from tally_metering.state import TotalsStore

@@ -1,4 +1,5 @@
-"""The contracts metering knows, from the compacted ``contracts.terms`` topic.
+"""Contracts as routing tables: which contract, period, version and category an instant of a
+campaign's usage belongs to, from the records of the compacted ``contracts.terms`` topic.
 
 Each record is the full set of approved versions of one contract. For the hot path a contract
 is turned into a piecewise table over event time (microseconds): in every segment the same
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tally_billing.periods import Period, PeriodKind, period_containing
-from tally_billing.terms import ContractTerms, parse_terms
-from tally_billing.usage import BUCKET_US as _BUCKET_US  # every zone offset in use is a multiple of 15 minutes
-from tally_billing.usage import from_micros, to_micros
-from tally_billing.versions import ContractVersion, effective_version, in_flight
+from .periods import Period, PeriodKind, period_containing
+from .terms import ContractTerms, parse_terms
+from .usage import BUCKET_US as _BUCKET_US  # every zone offset in use is a multiple of 15 minutes
+from .usage import from_micros, to_micros
+from .versions import ContractVersion, effective_version, in_flight
 
 __all__ = ["ROUTE_BUCKET_US", "Contract", "ContractBook", "Route", "contract_from_record", "from_micros", "to_micros"]
 
@@ -128,7 +129,7 @@ class Contract:
 
 
 def build_segments(versions: tuple[ContractVersion, ...]) -> list[Segment]:
-    from tally_billing.periods import flight_end_instant, flight_start_instant
+    from .periods import flight_end_instant, flight_start_instant
 
     points: set[datetime] = set()
     for v in versions:
@@ -141,11 +142,12 @@ def build_segments(versions: tuple[ContractVersion, ...]) -> list[Segment]:
             points.add(flight_end_instant(c.flight_end, c.time_zone) + timedelta(microseconds=1))
     segments: list[Segment] = []
     for p in sorted(points):
-        v = effective_version(versions, p)
-        if v is None:
+        found = effective_version(versions, p)
+        if found is None:
             segments.append(Segment(to_micros(p), None, False, frozenset()))
         else:
-            segments.append(Segment(to_micros(p), v.version, in_flight(v.terms, p), frozenset(v.terms.common.campaign_ids)))
+            segments.append(Segment(to_micros(p), found.version, in_flight(found.terms, p),
+                                    frozenset(found.terms.common.campaign_ids)))
     return segments
 
 
