@@ -11,6 +11,7 @@ report takes its count from, or why it is refused.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from .routing import ContractBook, Route
 from .totals import (
     DUPLICATE,
+    IN_SCOPE,
     IVT_GIVT,
     IVT_SIVT,
     OTHER_MEASUREMENT,
@@ -72,6 +74,31 @@ class UsageDay:
                 "n": {cls: [[i, n] for i, n in enumerate(row) if n] for cls, row in sorted(self.counts.items())},
                 "o": self.offsets, "m": self.max_event_us}
 
+    def to_record(self) -> dict[str, Any]:
+        """The ``metering_ledger_day`` record (schemas/): counts as 96 little-endian int64 per class."""
+        rows = []
+        for cls, row in sorted(self.counts.items()):
+            if sys.byteorder != "little":  # pragma: no cover - every machine Tally runs on is little-endian
+                row = array("q", row)
+                row.byteswap()
+            rows.append({"ledger_class": cls, "counts": row.tobytes()})
+        return {"advertiser_id": self.advertiser_id, "campaign_id": self.campaign_id, "day": self.day,
+                "classes": rows, "offsets": dict(self.offsets), "max_event_us": self.max_event_us}
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> UsageDay:
+        u = cls(r["advertiser_id"], r["campaign_id"], int(r["day"]), offsets={k: int(o) for k, o in r["offsets"].items()},
+                max_event_us=int(r["max_event_us"]))
+        for row in r["classes"]:
+            counts = array("q")
+            counts.frombytes(row["counts"])
+            if sys.byteorder != "little":  # pragma: no cover
+                counts.byteswap()
+            if len(counts) != BUCKETS_PER_DAY:
+                raise ValueError(f"ledger day {u.key!r}: {len(counts)} buckets, expected {BUCKETS_PER_DAY}")
+            u.counts[row["ledger_class"]] = counts
+        return u
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> UsageDay:
         u = cls(d["a"], d["c"], int(d["d"]), offsets={k: int(o) for k, o in d.get("o", {}).items()},
@@ -82,28 +109,36 @@ class UsageDay:
         return u
 
 
+def category(ledger_class: str, route: Route) -> tuple[int | None, str]:
+    """What impressions of one ledger class are under a route, in the classification order of
+    the README (duplicate, IVT, outside flight, uncovered, other measurement, in scope):
+    ``(version, IN_SCOPE)`` for billable-before-caps impressions, else ``(None, category)``."""
+    if ledger_class == LEDGER_DUPLICATE:
+        return None, DUPLICATE
+    ivt, source = ledger_class.split("|")
+    if ivt != "none":
+        return None, _IVT_CATEGORY[ivt]
+    if route.fixed is not None:
+        return None, route.fixed
+    if source == route.measurement:
+        assert route.version is not None
+        return route.version, IN_SCOPE
+    return None, OTHER_MEASUREMENT
+
+
 def classify(totals: PeriodTotals, ledger_class: str, n: int, route: Route) -> None:
-    """Add ``n`` impressions of one ledger class to a period's totals, as routed (the
-    classification order of the README: duplicate, IVT, outside flight, uncovered, other
-    measurement, in scope)."""
+    """Add ``n`` impressions of one ledger class to a period's totals, as routed."""
+    add_classified(totals, n, *category(ledger_class, route))
+
+
+def add_classified(totals: PeriodTotals, n: int, version: int | None, cat: str) -> None:
     counts = totals.counts
     counts[RECEIVED] = counts.get(RECEIVED, 0) + n
-    if ledger_class == LEDGER_DUPLICATE:
-        cat = DUPLICATE
+    if version is not None:
+        in_scope = totals.in_scope_by_version
+        in_scope[version] = in_scope.get(version, 0) + n
     else:
-        ivt, source = ledger_class.split("|")
-        if ivt != "none":
-            cat = _IVT_CATEGORY[ivt]
-        elif route.fixed is not None:
-            cat = route.fixed
-        elif source == route.measurement:
-            assert route.version is not None
-            in_scope = totals.in_scope_by_version
-            in_scope[route.version] = in_scope.get(route.version, 0) + n
-            return
-        else:
-            cat = OTHER_MEASUREMENT
-    counts[cat] = counts.get(cat, 0) + n
+        counts[cat] = counts.get(cat, 0) + n
 
 
 def derive(book: ContractBook, days: Iterable[UsageDay], not_before_us: int = 0) -> dict[tuple[str, str], PeriodTotals]:
@@ -112,26 +147,21 @@ def derive(book: ContractBook, days: Iterable[UsageDay], not_before_us: int = 0)
     contract covers are left out (they wait in the ledger). Buckets before ``not_before_us``
     (the re-rating horizon) are skipped.
 
-    A UTC day is cut into runs of buckets in which every candidate contract keeps one segment
-    and one period (cut once per candidate set and day); a run routes like each of its buckets,
-    so it is routed once per campaign and its counts are summed whole — a re-rating costs per
-    run, not per bucket.
+    Each UTC day is taken in runs of buckets in which every candidate contract keeps one
+    segment and one period (``ContractBook.runs``); a run routes like each of its buckets, so it
+    is routed once per campaign and its counts are summed whole — a re-rating costs per run,
+    not per bucket.
     """
     out: dict[tuple[str, str], PeriodTotals] = {}
-    runs_of: dict[tuple[tuple[str, ...], int], list[tuple[int, int]]] = {}
     first_bucket = -(-not_before_us // BUCKET_US)  # the first whole bucket at or after the horizon
     for u in days:
-        candidates = book.for_campaign(u.advertiser_id, u.campaign_id)
-        if not candidates:
+        if not book.for_campaign(u.advertiser_id, u.campaign_id):
             continue
         base = u.day * BUCKETS_PER_DAY
-        ck = (tuple(c.contract_id for c in candidates), u.day)
-        runs = runs_of.get(ck)
-        if runs is None:
-            runs_of[ck] = runs = _runs(candidates, base, first_bucket)
         touched: set[tuple[str, str]] = set()
-        for a, b in runs:
-            if base + a < first_bucket:
+        for a, b in book.runs(u.advertiser_id, u.campaign_id, u.day):
+            a = max(a, first_bucket - base)
+            if a >= b:
                 continue
             route: Route | None = None
             for ledger_class, row in u.counts.items():
@@ -159,22 +189,6 @@ def derive(book: ContractBook, days: Iterable[UsageDay], not_before_us: int = 0)
                 if o > offsets.get(source, -1):
                     offsets[source] = o
     return out
-
-
-def _runs(candidates: Iterable[Any], base: int, first_bucket: int) -> list[tuple[int, int]]:
-    """The day's buckets ``[a, b)`` in which every candidate keeps its segment and period (and
-    which do not straddle the horizon's first bucket)."""
-    runs: list[tuple[int, int]] = []
-    a, signature = 0, None
-    for i in range(BUCKETS_PER_DAY):
-        t = (base + i) * BUCKET_US
-        here = (base + i >= first_bucket, tuple((c.segment_at(t), c.period_at(t).key) for c in candidates))
-        if signature is not None and here != signature:
-            runs.append((a, i))
-            a = i
-        signature = here
-    runs.append((a, BUCKETS_PER_DAY))
-    return runs
 
 
 def plan_ivt_credit(

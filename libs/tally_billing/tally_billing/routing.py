@@ -174,6 +174,22 @@ def contract_from_record(rec: dict[str, Any]) -> Contract:
 
 
 _ROUTE_CACHE_MAX = 200_000
+_BUCKETS_PER_DAY = 86_400_000_000 // _BUCKET_US
+
+
+def _runs_of(candidates: tuple[Contract, ...], day: int) -> list[tuple[int, int]]:
+    base = day * _BUCKETS_PER_DAY
+    runs: list[tuple[int, int]] = []
+    a, signature = 0, None
+    for i in range(_BUCKETS_PER_DAY):
+        t = (base + i) * _BUCKET_US
+        here = tuple((c.segment_at(t), c.period_at(t).key) for c in candidates)
+        if signature is not None and here != signature:
+            runs.append((a, i))
+            a = i
+        signature = here
+    runs.append((a, _BUCKETS_PER_DAY))
+    return runs
 
 
 class ContractBook:
@@ -189,6 +205,7 @@ class ContractBook:
         #: (advertiser, campaign, hour) -> Route (None: no contract covers the campaign), for hours
         #: in which no candidate contract's segment or period changes; emptied whenever the book changes
         self.routes: dict[tuple[str, str, int], Route | None] = {}
+        self._runs: dict[tuple[tuple[str, ...], int], list[tuple[int, int]]] = {}
 
     def apply(self, rec: dict[str, Any]) -> bool:
         """Take a terms record; ignores one older than the revision held. True when applied."""
@@ -211,6 +228,20 @@ class ContractBook:
                 index.setdefault((c.advertiser_id, campaign), []).append(c)
         self._by_campaign = {k: tuple(v) for k, v in index.items()}
         self.routes = {}
+        self._runs = {}
+
+    def runs(self, advertiser_id: str, campaign_id: str, day: int) -> list[tuple[int, int]]:
+        """The buckets ``[a, b)`` of one UTC day (0..96) in which every contract that may cover
+        the campaign keeps one segment and one period: a run routes like each of its buckets.
+        Cached per candidate set and day; emptied whenever the book changes."""
+        candidates = self._by_campaign.get((advertiser_id, campaign_id), ())
+        key = (tuple(c.contract_id for c in candidates), day)
+        runs = self._runs.get(key)
+        if runs is None:
+            if len(self._runs) >= _ROUTE_CACHE_MAX:
+                self._runs.clear()
+            runs = self._runs[key] = _runs_of(candidates, day)
+        return runs
 
     def route(self, advertiser_id: str, campaign_id: str, t_us: int) -> Route | None:
         """The route of an impression of ``campaign_id`` at ``t_us`` (None: no contract covers it).

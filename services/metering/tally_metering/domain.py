@@ -21,6 +21,12 @@ from tally_billing.ledger import (
     UsageDay as UsageDay,
 )
 from tally_billing.ledger import (
+    add_classified as add_classified,
+)
+from tally_billing.ledger import (
+    category as category,
+)
+from tally_billing.ledger import (
     classify as classify,
 )
 from tally_billing.ledger import (

@@ -111,44 +111,56 @@ class StageTwo:
         today's terms; a closed period it reaches is re-rated into ``late_event`` adjustments."""
         advertiser, src = payload["advertiser_id"], payload["src"]
         source = f"{src['topic']}{d.SEP}{src['partition']}"
-        next_offset: dict[tuple[str, int], int] = {}
-        for campaign, day, nxt in payload["days"]:
-            u = store.usage_day(advertiser, campaign, day)
-            u.include_offset(source, nxt)
-            next_offset[(campaign, day)] = nxt
         changed: dict[tuple[str, str], tuple[Contract, PeriodState]] = {}
         waiting = 0
         newest_us = 0
-        route_of = self.book.route
-        days_touched: dict[tuple[str, int], d.UsageDay] = {}
-        for campaign, bucket, cls, n, newest in payload["rows"]:
-            day, i = divmod(bucket, BUCKETS_PER_DAY)
-            u = days_touched.get((campaign, day))
-            if u is None:
-                u = days_touched[(campaign, day)] = store.usage_day(advertiser, campaign, day)
-            u.add(i, cls, n)
+        book = self.book
+        for campaign, day, cls, cells, newest, next_offset in payload["groups"]:
+            u = store.usage_day(advertiser, campaign, day)
+            row = u.counts.get(cls)
+            if row is None:
+                u.add(0, cls, 0)
+                row = u.counts[cls]
+            for i, n in cells:
+                row[i] += n
             if newest > u.max_event_us:
                 u.max_event_us = newest
-            route = route_of(advertiser, campaign, bucket * BUCKET_US)
-            if route is None:
-                waiting += n
-                continue
-            entry = changed.get(route.key)
-            if entry is None:
-                ps = store.period(*route.key)
-                if ps.closed:
-                    self._ensure_billed(store, route.contract, ps)
-                entry = changed[route.key] = (route.contract, ps)
-            tot = entry[1].totals
-            d.classify(tot, cls, n, route)
-            if newest > tot.max_event_us:
-                tot.max_event_us = newest
-            newest_us = max(newest_us, newest)
-            nxt = next_offset[(campaign, day)]
-            if nxt > tot.offsets.get(source, -1):
-                tot.offsets[source] = nxt
-        for u in days_touched.values():
-            store.mark(u)  # once per ledger day and delta: a day's changelog record is its whole state
+            u.include_offset(source, next_offset)
+            store.mark(u)
+            if newest > newest_us:
+                newest_us = newest
+            # classify per run of buckets in which every candidate contract keeps its segment and
+            # period (one route per run), not per bucket
+            base = day * BUCKETS_PER_DAY
+            newest_bucket = newest // BUCKET_US - base
+            k, n_cells = 0, len(cells)
+            for a, b in book.runs(advertiser, campaign, day):
+                n_run, last = 0, -1
+                while k < n_cells and cells[k][0] < b:
+                    last = cells[k][0]
+                    n_run += cells[k][1]
+                    k += 1
+                if not n_run:
+                    if k >= n_cells:
+                        break
+                    continue
+                route = book.route(advertiser, campaign, (base + a) * BUCKET_US)
+                if route is None:
+                    waiting += n_run
+                    continue
+                entry = changed.get(route.key)
+                if entry is None:
+                    ps = store.period(*route.key)
+                    if ps.closed:
+                        self._ensure_billed(store, route.contract, ps)
+                    entry = changed[route.key] = (route.contract, ps)
+                tot = entry[1].totals
+                d.classify(tot, cls, n_run, route)
+                run_newest = newest if last == newest_bucket else (base + last + 1) * BUCKET_US - 1
+                if run_newest > tot.max_event_us:
+                    tot.max_event_us = run_newest
+                if next_offset > tot.offsets.get(source, -1):
+                    tot.offsets[source] = next_offset
         if waiting:
             self.metrics.events.labels("impression", "no_contract").inc(waiting)
         if newest_us:

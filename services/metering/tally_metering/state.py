@@ -17,10 +17,13 @@ store rebuilt from its changelog always matches the committed input position exa
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
+
+from tally_streams.avro import AvroCodec, SchemaCatalog
 
 from .domain import SEP, Line, PeriodTotals, UsageDay
 
@@ -142,6 +145,24 @@ class ConversionState:
                    Decimal(d["pay"]), Decimal(d["radv"]), Decimal(d["rpay"]), bool(d["full"]))
 
 
+_Entry: TypeAlias = "PeriodState | ContractState | ConversionState | UsageDay"
+
+
+@functools.cache
+def _ledger_codec() -> AvroCodec:
+    return SchemaCatalog.load().codec("metering_ledger_day")
+
+
+def _encode(entry: _Entry | bytes | None) -> bytes | None:
+    """A changelog value: ledger days in Avro (``schemas/metering_ledger_day``, the hot path: 96
+    counts per class as packed bytes), the other entries as compact JSON."""
+    if entry is None or isinstance(entry, bytes):
+        return entry
+    if isinstance(entry, UsageDay):
+        return _ledger_codec().encode(entry.to_record())
+    return json.dumps(entry.to_json(), separators=(",", ":")).encode()
+
+
 class TotalsStore:
     """Stage-two state of one deltas partition."""
 
@@ -154,8 +175,9 @@ class TotalsStore:
         self.usage: dict[tuple[str, str], dict[int, UsageDay]] = {}
         #: IVT reports decided: report id -> "applied" | "refused" (a report id is decided once)
         self.ivt_reports: dict[str, str] = {}
-        #: changelog keys written in the open transaction (None: a tombstone)
-        self.dirty: dict[str, bytes | None] = {}
+        #: entries changed in the open transaction, by changelog key (None: a tombstone); encoded
+        #: once, when the transaction's changelog records are taken, however often they changed
+        self.dirty: dict[str, _Entry | bytes | None] = {}
 
     def period(self, contract_id: str, period_key: str) -> PeriodState:
         ps = self.periods.get((contract_id, period_key))
@@ -198,16 +220,17 @@ class TotalsStore:
     def ledger_cells(self) -> int:
         return sum(len(u.counts) for days in self.usage.values() for u in days.values())
 
-    def mark(self, entry: PeriodState | ContractState | ConversionState | UsageDay) -> None:
-        self.dirty[entry.key] = json.dumps(entry.to_json(), separators=(",", ":")).encode()
+    def mark(self, entry: _Entry) -> None:
+        self.dirty[entry.key] = entry
 
     def decide_ivt_report(self, report_id: str, status: str) -> None:
         self.ivt_reports[report_id] = status
         self.dirty[f"ir{SEP}{report_id}"] = json.dumps({"id": report_id, "status": status}).encode()
 
     def take_dirty(self) -> dict[str, bytes | None]:
+        """The changelog records of everything changed since the last call, each encoded once."""
         d, self.dirty = self.dirty, {}
-        return d
+        return {k: _encode(v) for k, v in d.items()}
 
     def apply_changelog(self, key: str, value: bytes | None) -> None:
         kind = key.split(SEP, 1)[0]
@@ -216,12 +239,14 @@ class TotalsStore:
                 _, adv, campaign, day = key.split(SEP)
                 self.usage.get((adv, campaign), {}).pop(int(day), None)
             return
+        if kind == "ug":
+            # Avro metering_ledger_day; a JSON object from a worker before the ledger had its schema
+            u = UsageDay.from_json(json.loads(value)) if value[:1] == b"{" else UsageDay.from_record(_ledger_codec().decode(value))
+            self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
+            return
         d = json.loads(value)
         if kind == "ir":
             self.ivt_reports[d["id"]] = d["status"]
-        elif kind == "ug":
-            u = UsageDay.from_json(d)
-            self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
         elif kind == "cp":
             ps = PeriodState.from_json(d)
             self.periods[(ps.contract_id, ps.period_key)] = ps

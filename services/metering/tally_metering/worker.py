@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
-from tally_billing.usage import BUCKET_US
+from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
 from tally_streams import topics as catalog_topics
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
@@ -499,12 +499,24 @@ class Worker:
                         row[1] = t
                 u.days[(campaign, day)] = offset
         for u in (x for usage in all_usage for x in usage.values()):
+            # one group per (campaign, UTC day, ledger class): its buckets' counts, its newest event
+            # time, and the next offset after the day's last record in the batch
+            by_day: dict[tuple[str, int, str], list[Any]] = {}
+            for (c, b, cls), (n, newest) in u.rows.items():
+                day, i = divmod(b, BUCKETS_PER_DAY)
+                g = by_day.get((c, day, cls))
+                if g is None:
+                    g = by_day[(c, day, cls)] = [c, day, cls, [], newest, u.days[(c, day)] + 1]
+                g[3].append([i, n])
+                if newest > g[4]:
+                    g[4] = newest
+            for g in by_day.values():
+                g[3].sort()
             self._produce_delta({
                 "kind": "usage", "advertiser_id": u.advertiser_id,
                 "src": {"topic": self.t_imp, "partition": u.partition, "first": u.first_offset, "last": u.last_offset,
                         "first_id": u.first_id},
-                "rows": [[c, b, cls, n, newest] for (c, b, cls), (n, newest) in u.rows.items()],
-                "days": [[c, day, last + 1] for (c, day), last in u.days.items()],
+                "groups": list(by_day.values()),
             }, u.advertiser_id)
         for partition, days in new_ids.items():
             store = self.dedupe[partition]

@@ -95,20 +95,25 @@ def usage_deltas(rng: random.Random) -> list[dict[str, Any]]:
             row[1] = max(row[1], t)
             offset += n
             days[(campaign, t // DAY_US)] = offset
+        groups: dict[tuple[str, int, str], list[Any]] = {}
+        for (c, b, cls), (n, newest) in sorted(rows.items()):
+            day, i = divmod(b, BUCKETS_PER_DAY)
+            g = groups.setdefault((c, day, cls), [c, day, cls, [], newest, days[(c, day)]])
+            g[3].append([i, n])
+            g[4] = max(g[4], newest)
         out.append({"kind": "usage", "advertiser_id": ADV,
                     "src": {"topic": "imp", "partition": 0, "first": offset, "last": offset, "first_id": f"i{offset}"},
-                    "rows": [[c, b, cls, n, newest] for (c, b, cls), (n, newest) in rows.items()],
-                    "days": [[c, day, nxt] for (c, day), nxt in days.items()]})
+                    "groups": list(groups.values())})
     return out
 
 
 def ledger_of(deltas: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, d.UsageDay]]:
     usage: dict[tuple[str, str], dict[int, d.UsageDay]] = {}
     for delta in deltas:
-        for campaign, bucket, cls, n, newest in delta["rows"]:
-            day = bucket // BUCKETS_PER_DAY
+        for campaign, day, cls, cells, newest, _ in delta["groups"]:
             u = usage.setdefault((ADV, campaign), {}).setdefault(day, d.UsageDay(ADV, campaign, day))
-            u.add(bucket % BUCKETS_PER_DAY, cls, n)
+            for i, n in cells:
+                u.add(i, cls, n)
             u.max_event_us = max(u.max_event_us, newest)
     return usage
 
