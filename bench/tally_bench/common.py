@@ -134,6 +134,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:,.1f}"
     if unit in ("s",):
         return f"{value:,.2f}"
+    if unit in ("MiB",):
+        return f"{value:,.2f}"
     return f"{value:,.1f}"
 
 

@@ -35,6 +35,8 @@ from tally_streams.topics import (
     BUDGET_ALERTS,
     CONTRACT_TERMS,
     IMPRESSIONS,
+    IVT_REPORT_OUTCOMES,
+    IVT_REPORTS,
     PERIODS_CLOSED,
     RUNNING_TOTALS,
 )
@@ -78,6 +80,9 @@ class Rig:
         self.periods_closed = self._make(PERIODS_CLOSED, "periods-closed")
         self.adjustments = self._make(ADJUSTMENTS, "adjustments")
         self.budget_alerts = self._make(BUDGET_ALERTS, "budget-alerts")
+        # the worker reads and writes these too: throwaway, never the real ads.ivt_reports
+        self.ivt_reports = self._make(IVT_REPORTS, "ivt-reports")
+        self.ivt_outcomes = self._make(IVT_REPORT_OUTCOMES, "ivt-outcomes")
         self.internal = {k: unique(f"m-{k}") for k in ("deltas", "state", "dedupe", "dlq-imp", "dlq-att")}
         self.created.extend(self.internal.values())
 
@@ -94,6 +99,7 @@ class Rig:
             "TALLY_METERING_TOPIC_TERMS": self.terms, "TALLY_METERING_TOPIC_RUNNING_TOTALS": self.running_totals,
             "TALLY_METERING_TOPIC_PERIODS_CLOSED": self.periods_closed, "TALLY_METERING_TOPIC_ADJUSTMENTS": self.adjustments,
             "TALLY_METERING_TOPIC_BUDGET_ALERTS": self.budget_alerts,
+            "TALLY_METERING_TOPIC_IVT_REPORTS": self.ivt_reports, "TALLY_METERING_TOPIC_IVT_OUTCOMES": self.ivt_outcomes,
             "TALLY_METERING_TOPIC_DELTAS": self.internal["deltas"], "TALLY_METERING_TOPIC_STATE": self.internal["state"],
             "TALLY_METERING_TOPIC_DEDUPE": self.internal["dedupe"],
             "TALLY_METERING_TOPIC_DLQ_IMPRESSIONS": self.internal["dlq-imp"],

@@ -83,10 +83,8 @@ class _Usage:
     first_offset: int
     first_id: str
     last_offset: int = 0
-    #: (campaign, bucket, ledger class) -> [count, newest event time µs]
+    #: (campaign, bucket, ledger class) -> [count, newest event time µs, offset of its last record]
     rows: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
-    #: (campaign, UTC day) -> offset of the last record of that day in the batch
-    days: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def _read_to_end(consumer: Consumer, partitions: list[TopicPartition], on_record: Callable[[Message], None],
@@ -449,6 +447,7 @@ class Worker:
         batch_seen: set[str] = set()
         lo, hi = now_us - self.horizon_us, now_us + self.future_us
         classes, duplicate = d.LEDGER_CLASSES, d.LEDGER_DUPLICATE
+        valid_first_party = classes[("none", "first_party")]
         received = dupes = 0
         for partition, msgs in groups:
             store = self.dedupe.get(partition)
@@ -478,35 +477,40 @@ class Worker:
                     u = usage[advertiser] = _Usage(advertiser, partition, offset, iid)
                 u.last_offset = offset
                 received += 1
-                day = t // DAY_US
                 if iid in seen or iid in batch_seen:
                     cls = duplicate
                     dupes += 1
                 else:
                     batch_seen.add(iid)
+                    day = t // DAY_US
                     day_ids = ids_by_day.get(day)
                     if day_ids is None:
                         day_ids = ids_by_day[day] = []
                     day_ids.append(iid)
-                    cls = classes[(ivt, source)]
+                    cls = valid_first_party if ivt == "none" and source == "first_party" else classes[(ivt, source)]
                 key = (campaign, t // BUCKET_US, cls)
                 row = u.rows.get(key)
                 if row is None:
-                    u.rows[key] = [1, t]
+                    u.rows[key] = [1, t, offset]
                 else:
                     row[0] += 1
+                    row[2] = offset  # in offset order: the row's last record
                     if t > row[1]:
                         row[1] = t
-                u.days[(campaign, day)] = offset
         for u in (x for usage in all_usage for x in usage.values()):
             # one group per (campaign, UTC day, ledger class): its buckets' counts, its newest event
             # time, and the next offset after the day's last record in the batch
+            day_last: dict[tuple[str, int], int] = {}
+            for (c, b, _), (_, _, last) in u.rows.items():
+                k = (c, b // BUCKETS_PER_DAY)
+                if last > day_last.get(k, -1):
+                    day_last[k] = last
             by_day: dict[tuple[str, int, str], list[Any]] = {}
-            for (c, b, cls), (n, newest) in u.rows.items():
+            for (c, b, cls), (n, newest, _) in u.rows.items():
                 day, i = divmod(b, BUCKETS_PER_DAY)
                 g = by_day.get((c, day, cls))
                 if g is None:
-                    g = by_day[(c, day, cls)] = [c, day, cls, [], newest, u.days[(c, day)] + 1]
+                    g = by_day[(c, day, cls)] = [c, day, cls, [], newest, day_last[(c, day)] + 1]
                 g[3].append([i, n])
                 if newest > g[4]:
                     g[4] = newest
