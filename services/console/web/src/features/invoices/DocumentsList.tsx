@@ -69,7 +69,9 @@ function Pager({ pages, next, onPrev, onNext }: { pages: number; next: string | 
 export function InvoicesList() {
   const [filters, setFilters] = useState<DocFilters>({})
   const [cursors, setCursors] = useState<(string | null)[]>([null])
-  const { data, error, isLoading, refetch } = useListInvoicesQuery({ ...filters, cursor: cursors.at(-1) ?? null })
+  // documents appear as periods close: a change of filter always asks the server again
+  const { data, error, isLoading, refetch } = useListInvoicesQuery({ ...filters, cursor: cursors.at(-1) ?? null },
+    { refetchOnMountOrArgChange: true })
   return (
     <section aria-labelledby="invoices-heading">
       <h1 id="invoices-heading">Invoices</h1>
@@ -86,7 +88,8 @@ export function InvoicesList() {
 export function StatementsList() {
   const [filters, setFilters] = useState<DocFilters>({})
   const [cursors, setCursors] = useState<(string | null)[]>([null])
-  const { data, error, isLoading, refetch } = useListStatementsQuery({ ...filters, cursor: cursors.at(-1) ?? null })
+  const { data, error, isLoading, refetch } = useListStatementsQuery({ ...filters, cursor: cursors.at(-1) ?? null },
+    { refetchOnMountOrArgChange: true })
   return (
     <section aria-labelledby="statements-heading">
       <h1 id="statements-heading">Payout statements</h1>
