@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -234,6 +234,21 @@ class MeteringWorld:
                 return
             time.sleep(0.3)
         raise AssertionError(f"metering did not catch up within {timeout_s}s (lag {lag})")
+
+    def replay(self, contract_id: str, period_key: str) -> tuple[int, str]:
+        """``tally_metering replay`` of one period against this world's topics: (exit code, output)."""
+        import io
+
+        from tally_metering.replay import run_replay
+
+        out = io.StringIO()
+        return run_replay(load(SPEC, self.env("replay")), contract_id, period_key, out=out), out.getvalue()
+
+    def assert_replay_agrees(self, close_ids: Iterable[str]) -> None:
+        """Metering's replay recomputes every given closed period from the raw topics and agrees."""
+        for close_id in sorted(close_ids):
+            code, out = self.replay(*close_id.split("/"))
+            assert code == 0 and out.rstrip().endswith("equal"), out
 
     def wait_for(self, topic_key: str, schema: str, predicate: Callable[[list[dict[str, Any]]], bool],
                  timeout_s: float = 60.0) -> list[dict[str, Any]]:

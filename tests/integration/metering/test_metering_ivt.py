@@ -139,15 +139,4 @@ def test_a_report_id_applies_once(run: dict[str, Any]) -> None:
 
 
 def test_replay_from_the_raw_topics_agrees_with_every_closed_period(run: dict[str, Any], module_world: Any) -> None:
-    import io
-
-    from tally_kit.settings import load
-    from tally_metering.replay import run_replay
-    from tally_metering.settings import SPEC
-
-    settings = load(SPEC, module_world.env("replay"))
-    for close_id in sorted(run["closed"]):
-        contract, period = close_id.split("/")
-        out = io.StringIO()
-        assert run_replay(settings, contract, period, out=out) == 0, out.getvalue()
-        assert out.getvalue().rstrip().endswith("equal")
+    module_world.assert_replay_agrees(run["closed"])

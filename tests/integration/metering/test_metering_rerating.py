@@ -170,24 +170,12 @@ def test_each_close_and_adjustment_once_across_a_worker_change(run: dict[str, An
 
 
 def test_replay_from_the_raw_topics_agrees_with_every_closed_period(run: dict[str, Any], module_world: Any) -> None:
-    import io
-
-    from tally_kit.settings import load
-    from tally_metering.replay import run_replay
-    from tally_metering.settings import SPEC
-
-    settings = load(SPEC, module_world.env("replay"))
-    for close_id in sorted(run["closed"]):
-        contract, period = close_id.split("/")
-        out = io.StringIO()
-        assert run_replay(settings, contract, period, out=out) == 0, out.getvalue()
-        assert out.getvalue().rstrip().endswith("equal")
+    module_world.assert_replay_agrees(run["closed"])
     # a forged adjustment (as if metering had billed 7 impressions twice) is found, to the price point
     forged = {**run["adjustments"][0], "adjustment_id": "forged", "contract_id": "L1", "corrects_period_key": "2026-02",
               "kind": "late_event", "line_type": "cpm_impressions", "contract_version": 1, "price_point": "band:0",
               "partner_id": None, "partner_payout_exact": None, "quantity": 7, "amount_exact": Decimal("0.14")}
     module_world.produce("adjustments", "adjustment", [forged], lambda r: r["contract_id"])
-    out = io.StringIO()
-    assert run_replay(settings, "L1", "2026-02", out=out) == 1
-    assert "DIFF cpm_impressions v1 band:0: published 157 / 3.14  recomputed 150 / 3" in out.getvalue()
-    assert run_replay(settings, "L1", "2027-01", out=io.StringIO()) == 2  # never closed
+    code, out = module_world.replay("L1", "2026-02")
+    assert code == 1 and "DIFF cpm_impressions v1 band:0: published 157 / 3.14  recomputed 150 / 3" in out
+    assert module_world.replay("L1", "2027-01")[0] == 2  # never closed
