@@ -47,10 +47,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from tally_streams.avro import SchemaCatalog
-from tally_streams.kafka import consumer_config, producer_config
+from tally_streams.kafka import consumer_config, producer_config, read_to_end
 
 from .common import BOOTSTRAP, NotMeasured, Profiler, Report, Service, free_port, validate_settings
 from .dataset import Contract
@@ -345,34 +345,20 @@ def ledger_size(state_topic: str, timeout_s: float = 180) -> dict[str, Any]:
     """Read the state changelog to its end; size the latest record of every ledger key."""
     from tally_metering.state import TotalsStore
 
-    c = Consumer(consumer_config(BOOTSTRAP, f"bench-state-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}))
+    latest: dict[bytes, bytes | None] = {}
+    records = log_bytes = ug_records = ug_bytes = 0
     try:
-        md = c.list_topics(state_topic, timeout=10)
-        parts = list(md.topics[state_topic].partitions)
-        c.assign([TopicPartition(state_topic, p, OFFSET_BEGINNING) for p in parts])
-        pending = set(parts)
-        latest: dict[bytes, bytes | None] = {}
-        records = log_bytes = ug_records = ug_bytes = 0
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise NotMeasured(f"the state changelog was not read to its end within {timeout_s:.0f}s")
-            for m in c.consume(10_000, 0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    continue
-                key, value = m.key() or b"", m.value()
-                size = len(key) + (len(value) if value is not None else 0)
-                records += 1
-                log_bytes += size
-                if key.startswith(b"ug\x1f"):
-                    ug_records += 1
-                    ug_bytes += size
-                    latest[key] = value
-    finally:
-        c.close()
+        for m in read_to_end(BOOTSTRAP, state_topic, timeout_s=timeout_s):
+            key, value = m.key() or b"", m.value()
+            size = len(key) + (len(value) if value is not None else 0)
+            records += 1
+            log_bytes += size
+            if key.startswith(b"ug\x1f"):
+                ug_records += 1
+                ug_bytes += size
+                latest[key] = value
+    except TimeoutError as exc:
+        raise NotMeasured(f"the state changelog was not read to its end within {timeout_s:.0f}s") from exc
     live = [(k.decode(), v) for k, v in latest.items() if v is not None]
     disk = sum(len(k.encode()) + len(v) for k, v in live)
     # In memory: what the worker's own restore path allocates for these ledger days.

@@ -12,110 +12,82 @@ from datetime import datetime
 from typing import Any
 
 from tally_billing.ledger import (
-    LEDGER_CLASSES as LEDGER_CLASSES,
-)
-from tally_billing.ledger import (
-    LEDGER_DUPLICATE as LEDGER_DUPLICATE,
-)
-from tally_billing.ledger import (
-    UsageDay as UsageDay,
-)
-from tally_billing.ledger import (
-    add_classified as add_classified,
-)
-from tally_billing.ledger import (
-    category as category,
-)
-from tally_billing.ledger import (
-    classify as classify,
-)
-from tally_billing.ledger import (
-    derive as derive,
-)
-from tally_billing.ledger import (
-    plan_ivt_credit as plan_ivt_credit,
+    LEDGER_CLASSES,
+    LEDGER_DUPLICATE,
+    UsageDay,
+    classify,
+    derive,
+    plan_ivt_credit,
 )
 from tally_billing.periods import Period
 from tally_billing.routing import Contract
 from tally_billing.totals import (
-    BILLABLE as BILLABLE,
+    BILLABLE,
+    CONVERSIONS_ATTRIBUTED,
+    CONVERSIONS_REVERSED,
+    DUPLICATE,
+    DUPLICATE_CONVERSIONS,
+    IN_SCOPE,
+    IVT_GIVT,
+    IVT_SIVT,
+    OTHER_MEASUREMENT,
+    OUTSIDE_FLIGHT,
+    OVER_DELIVERY,
+    RECEIVED,
+    REVERSAL_RECORDS,
+    SEP,
+    UNCOVERED,
+    ZERO,
+    Line,
+    PayoutLine,
+    PeriodTotals,
+    Rating,
+    alert_thresholds,
+    diff_lines,
+    display_unit_price,
+    rate_period,
+    terms_at_end,
+    versions_governing,
 )
-from tally_billing.totals import (
-    CONVERSIONS_ATTRIBUTED as CONVERSIONS_ATTRIBUTED,
-)
-from tally_billing.totals import (
-    CONVERSIONS_REVERSED as CONVERSIONS_REVERSED,
-)
-from tally_billing.totals import (
-    DUPLICATE as DUPLICATE,
-)
-from tally_billing.totals import (
-    DUPLICATE_CONVERSIONS as DUPLICATE_CONVERSIONS,
-)
-from tally_billing.totals import (
-    IN_SCOPE as IN_SCOPE,
-)
-from tally_billing.totals import (
-    IVT_GIVT as IVT_GIVT,
-)
-from tally_billing.totals import (
-    IVT_SIVT as IVT_SIVT,
-)
-from tally_billing.totals import (
-    OTHER_MEASUREMENT as OTHER_MEASUREMENT,
-)
-from tally_billing.totals import (
-    OUTSIDE_FLIGHT as OUTSIDE_FLIGHT,
-)
-from tally_billing.totals import (
-    OVER_DELIVERY as OVER_DELIVERY,
-)
-from tally_billing.totals import (
-    RECEIVED as RECEIVED,
-)
-from tally_billing.totals import (
-    REVERSAL_RECORDS as REVERSAL_RECORDS,
-)
-from tally_billing.totals import (
-    SEP as SEP,
-)
-from tally_billing.totals import (
-    UNCOVERED as UNCOVERED,
-)
-from tally_billing.totals import (
-    ZERO as ZERO,
-)
-from tally_billing.totals import (
-    Line as Line,
-)
-from tally_billing.totals import (
-    PayoutLine as PayoutLine,
-)
-from tally_billing.totals import (
-    PeriodTotals as PeriodTotals,
-)
-from tally_billing.totals import (
-    Rating as Rating,
-)
-from tally_billing.totals import (
-    alert_thresholds as alert_thresholds,
-)
-from tally_billing.totals import (
-    diff_lines as diff_lines,
-)
-from tally_billing.totals import (
-    display_unit_price as display_unit_price,
-)
-from tally_billing.totals import (
-    rate_period as rate_period,
-)
-from tally_billing.totals import (
-    terms_at_end as terms_at_end,
-)
-from tally_billing.totals import (
-    versions_governing as versions_governing,
-)
-from tally_billing.usage import DAY_US as DAY_US
+from tally_billing.usage import DAY_US
+
+__all__ = [
+    "BILLABLE",
+    "CONVERSIONS_ATTRIBUTED",
+    "CONVERSIONS_REVERSED",
+    "DAY_US",
+    "DUPLICATE",
+    "DUPLICATE_CONVERSIONS",
+    "IN_SCOPE",
+    "IVT_GIVT",
+    "IVT_SIVT",
+    "LEDGER_CLASSES",
+    "LEDGER_DUPLICATE",
+    "OTHER_MEASUREMENT",
+    "OUTSIDE_FLIGHT",
+    "OVER_DELIVERY",
+    "RECEIVED",
+    "REVERSAL_RECORDS",
+    "SEP",
+    "UNCOVERED",
+    "ZERO",
+    "Line",
+    "PayoutLine",
+    "PeriodTotals",
+    "Rating",
+    "UsageDay",
+    "alert_thresholds",
+    "classify",
+    "close_id",
+    "derive",
+    "diff_lines",
+    "display_unit_price",
+    "period_closed_record",
+    "plan_ivt_credit",
+    "rate_period",
+    "terms_at_end",
+    "versions_governing",
+]
 
 
 def close_id(contract_id: str, period_key: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from tally_billing.money import exact
 from tally_billing.periods import Period, close_time, next_period, period_by_key
-from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
+from tally_billing.routing import Contract, ContractBook, Route, from_micros, to_micros
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, DAY_US
 
 from . import domain as d
@@ -148,13 +148,7 @@ class StageTwo:
                 if route is None:
                     waiting += n_run
                     continue
-                entry = changed.get(route.key)
-                if entry is None:
-                    ps = store.period(*route.key)
-                    if ps.closed:
-                        self._ensure_billed(store, route.contract, ps)
-                    entry = changed[route.key] = (route.contract, ps)
-                tot = entry[1].totals
+                tot = self._reached(store, changed, route).totals
                 d.classify(tot, cls, n_run, route)
                 run_newest = newest if last == newest_bucket else (base + last + 1) * BUCKET_US - 1
                 if run_newest > tot.max_event_us:
@@ -165,18 +159,11 @@ class StageTwo:
             self.metrics.events.labels("impression", "no_contract").inc(waiting)
         if newest_us:
             self.metrics.event_to_total_seconds.observe(max(0.0, (to_micros(now) - newest_us) / 1e6))
-        delta_id = f"{src['topic']}:{src['partition']}:{src['first']}-{src['last']}"
-        for contract, ps in changed.values():
-            store.mark(ps)
-            self.dirty_totals.add((ps.contract_id, ps.period_key))
-            if ps.closed:
-                self._rerate_closed(store, contract, ps, now, kind="late_event", id_part=delta_id,
-                                    source_event_id=src["first_id"], topic=src["topic"], partition=src["partition"],
-                                    offset=src["first"],
-                                    reason=f"impressions of {ps.period_key} arrived after it closed "
-                                           f"({src['topic']}[{src['partition']}]@{src['first']}..{src['last']})")
-            else:
-                self._check_alerts(store, contract, ps, now)
+        self._settle(store, changed, now, kind="late_event",
+                     id_part=f"{src['topic']}:{src['partition']}:{src['first']}-{src['last']}",
+                     source_event_id=src["first_id"], topic=src["topic"], partition=src["partition"], offset=src["first"],
+                     reason=lambda key: f"impressions of {key} arrived after it closed "
+                                        f"({src['topic']}[{src['partition']}]@{src['first']}..{src['last']})")
 
     def _apply_ivt(self, store: TotalsStore, payload: dict[str, Any], now: datetime) -> None:
         """Apply one IVT report whole, or refuse it whole: each entry moves ``count`` impressions of
@@ -213,29 +200,43 @@ class StageTwo:
             route = self.book.route(adv, campaign, bucket * BUCKET_US)
             if route is None:
                 continue  # not billed to anyone yet: the ledger alone changes
-            entry = changed.get(route.key)
-            if entry is None:
-                ps = store.period(*route.key)
-                if ps.closed:
-                    self._ensure_billed(store, route.contract, ps)
-                entry = changed[route.key] = (route.contract, ps)
-            d.classify(entry[1].totals, valid_cls, -n, route)
-            d.classify(entry[1].totals, ivt_cls, n, route)
-        for contract, ps in changed.values():
-            store.mark(ps)
-            self.dirty_totals.add((ps.contract_id, ps.period_key))
-            if ps.closed:
-                self._rerate_closed(store, contract, ps, now, kind="ivt_credit", id_part=f"ivt:{report_id}",
-                                    source_event_id=report_id, topic=src["topic"], partition=src["partition"],
-                                    offset=src["offset"],
-                                    reason=f"IVT report {report_id} from {rec['vendor']} found invalid impressions "
-                                           f"of {ps.period_key} after it closed")
-            else:
-                self._check_alerts(store, contract, ps, now)
+            tot = self._reached(store, changed, route).totals
+            d.classify(tot, valid_cls, -n, route)
+            d.classify(tot, ivt_cls, n, route)
+        self._settle(store, changed, now, kind="ivt_credit", id_part=f"ivt:{report_id}", source_event_id=report_id,
+                     topic=src["topic"], partition=src["partition"], offset=src["offset"],
+                     reason=lambda key: f"IVT report {report_id} from {rec['vendor']} found invalid impressions "
+                                        f"of {key} after it closed")
         credited = sum(n for *_, n in plan)
         store.decide_ivt_report(report_id, "applied")
         self.metrics.events.labels("ivt_report", "applied").inc()
         self.emit("ivt_report_outcome", {**outcome, "credited": credited}, report_id)
+
+    def _reached(self, store: TotalsStore, changed: dict[tuple[str, str], tuple[Contract, PeriodState]],
+                 route: Route) -> PeriodState:
+        """The period a route reaches, noted in ``changed``; a closed one keeps what it billed
+        before the change (the next re-rating is diffed against it)."""
+        entry = changed.get(route.key)
+        if entry is None:
+            ps = store.period(*route.key)
+            if ps.closed:
+                self._ensure_billed(store, route.contract, ps)
+            entry = changed[route.key] = (route.contract, ps)
+        return entry[1]
+
+    def _settle(self, store: TotalsStore, changed: dict[tuple[str, str], tuple[Contract, PeriodState]], now: datetime,
+                *, kind: str, id_part: str, source_event_id: str, topic: str, partition: int, offset: int,
+                reason: Callable[[str], str]) -> None:
+        """After a change reached some periods: open ones get new running totals (and alerts),
+        closed ones adjustments of ``kind`` for what they billed differently."""
+        for contract, ps in changed.values():
+            store.mark(ps)
+            self.dirty_totals.add((ps.contract_id, ps.period_key))
+            if ps.closed:
+                self._rerate_closed(store, contract, ps, now, kind=kind, id_part=id_part, source_event_id=source_event_id,
+                                    topic=topic, partition=partition, offset=offset, reason=reason(ps.period_key))
+            else:
+                self._check_alerts(store, contract, ps, now)
 
     def _ensure_billed(self, store: TotalsStore, contract: Contract, ps: PeriodState) -> None:
         """A closed period restored from a changelog written before ``billed`` existed bills what it rates to now."""
