@@ -14,7 +14,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from tally_billing.cpa import CpaUsage, PricedConversion, check_caps, override_for, partner_limits, price_conversion
+from tally_billing.cpa import (
+    CpaUsage,
+    PricedConversion,
+    check_caps,
+    override_for,
+    partner_limits,
+    price_conversion,
+    reversed_amounts,
+)
+from tally_billing.money import exact_amount
 from tally_billing.periods import ensure_aware, flight_end_instant, period_containing, zone
 from tally_billing.terms import AttributionModel, ContractType
 from tally_billing.versions import ContractVersion, version_in_force
@@ -23,15 +32,19 @@ __all__ = [
     "Attributed",
     "Conversion",
     "CpaContract",
+    "DecidedConversion",
     "DedupeFacts",
     "Exposure",
     "Impression",
     "PriorConversion",
     "RejectReason",
     "Rejected",
+    "Repriced",
     "RuleApplied",
     "UsageSnapshot",
     "decide",
+    "reprice",
+    "reprice_reversal",
 ]
 
 
@@ -140,6 +153,9 @@ class Attributed:
     period_key: str
     rule: RuleApplied
     priced: PricedConversion
+    #: conversions of this event type the contract had already billed in the period (the tier
+    #: position), kept so a backdated amendment can re-price it without re-deciding it
+    tier_position: int = 0
 
     @property
     def advertiser_amount(self) -> Decimal:
@@ -349,6 +365,7 @@ def _price(c: Conversion, at: datetime, win: _Candidate, usage: UsageSnapshot) -
         period_key=period.key,
         rule=rule,
         priced=priced,
+        tier_position=usage.event_type_count.get((win.contract_id, c.event_type), 0),
     )
     cap = check_caps(
         cpa.caps.contract,
@@ -360,3 +377,73 @@ def _price(c: Conversion, at: datetime, win: _Candidate, usage: UsageSnapshot) -
     if cap.capped:
         return Rejected(c.conversion_id, RejectReason.CAPPED, f"{cap.by} cap reached", would_have_been=attributed)
     return attributed
+
+
+# --------------------------------------------------------------------------- re-pricing
+
+
+@dataclass(frozen=True)
+class DecidedConversion:
+    """What attribution decided once for a conversion. Re-pricing never re-decides any of it:
+    not who it is attributed to (partner, exposure), not whether it was billed (dedupe, caps),
+    not its tier position."""
+
+    decided_version: int
+    event_type: str
+    #: None when the matched exposure named no partner
+    partner_id: str | None
+    order_value: Decimal | None
+    occurred_at: datetime
+    tier_position: int
+
+
+@dataclass(frozen=True)
+class Repriced:
+    """A decided conversion's price under the terms as they stand now."""
+
+    version: int
+    priced: PricedConversion
+    #: exact, at the wire's scale
+    advertiser_amount: Decimal
+    partner_amount: Decimal
+
+
+def reprice(versions: Sequence[ContractVersion], c: DecidedConversion) -> Repriced | None:
+    """The version and price of a decided conversion under the contract's versions as they stand
+    now: the version that governs its event time (or, in the attribution tail, the last one)
+    prices it, at its recorded tier position, with the partner override of its local date.
+
+    ``None`` when the versions cannot price it — no version governs it any more (a backdated
+    termination), or the governing version has no payout row for its event type, or a
+    percentage price meets a conversion without an order value: the conversion then keeps the
+    price it was decided at.
+    """
+    version, _tail = _rating_version(CpaContract("", tuple(versions)), ensure_aware(c.occurred_at))
+    if version is None or version.terms.cpa is None:
+        return None
+    local = ensure_aware(c.occurred_at).astimezone(zone(version.terms.common.time_zone)).date()
+    try:
+        priced = price_conversion(
+            version.terms.cpa,
+            event_type=c.event_type,
+            partner_id=c.partner_id or "",
+            order_value=c.order_value,
+            local_date=local,
+            prior_event_type_count=c.tier_position,
+        )
+    except ValueError:
+        return None
+    adv, pay = exact_amount(priced.advertiser_amount), exact_amount(priced.partner_amount)
+    if adv is None or pay is None:
+        return None  # the new price needs more than the wire's decimals: refused, never rounded
+    return Repriced(version.version, priced, adv, pay)
+
+
+def reprice_reversal(priced: PricedConversion, *, refunded_order_value: Decimal | None,
+                     completes: bool) -> tuple[Decimal, Decimal] | None:
+    """The exact (negative) advertiser amount and partner payout, at the wire's scale, of a
+    reversal of a conversion priced ``priced`` (``tally_billing.cpa.reversed_amounts``); ``None``
+    when they need more decimals than the wire holds (the reversal then keeps its decided amounts)."""
+    adv, pay = reversed_amounts(priced, refunded_order_value=refunded_order_value, completes=completes)
+    a, p = exact_amount(adv), exact_amount(pay)
+    return None if a is None or p is None else (a, p)

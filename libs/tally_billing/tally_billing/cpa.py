@@ -310,6 +310,21 @@ def reverse(
     )
 
 
+def reversed_amounts(priced: PricedConversion, *, refunded_order_value: Decimal | None, completes: bool) -> tuple[Decimal, Decimal]:
+    """What one accepted reversal gives back at the prices of ``priced``, as exact negative
+    (advertiser amount, partner payout): a flat leg only when the reversal completes the
+    conversion, a percentage leg its percentage of the order value this reversal refunded (for a
+    full reversal, what was left). The same rule as ``reverse``, from the reversal's recorded
+    facts, so a re-priced conversion re-prices its reversals too."""
+    adv = _reversed_leg(priced.advertiser, refunded_order_value, completes, Decimal(0))
+    par = _reversed_leg(priced.partner, refunded_order_value, completes, Decimal(0))
+    with exact():
+        return -adv.amount, -par.amount
+
+
+__all__ += ["reversed_amounts"]
+
+
 def _already(accepted: list[ReversalOutcome], leg: str) -> Decimal:
     with exact():
         return sum((getattr(e, leg).quantity for e in accepted if getattr(e, leg) is not None), Decimal(0))

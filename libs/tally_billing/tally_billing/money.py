@@ -25,12 +25,14 @@ from decimal import (
 from fractions import Fraction
 
 __all__ = [
+    "AMOUNT_SCALE",
     "MONEY_CONTEXT",
     "Currency",
     "UnknownCurrency",
     "allocate",
     "currency",
     "exact",
+    "exact_amount",
     "from_minor_units",
     "is_rounded",
     "parse_amount",
@@ -56,6 +58,10 @@ _ROUNDING_CONTEXT = Context(
     Emax=999_999,
     traps=[InvalidOperation, DivisionByZero, Overflow, FloatOperation],
 )
+
+
+#: decimal places of every exact (unrounded) amount on the wire (Avro decimal(38, 12))
+AMOUNT_SCALE = 12
 
 
 @contextmanager
@@ -174,3 +180,13 @@ def parse_amount(s: str) -> Decimal:
     if _AMOUNT_RE.fullmatch(s) is None:
         raise ValueError(f"not a decimal amount: {s!r}")
     return Decimal(s)
+
+
+def exact_amount(amount: Decimal) -> Decimal | None:
+    """``amount`` at the wire's scale (``AMOUNT_SCALE`` places) when that loses nothing — trailing
+    zeros of a product such as order value × percentage are dropped — else ``None``: an amount
+    that needs more places is refused by its caller, never rounded (rounding belongs to the
+    invoice line)."""
+    with localcontext(_ROUNDING_CONTEXT):
+        q = amount.quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
+    return q if q == amount and len(q.as_tuple().digits) <= MONEY_CONTEXT.prec else None

@@ -9,7 +9,6 @@ so classifying an impression is one ``bisect`` instead of zone arithmetic per ev
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .periods import Period, PeriodKind, period_containing
-from .terms import ContractTerms, parse_terms
+from .terms import ContractTerms
 from .usage import BUCKET_US as _BUCKET_US  # every zone offset in use is a multiple of 15 minutes
 from .usage import from_micros, to_micros
-from .versions import ContractVersion, effective_version, in_flight
+from .versions import ContractVersion, effective_version, in_flight, versions_from_record
 
 __all__ = ["ROUTE_BUCKET_US", "Contract", "ContractBook", "Route", "contract_from_record", "from_micros", "to_micros"]
 
@@ -153,20 +152,7 @@ def build_segments(versions: tuple[ContractVersion, ...]) -> list[Segment]:
 
 def contract_from_record(rec: dict[str, Any]) -> Contract:
     """A ``contract_terms`` record (decoded with datetimes) as a :class:`Contract`."""
-    versions = []
-    for v in rec["versions"]:
-        terms = parse_terms(json.loads(v["terms_json"]))
-        versions.append(ContractVersion(rec["contract_id"], int(v["version"]), v["effective_from"], v.get("effective_to"), terms))
-    if rec.get("terminated_at") is not None:
-        # Termination ends the last version at the termination instant (exclusive).
-        end = rec["terminated_at"]
-        versions = [
-            v if v.effective_from >= end or (v.effective_to is not None and v.effective_to <= end)
-            else ContractVersion(v.contract_id, v.version, v.effective_from, end, v.terms)
-            for v in versions
-            if v.effective_from < end
-        ]
-    ordered = tuple(sorted(versions, key=lambda v: (v.effective_from, v.version)))
+    ordered = versions_from_record(rec)
     if not ordered:
         raise ValueError(f"contract {rec['contract_id']} has no approved version")
     return Contract(rec["contract_id"], rec["advertiser_id"], str(rec["contract_type"]), int(rec["revision"]),

@@ -57,6 +57,17 @@ def _add(a: Decimal, b: Decimal) -> Decimal:
         return a + b
 
 
+def _add_point(points: dict[str, tuple[int, Decimal]], key: str, quantity: int, amount: Decimal) -> None:
+    """Add to one CPA price point; a point that nets to nothing (a conversion re-priced onto
+    another version) disappears, so no line of zero is ever billed."""
+    q, a = points.get(key, (0, ZERO))
+    q, a = q + quantity, _add(a, amount)
+    if q == 0 and a == 0:
+        points.pop(key, None)
+    else:
+        points[key] = (q, a)
+
+
 @dataclass
 class PeriodTotals:
     """Mergeable totals of one contract in one billing period."""
@@ -80,13 +91,9 @@ class PeriodTotals:
 
     def add_cpa(self, version: int, event_type: str, quantity: int, amount: Decimal,
                 partner_id: str | None, payout: Decimal) -> None:
-        k = f"{version}{SEP}{event_type}"
-        q, a = self.cpa.get(k, (0, ZERO))
-        self.cpa[k] = (q + quantity, _add(a, amount))
+        _add_point(self.cpa, f"{version}{SEP}{event_type}", quantity, amount)
         if partner_id is not None:
-            pk = f"{partner_id}{SEP}{version}{SEP}{event_type}"
-            q, a = self.payouts.get(pk, (0, ZERO))
-            self.payouts[pk] = (q + quantity, _add(a, payout))
+            _add_point(self.payouts, f"{partner_id}{SEP}{version}{SEP}{event_type}", quantity, payout)
 
     def include_offset(self, topic: str, partition: int, next_offset: int) -> None:
         k = f"{topic}{SEP}{partition}"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tally_billing.periods import (
     Period,
@@ -13,14 +14,16 @@ from tally_billing.periods import (
     flight_end_instant,
     flight_start_instant,
 )
-from tally_billing.terms import ContractTerms
+from tally_billing.terms import ContractTerms, TermsInvalid, parse_terms
 
 __all__ = [
     "ContractVersion",
+    "InvalidVersions",
     "effective_version",
     "in_flight",
     "split_by_version",
     "version_in_force",
+    "versions_from_record",
     "versions_in_period",
 ]
 
@@ -108,3 +111,31 @@ def versions_in_period(versions: Sequence[ContractVersion], period: Period) -> l
         if not shadowed:
             out.append(v)
     return sorted(out, key=lambda v: (v.effective_from, v.version))
+
+
+class InvalidVersions(ValueError):
+    """A ``contracts.terms`` record whose versions cannot be decoded; says which one and why."""
+
+
+def versions_from_record(rec: Mapping[str, Any]) -> tuple[ContractVersion, ...]:
+    """The approved versions of a ``contracts.terms`` record (decoded, with datetimes), in
+    (effective_from, version) order — the one decoder every consumer uses.
+
+    A termination (``terminated_at``) ends the version in force at that instant there
+    (exclusive) and drops every version that would only have started after it.
+    Raises :class:`InvalidVersions` naming the version whose terms do not parse."""
+    cid = str(rec["contract_id"])
+    end = rec.get("terminated_at")
+    out: list[ContractVersion] = []
+    for v in rec["versions"]:
+        try:
+            terms = parse_terms(json.loads(v["terms_json"]))
+        except (TermsInvalid, ValueError, TypeError, KeyError) as exc:
+            raise InvalidVersions(f"version {v.get('version')} has invalid terms: {exc}") from exc
+        effective_to = v.get("effective_to")
+        if end is not None and (effective_to is None or end < effective_to):
+            effective_to = end
+        if effective_to is not None and effective_to <= v["effective_from"]:
+            continue  # terminated before it ever took effect
+        out.append(ContractVersion(cid, int(v["version"]), v["effective_from"], effective_to, terms))
+    return tuple(sorted(out, key=lambda x: (x.effective_from, x.version)))

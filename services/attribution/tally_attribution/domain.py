@@ -9,7 +9,6 @@ and tier counters, and the mapping of each decision to the output records.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,8 +39,8 @@ from tally_billing.cpa import (
 )
 from tally_billing.money import exact
 from tally_billing.periods import period_containing
-from tally_billing.terms import ContractType, Price, PriceKind, TermsInvalid, parse_terms
-from tally_billing.versions import ContractVersion, version_in_force
+from tally_billing.terms import ContractType, Price, PriceKind
+from tally_billing.versions import ContractVersion, InvalidVersions, version_in_force, versions_from_record
 
 from .state import SEP, AttributionState
 
@@ -107,22 +106,13 @@ class ContractBook:
         held = self.entries.get(cid)
         if held is not None and int(record["revision"]) < held.revision:
             return f"revision {record['revision']} is older than the held {held.revision}"
-        versions: list[ContractVersion] = []
-        terminated_at = record.get("terminated_at")
-        for v in record["versions"]:
-            try:
-                terms = parse_terms(json.loads(v["terms_json"]))
-            except (TermsInvalid, ValueError) as exc:
-                return f"version {v['version']} has invalid terms: {exc}"
-            effective_to = v.get("effective_to")
-            if terminated_at is not None and (effective_to is None or terminated_at < effective_to):
-                effective_to = terminated_at
-            if effective_to is not None and effective_to <= v["effective_from"]:
-                continue  # terminated before it ever took effect
-            versions.append(ContractVersion(cid, int(v["version"]), v["effective_from"], effective_to, terms))
+        try:
+            versions = versions_from_record(record)
+        except InvalidVersions as exc:
+            return str(exc)
         campaigns = frozenset(c for v in versions for c in v.terms.common.campaign_ids)
         self.entries[cid] = BookEntry(cid, str(record["advertiser_id"]), str(record["contract_type"]),
-                                      int(record["revision"]), tuple(versions), campaigns)
+                                      int(record["revision"]), versions, campaigns)
         self._reindex()
         return None
 
@@ -428,6 +418,9 @@ class Decider:
             "advertiser_amount": result.advertiser_amount,
             "partner_payout": result.partner_amount,
             "decided_at": now,
+            "order_value": conv["value"],
+            "tier_position": result.tier_position,
+            "reversal_completes": None,
         }
         return Decision(outcome, attributed)
 
@@ -515,7 +508,8 @@ class Decider:
             "partner_id": orig["partner_id"] or None, "event_type": orig["event_type"], "event_time": conv["event_time"],
             "original_event_time": from_us(orig["t"]), "exposure_id": orig["exposure_id"], "exposure_time": exposure_time,
             "rule": orig["rule"], "currency": cur or "", "advertiser_amount": adv_amount, "partner_payout": partner_amount,
-            "decided_at": now,
+            "decided_at": now, "order_value": out.refunded_order_value, "tier_position": None,
+            "reversal_completes": out.completes,
         }
         outcome = self._outcome(conv, src, now, original=orig_id)
         outcome.update({

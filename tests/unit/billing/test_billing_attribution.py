@@ -144,3 +144,34 @@ def test_attribution_is_invariant_under_permutation_of_candidates(exposures: lis
     baseline = decide(conv(), exposures, contracts)
     shuffled = data.draw(st.permutations(exposures))
     assert decide(conv(), shuffled, contracts[::-1]) == baseline
+
+
+def test_reprice_follows_the_final_terms_and_keeps_what_was_decided() -> None:
+    """A backdated v2 re-prices a decided conversion at its recorded tier position; what the terms
+    cannot price (no version any more, a percentage without an order value, more decimals than the
+    wire holds) is None — the caller keeps the decided price."""
+    from tally_billing.attribution import DecidedConversion, reprice, reprice_reversal
+
+    raw = cpa_terms_json()
+    raw["cpa"]["partner_overrides"] = []
+    v1 = ContractVersion("k", 1, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), parse_terms(raw))
+    raw2 = cpa_terms_json()
+    raw2["cpa"]["partner_overrides"] = []
+    raw2["cpa"]["payouts"][0]["advertiser_price"] = {"kind": "percent", "percent": "10"}
+    raw2["cpa"]["payouts"][1]["tiers"][0]["from_conversions"] = 2
+    v2 = ContractVersion("k", 2, datetime(2026, 3, 1, tzinfo=UTC), None, parse_terms(raw2))
+    purchase = DecidedConversion(1, "purchase", "p1", D("80.000000000000"), T, 0)
+    r = reprice((v1, v2), purchase)
+    assert r is not None and (r.version, r.advertiser_amount, r.partner_amount) == (2, D("8.000000000000"), D("6.4"))
+    assert reprice_reversal(r.priced, refunded_order_value=D("20"), completes=False) == (D("-2"), D("-1.6"))
+    signup = DecidedConversion(1, "signup", "p1", None, T, 5)
+    r = reprice((v1, v2), signup)
+    assert r is not None and (r.version, r.advertiser_amount, r.partner_amount) == (2, D("3.50"), D("2.00"))  # tier 2+
+    assert reprice_reversal(r.priced, refunded_order_value=None, completes=False) == (D("0"), D("0"))
+    assert reprice((v1, v2), DecidedConversion(1, "signup", "p1", None, T, 1)).advertiser_amount == D("4.00")
+    assert reprice((v1,), signup).version == 1  # v1 ended before it: its attribution tail prices it
+    raw["common"]["attribution_tail"] = False
+    no_tail = ContractVersion("k", 1, v1.effective_from, v1.effective_to, parse_terms(raw))
+    assert reprice((no_tail,), signup) is None  # terminated before it, no tail
+    assert reprice((v1, v2), DecidedConversion(1, "purchase", "p1", None, T, 0)) is None  # percentage, no order value
+    assert reprice((v1, v2), DecidedConversion(1, "purchase", "p1", D("0.0000000000001"), T, 0)) is None  # 13+ decimals

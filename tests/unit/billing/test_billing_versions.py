@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import json
+
 import pytest
 
 from tally_billing.examples import cpm_terms_json
@@ -9,10 +11,12 @@ from tally_billing.periods import PeriodKind, period_by_key
 from tally_billing.terms import parse_terms
 from tally_billing.versions import (
     ContractVersion,
+    InvalidVersions,
     effective_version,
     in_flight,
     split_by_version,
     version_in_force,
+    versions_from_record,
     versions_in_period,
 )
 
@@ -81,3 +85,29 @@ def test_amendment_mid_period_splits_events_by_event_time() -> None:
     assert len(grouped[1]) == 14 and len(grouped[2]) == 17
     assert max(grouped[1]) < V2.effective_from <= min(grouped[2])
     assert [x.version for x in versions_in_period([V2, V1, V3], march)] == [1, 2]
+
+
+def _record(versions: list[tuple[int, datetime, datetime | None]], terminated_at: datetime | None = None,
+            terms: str | None = None) -> dict[str, object]:
+    return {"contract_id": "c-1", "terminated_at": terminated_at,
+            "versions": [{"version": n, "effective_from": f, "effective_to": t, "terms_json": terms or json.dumps(cpm_terms_json())}
+                         for n, f, t in versions]}
+
+
+def test_versions_from_record_orders_and_cuts_at_termination() -> None:
+    """One decoder for every consumer (attribution, metering, replay): versions in effect order;
+    a termination ends the version in force there and drops those that would start after it."""
+    rec = _record([(2, utc(2026, 3, 15, 4), None), (1, utc(2026, 1, 1, 5), utc(2026, 3, 15, 4))])
+    assert [(x.version, x.effective_to) for x in versions_from_record(rec)] == [(1, utc(2026, 3, 15, 4)), (2, None)]
+    cut = versions_from_record({**rec, "terminated_at": utc(2026, 2, 1)})
+    assert [(x.version, x.effective_from, x.effective_to) for x in cut] == [(1, utc(2026, 1, 1, 5), utc(2026, 2, 1))]
+    at_start = versions_from_record({**rec, "terminated_at": utc(2026, 3, 15, 4)})
+    assert [x.version for x in at_start] == [1]  # v2 would only have started at the termination
+    assert versions_from_record({**rec, "terminated_at": utc(2025, 12, 1)}) == ()
+
+
+def test_versions_from_record_names_the_version_whose_terms_do_not_parse() -> None:
+    with pytest.raises(InvalidVersions, match="version 1 has invalid terms"):
+        versions_from_record(_record([(1, utc(2026, 1, 1, 5), None)], terms="{not json"))
+    with pytest.raises(InvalidVersions, match="version 1 has invalid terms"):
+        versions_from_record(_record([(1, utc(2026, 1, 1, 5), None)], terms=json.dumps({"contract_type": "cpm"})))
