@@ -56,12 +56,6 @@ class CpmPricePoint:
     impressions: int
 
     @property
-    def unit_price(self) -> Decimal:
-        """Price of one impression (rate ÷ 1000), exact."""
-        with exact():
-            return self.rate_cpm / _MILLE
-
-    @property
     def amount(self) -> Decimal:
         return impressions_amount(self.impressions, self.rate_cpm)
 

@@ -1,251 +1,174 @@
-"""Invoice and payout-statement lines from a closed period's totals and its adjustments.
+"""Invoice and payout-statement lines: the rated lines of a period as a document bills them.
 
-Every line is ``quantity × unit_price`` at full precision, rounded once with
-:func:`~tally_billing.money.round_to_minor`; a total is the sum of its rounded lines.
+The lines are the one model's — :class:`~tally_billing.totals.Line` and
+:class:`~tally_billing.totals.PayoutLine`, as :func:`~tally_billing.totals.rate_period` rates a
+period and :func:`~tally_billing.totals.diff_lines` makes adjustments. A document adds only its
+money rule: each line's exact amount is rounded once with
+:func:`~tally_billing.money.round_to_minor` (half-even, to the currency's minor unit); the
+minimum-commitment shortfall is measured against the *rounded* lines, so the contract's lines add
+up to exactly the minimum; adjustments of one price point carried on one document line are summed
+exactly and rounded once; a total is the exact sum of rounded lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from enum import StrEnum
+from typing import TypeVar
 
-from tally_billing.aggregate import AggregateState, CpaPointKey
-from tally_billing.cpa import Leg
-from tally_billing.cpm import CpmRating
-from tally_billing.money import Currency, exact, round_to_minor
+from .money import Currency, exact, round_to_minor
+from .totals import Line, PayoutLine, Rating
 
 __all__ = [
-    "Adjustment",
+    "PAYOUT",
+    "SHORTFALL",
+    "BilledPeriod",
     "InvoiceLine",
-    "LineKind",
-    "adjustment_lines",
-    "cpa_lines",
-    "cpm_adjustments",
-    "cpm_lines",
+    "Shortfall",
+    "StatementLine",
+    "bill",
+    "bill_period",
+    "invoice_line",
     "line_amount",
     "lines_total",
-    "payout_lines",
-    "shortfall_amount",
+    "shortfall",
+    "statement_line",
+    "sum_lines",
+    "sum_payouts",
 ]
 
+ZERO = Decimal(0)
 
-class LineKind(StrEnum):
-    CPM = "cpm"
-    OVER_DELIVERY = "over_delivery"
-    MINIMUM_SHORTFALL = "minimum_shortfall"
-    CPA = "cpa"
-    PAYOUT = "payout"
-    ADJUSTMENT = "adjustment"
+#: the kind of the minimum-commitment line (a rated line's kind is its ``line_type``)
+SHORTFALL = "minimum_commitment_shortfall"
+#: the kind of a payout-statement line
+PAYOUT = "cpa_payout"
 
 
-@dataclass(frozen=True, kw_only=True)
+def line_amount(amount_exact: Decimal, cur: Currency) -> Decimal:
+    """What a document bills for a line: its exact amount, rounded once."""
+    return round_to_minor(amount_exact, cur)
+
+
+def lines_total(amounts: Iterable[Decimal]) -> Decimal:
+    """The exact sum of already rounded line amounts (a total is never rounded again)."""
+    with exact():
+        return sum(amounts, ZERO)
+
+
+@dataclass(frozen=True)
 class InvoiceLine:
-    contract_id: str
-    #: the period the line bills (for an adjustment: the open period it is billed in)
-    period_key: str
-    kind: LineKind
-    description: str
-    #: impressions, conversions, order value, or 1 for a shortfall; negative for credits
-    quantity: Decimal
-    unit: str
-    #: exact price of one unit (CPM: rate ÷ 1000)
-    unit_price: Decimal
-    #: round_to_minor(quantity × unit_price): rounded once, here
+    """A rated line as an invoice bills it: ``amount`` is ``line.amount_exact`` rounded once."""
+
+    line: Line
     amount: Decimal
-    version: int | None = None
-    event_type: str | None = None
-    partner_id: str | None = None
-    #: for adjustments: the closed period being corrected, and what it corrects
-    corrects_period_key: str | None = None
-    reference: str | None = None
 
 
-def line_amount(quantity: Decimal, unit_price: Decimal, cur: Currency) -> Decimal:
-    """The one place a line's amount is made: exact product, rounded once."""
-    with exact():
-        full = quantity * unit_price
-    return round_to_minor(full, cur)
+@dataclass(frozen=True)
+class StatementLine:
+    """A partner's payout line as a statement pays it: ``amount`` is ``payout.amount_exact`` rounded once."""
+
+    payout: PayoutLine
+    amount: Decimal
 
 
-def lines_total(lines: Iterable[InvoiceLine]) -> Decimal:
-    """Sum of already-rounded line amounts (exact; no further rounding)."""
-    with exact():
-        return sum((line.amount for line in lines), Decimal(0))
+@dataclass(frozen=True)
+class Shortfall:
+    """The minimum-commitment line of a period: the minimum less what its rounded lines bill."""
+
+    minimum: Decimal
+    #: the sum of the period's rounded lines
+    billed: Decimal
+    amount_exact: Decimal
+    amount: Decimal
 
 
-def shortfall_amount(minimum: Decimal | None, billed: Decimal) -> Decimal:
-    """Minimum commitment minus what the period's rounded lines bill, if positive."""
+def invoice_line(line: Line, cur: Currency) -> InvoiceLine:
+    return InvoiceLine(line, line_amount(line.amount_exact, cur))
+
+
+def statement_line(payout: PayoutLine, cur: Currency) -> StatementLine:
+    return StatementLine(payout, line_amount(payout.amount_exact, cur))
+
+
+def shortfall(minimum: Decimal | None, billed: Decimal, cur: Currency) -> Shortfall | None:
+    """The shortfall line when ``billed`` (the sum of rounded lines) is below ``minimum``.
+
+    None without a minimum, when the minimum is reached, or when the gap rounds to nothing.
+    Over-delivery lines bill zero, so they never count towards the minimum.
+    """
     if minimum is None:
-        return Decimal(0)
+        return None
     with exact():
         gap = minimum - billed
-    return gap if gap > 0 else Decimal(0)
+    if gap <= 0:
+        return None
+    amount = line_amount(gap, cur)
+    return Shortfall(minimum, billed, gap, amount) if amount > 0 else None
 
 
-def cpm_lines(contract_id: str, period_key: str, rating: CpmRating, cur: Currency) -> list[InvoiceLine]:
-    """CPM lines per price point, zero-priced over-delivery lines, and a shortfall line."""
-    lines: list[InvoiceLine] = []
-    for p in rating.price_points:
-        lines.append(
-            InvoiceLine(
-                contract_id=contract_id,
-                period_key=period_key,
-                kind=LineKind.CPM,
-                description=f"Impressions at {p.rate_cpm} CPM (version {p.version}, band {p.band_index + 1})",
-                quantity=Decimal(p.impressions),
-                unit="impression",
-                unit_price=p.unit_price,
-                amount=line_amount(Decimal(p.impressions), p.unit_price, cur),
-                version=p.version,
-            )
-        )
-    for version, n in rating.over_delivery:
-        lines.append(
-            InvoiceLine(
-                contract_id=contract_id,
-                period_key=period_key,
-                kind=LineKind.OVER_DELIVERY,
-                description=f"Over-delivery past budget cap (version {version}), not billed",
-                quantity=Decimal(n),
-                unit="impression",
-                unit_price=Decimal(0),
-                amount=line_amount(Decimal(n), Decimal(0), cur),
-                version=version,
-            )
-        )
-    gap = shortfall_amount(rating.minimum_commitment, lines_total(lines))
-    if gap > 0:
-        lines.append(
-            InvoiceLine(
-                contract_id=contract_id,
-                period_key=period_key,
-                kind=LineKind.MINIMUM_SHORTFALL,
-                description=f"Minimum commitment {rating.minimum_commitment} not reached: shortfall",
-                quantity=Decimal(1),
-                unit="period",
-                unit_price=gap,
-                amount=line_amount(Decimal(1), gap, cur),
-            )
-        )
-    return lines
+@dataclass(frozen=True)
+class BilledPeriod:
+    """What one contract's closed period puts on documents: the advertiser's invoice lines (one
+    per price point, over-delivery at zero), the shortfall line if any, and the partners'
+    statement lines."""
+
+    lines: tuple[InvoiceLine, ...]
+    shortfall: Shortfall | None
+    payouts: tuple[StatementLine, ...]
+
+    @property
+    def total(self) -> Decimal:
+        """The advertiser's total for the period: its rounded lines and the shortfall."""
+        amounts = [ln.amount for ln in self.lines]
+        if self.shortfall is not None:
+            amounts.append(self.shortfall.amount)
+        return lines_total(amounts)
+
+    def payouts_by_partner(self) -> dict[str, list[StatementLine]]:
+        """Statement lines grouped by partner, in rated order within each partner."""
+        out: dict[str, list[StatementLine]] = {}
+        for p in self.payouts:
+            out.setdefault(p.payout.partner_id, []).append(p)
+        return out
 
 
-def _cpa_leg_lines(
-    contract_id: str, period_key: str, items: Iterable[tuple[CpaPointKey, Decimal]], cur: Currency, kind: LineKind
-) -> list[InvoiceLine]:
-    lines = []
-    for key, quantity in sorted(items):
-        if quantity == 0:
-            continue
-        what = "conversions" if key.basis == "conversions" else "order value"
-        lines.append(
-            InvoiceLine(
-                contract_id=contract_id,
-                period_key=period_key,
-                kind=kind,
-                description=f"{key.event_type}: {what} at {key.unit_price} (version {key.version})",
-                quantity=quantity,
-                unit="conversion" if key.basis == "conversions" else "order_value",
-                unit_price=key.unit_price,
-                amount=line_amount(quantity, key.unit_price, cur),
-                version=key.version,
-                event_type=key.event_type,
-                partner_id=key.partner_id if kind is LineKind.PAYOUT else None,
-            )
-        )
-    return lines
+def bill_period(lines: Iterable[Line], payouts: Iterable[PayoutLine], minimum_commitment: Decimal | None,
+                cur: Currency) -> BilledPeriod:
+    """The documents' lines of a closed period from its rated lines, payouts and minimum."""
+    billed = tuple(invoice_line(ln, cur) for ln in lines)
+    gap = shortfall(minimum_commitment, lines_total(b.amount for b in billed), cur)
+    return BilledPeriod(billed, gap, tuple(statement_line(p, cur) for p in payouts))
 
 
-def _merge_by_key(items: Iterable[tuple[CpaPointKey, Decimal]]) -> dict[CpaPointKey, Decimal]:
-    out: dict[CpaPointKey, Decimal] = {}
+def bill(rating: Rating, cur: Currency) -> BilledPeriod:
+    """:func:`bill_period` of a :class:`~tally_billing.totals.Rating`."""
+    return bill_period(rating.lines, rating.payouts, rating.minimum_commitment, cur)
+
+
+_Summed = TypeVar("_Summed", Line, PayoutLine)
+
+
+def _summed(items: Sequence[_Summed], what: str) -> _Summed:
+    if not items:
+        raise ValueError(f"nothing to add up: no {what}")
+    first = items[0]
+    if any(i.key != first.key for i in items):
+        raise ValueError(f"only {what} add up; got {sorted({i.key for i in items})}")
     with exact():
-        for k, q in items:
-            out[k] = out.get(k, Decimal(0)) + q
-    return out
+        amount = sum((i.amount_exact for i in items), ZERO)
+    return replace(first, quantity=sum(i.quantity for i in items), amount_exact=amount)
 
 
-def cpa_lines(state: AggregateState, cur: Currency) -> list[InvoiceLine]:
-    """Advertiser CPA lines: one per (version, event type, unit price), all partners together."""
-    merged = _merge_by_key(
-        (CpaPointKey(k.version, k.event_type, k.leg, "", k.basis, k.unit_price), q)
-        for k, q in state.cpa_quantities.items()
-        if k.leg == Leg.ADVERTISER.value
-    )
-    return _cpa_leg_lines(state.contract_id, state.period_key, merged.items(), cur, LineKind.CPA)
+def sum_lines(lines: Sequence[Line]) -> Line:
+    """Several lines of one price point (e.g. the adjustments one document line carries) as one:
+    quantities and exact amounts summed, so the document rounds the sum once — rounding each
+    one-impression adjustment separately would lose money. The unit price is informational
+    (amounts come from ``amount_exact``); the first line's is kept."""
+    return _summed(lines, "lines of one price point")
 
 
-def payout_lines(state: AggregateState, partner_id: str, cur: Currency) -> list[InvoiceLine]:
-    """A partner's payout-statement lines for one contract and period."""
-    items = [(k, q) for k, q in state.cpa_quantities.items() if k.leg == Leg.PARTNER.value and k.partner_id == partner_id]
-    return _cpa_leg_lines(state.contract_id, state.period_key, items, cur, LineKind.PAYOUT)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Adjustment:
-    """A correction of a closed period, billed in the open one: a quantity delta at a price."""
-
-    contract_id: str
-    corrects_period_key: str
-    reason: str  # "late_event" | "ivt_credit" | "reversal" | "backdated_amendment" | "minimum_commitment"
-    unit: str
-    unit_price: Decimal
-    quantity: Decimal
-    version: int | None = None
-    event_type: str | None = None
-    partner_id: str | None = None
-    leg: str = Leg.ADVERTISER.value
-    reference: str | None = None
-
-
-def cpm_adjustments(contract_id: str, corrects_period_key: str, closed: CpmRating, corrected: CpmRating, reason: str) -> list[Adjustment]:
-    """What must be added to a closed CPM period so it reads as ``corrected``: the difference
-    per price point (and per over-delivery version), as quantity deltas at the original rates."""
-    before: dict[tuple[int, int, Decimal], int] = {}
-    after: dict[tuple[int, int, Decimal], int] = {}
-    for rating, into in ((closed, before), (corrected, after)):
-        for p in rating.price_points:
-            k = (p.version, p.band_index, p.unit_price)
-            into[k] = into.get(k, 0) + p.impressions
-        for version, n in rating.over_delivery:
-            k = (version, -1, Decimal(0))
-            into[k] = into.get(k, 0) + n
-    out = []
-    for k in sorted(set(before) | set(after)):
-        delta = after.get(k, 0) - before.get(k, 0)
-        if delta:
-            out.append(
-                Adjustment(
-                    contract_id=contract_id,
-                    corrects_period_key=corrects_period_key,
-                    reason=reason,
-                    unit="impression",
-                    unit_price=k[2],
-                    quantity=Decimal(delta),
-                    version=k[0],
-                )
-            )
-    return out
-
-
-def adjustment_lines(period_key: str, adjustments: Sequence[Adjustment], cur: Currency) -> list[InvoiceLine]:
-    """Adjustment lines in the open period ``period_key``, each pointing at what it corrects."""
-    return [
-        InvoiceLine(
-            contract_id=a.contract_id,
-            period_key=period_key,
-            kind=LineKind.ADJUSTMENT,
-            description=f"Adjustment ({a.reason}) of period {a.corrects_period_key}",
-            quantity=a.quantity,
-            unit=a.unit,
-            unit_price=a.unit_price,
-            amount=line_amount(a.quantity, a.unit_price, cur),
-            version=a.version,
-            event_type=a.event_type,
-            partner_id=a.partner_id,
-            corrects_period_key=a.corrects_period_key,
-            reference=a.reference,
-        )
-        for a in adjustments
-    ]
+def sum_payouts(payouts: Sequence[PayoutLine]) -> PayoutLine:
+    """Several payout lines of one (partner, version, event type) as one, with exact sums."""
+    return _summed(payouts, "payout lines of one partner, version and event type")

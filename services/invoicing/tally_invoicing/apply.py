@@ -7,7 +7,9 @@ consumer calls it inside the transaction of the whole polled batch instead (see
 ``consumer.py``), and counts the returned outcome once that transaction committed.
 Lines land on the open draft of their (advertiser, currency, period) invoice or (partner,
 currency, period) statement; when that period's document was already finalized, a
-supplementary draft for the same period is started.
+supplementary draft for the same period is started. Their amounts come from
+``tally_billing.invoice_lines`` (each line, and each set of adjustments sharing a line, rounded
+once); this module only stores them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -23,6 +25,7 @@ from uuid import UUID
 
 import asyncpg
 
+from tally_billing.invoice_lines import PAYOUT, SHORTFALL, BilledPeriod, invoice_line, statement_line, sum_lines, sum_payouts
 from tally_billing.money import currency
 from tally_kit import audit
 
@@ -162,16 +165,15 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
         if not inserted:
             return await _duplicate(conn, "period_closes", "close_id", rec["close_id"], digest, src)
         cur = currency(rec["currency"])
-        lines = domain.invoice_lines_for_close(rec)
-        if lines:
+        billed = domain.close_lines(rec)
+        rows = _invoice_rows(billed, cur.code)
+        if rows:
             inv = await draft_invoice(conn, rec["advertiser_id"], cur.code, rec["period_key"], SYSTEM_ACTOR)
             await conn.executemany(
                 """INSERT INTO invoice_lines (invoice_id, contract_id, kind, description, contract_version, price_point,
                        event_type, quantity, unit, unit_price, amount_exact, amount, close_id)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
-                [(inv["id"], ln.contract_id, ln.kind, ln.description, ln.contract_version, ln.price_point,
-                  ln.event_type, ln.quantity, ln.unit, ln.unit_price, ln.amount_exact, ln.amount, rec["close_id"])
-                 for ln in lines])
+                [(inv["id"], rec["contract_id"], *row, rec["close_id"]) for row in rows])
             # refresh_invoice_total and the period, terms and PO of this close, in one statement
             total = await conn.fetchval(
                 """UPDATE invoices SET period_start = LEAST(period_start, $2), period_end = GREATEST(period_end, $3),
@@ -186,22 +188,36 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
             await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="lines_added",
                                actor=SYSTEM_ACTOR, tenant_type="advertiser", tenant_id=rec["advertiser_id"],
                                before={"total": inv["total"]},
-                               after={"total": total, "close_id": rec["close_id"], "lines": len(lines),
+                               after={"total": total, "close_id": rec["close_id"], "lines": len(rows),
                                       "source": f"{src.topic}[{src.partition}]@{src.offset}"})
-        for partner_id, plines in sorted(domain.statement_lines_for_close(rec).items()):
+        for partner_id, plines in sorted(billed.payouts_by_partner().items()):
             st = await draft_statement(conn, partner_id, cur.code, rec["period_key"], SYSTEM_ACTOR)
             await conn.executemany(
                 """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, description,
                        contract_version, event_type, quantity, amount_exact, amount, close_id)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-                [(st["id"], ln.contract_id, rec["advertiser_id"], ln.kind, ln.description, ln.contract_version,
-                  ln.event_type, ln.quantity, ln.amount_exact, ln.amount, rec["close_id"]) for ln in plines])
+                [(st["id"], rec["contract_id"], rec["advertiser_id"], PAYOUT, domain.payout_description(ln.payout, rec),
+                  ln.payout.contract_version, ln.payout.event_type, ln.payout.quantity, ln.payout.amount_exact, ln.amount,
+                  rec["close_id"]) for ln in plines])
             total = await refresh_statement_total(conn, st["id"])
             await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="lines_added",
                                actor=SYSTEM_ACTOR, tenant_type="partner", tenant_id=partner_id,
                                before={"lines_total": st["lines_total"]},
                                after={"lines_total": total, "close_id": rec["close_id"], "lines": len(plines)})
     return "applied"
+
+
+def _invoice_rows(billed: BilledPeriod, cur_code: str) -> list[tuple[Any, ...]]:
+    """The ``invoice_lines`` columns kind … amount of a closed period's lines and its shortfall."""
+    rows: list[tuple[Any, ...]] = [
+        (b.line.line_type, domain.line_description(b.line, cur_code), b.line.contract_version, b.line.price_point,
+         b.line.event_type, b.line.quantity, b.line.unit, b.line.unit_price, b.line.amount_exact, b.amount)
+        for b in billed.lines]
+    s = billed.shortfall
+    if s is not None:
+        rows.append((SHORTFALL, domain.shortfall_description(s, cur_code), None, None, None, 1, "per_unit",
+                     s.amount_exact, s.amount_exact, s.amount))
+    return rows
 
 
 async def _duplicate(conn: asyncpg.Connection, table: str, key_col: str, key: str, digest: str, src: Source) -> str:
@@ -259,8 +275,9 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
         line = await conn.fetchrow(
             "SELECT id, quantity, amount_exact FROM invoice_lines WHERE invoice_id = $1 AND aggregation_key = $2 FOR UPDATE",
             inv["id"], key)
+        delta = domain.adjustment_line(adj)
         if line is None:
-            amount = domain.relined(0, domain.ZERO, adj["quantity"], adj["amount_exact"], cur.code)
+            billed = invoice_line(delta, cur)
             line_id = await conn.fetchval(
                 """INSERT INTO invoice_lines (invoice_id, contract_id, kind, adjustment_kind, description, contract_version,
                        price_point, event_type, quantity, unit, unit_price, amount_exact, amount, corrects_period_key,
@@ -268,14 +285,16 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
                    VALUES ($1, $2, 'adjustment', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                    RETURNING id""",
                 inv["id"], adj["contract_id"], adj["kind"], domain.adjustment_description(adj), adj["contract_version"],
-                adj["price_point"], adj.get("event_type"), amount[0], adj["unit"], adj["unit_price"], amount[1], amount[2],
-                adj["corrects_period_key"], corrected["invoice_id"] if corrected else None,
+                adj["price_point"], adj.get("event_type"), billed.line.quantity, adj["unit"], adj["unit_price"],
+                billed.line.amount_exact, billed.amount, adj["corrects_period_key"], corrected["invoice_id"] if corrected else None,
                 corrected["id"] if corrected else None, key)
         else:
-            amount = domain.relined(line["quantity"], line["amount_exact"], adj["quantity"], adj["amount_exact"], cur.code)
+            # one line per aggregation key: the adjustments on it are summed exactly and rounded once
+            so_far = replace(delta, quantity=line["quantity"], amount_exact=line["amount_exact"])
+            billed = invoice_line(sum_lines([so_far, delta]), cur)
             line_id = line["id"]
             await conn.execute("UPDATE invoice_lines SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
-                               line_id, *amount)
+                               line_id, billed.line.quantity, billed.line.amount_exact, billed.amount)
         await conn.execute("UPDATE adjustments SET invoice_line_id = $2 WHERE adjustment_id = $1", adj["adjustment_id"], line_id)
         total = await refresh_invoice_total(conn, inv["id"])
         await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="adjustment_applied",
@@ -283,35 +302,37 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
                            before={"total": inv["total"]},
                            after={"total": total, "adjustment_id": adj["adjustment_id"], "kind": adj["kind"],
                                   "line_id": str(line_id), "source": f"{src.topic}[{src.partition}]@{src.offset}"})
-        payout = adj.get("partner_payout_exact")
-        if payout is not None and adj.get("partner_id"):
-            await _apply_statement_adjustment(conn, adj, payout, cur.code)
+        if adj.get("partner_payout_exact") is not None and adj.get("partner_id"):
+            await _apply_statement_adjustment(conn, adj, cur.code)
     return "applied"
 
 
-async def _apply_statement_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], payout: Decimal,
-                                      cur_code: str) -> None:
+async def _apply_statement_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], cur_code: str) -> None:
+    cur = currency(cur_code)
     st = await draft_statement(conn, adj["partner_id"], cur_code, adj["applies_to_period_key"], SYSTEM_ACTOR)
     corrected = await _corrected_statement_line(conn, adj)
     key = domain.statement_aggregation_key(adj)
     line = await conn.fetchrow(
         "SELECT id, quantity, amount_exact FROM statement_lines WHERE statement_id = $1 AND aggregation_key = $2 FOR UPDATE",
         st["id"], key)
+    delta = domain.adjustment_payout(adj)
     if line is None:
-        q, ex, rounded = domain.relined(0, domain.ZERO, adj["quantity"], payout, cur_code)
+        paid = statement_line(delta, cur)
         line_id = await conn.fetchval(
             """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, adjustment_kind, description,
                    contract_version, event_type, quantity, amount_exact, amount, corrects_period_key,
                    corrects_statement_id, corrects_line_id, aggregation_key)
                VALUES ($1, $2, $3, 'adjustment', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id""",
             st["id"], adj["contract_id"], adj["advertiser_id"], adj["kind"], domain.adjustment_description(adj),
-            adj["contract_version"], adj.get("event_type"), q, ex, rounded, adj["corrects_period_key"],
+            adj["contract_version"], adj.get("event_type"), paid.payout.quantity, paid.payout.amount_exact, paid.amount,
+            adj["corrects_period_key"],
             corrected["statement_id"] if corrected else None, corrected["id"] if corrected else None, key)
     else:
-        q, ex, rounded = domain.relined(line["quantity"], line["amount_exact"], adj["quantity"], payout, cur_code)
+        so_far = replace(delta, quantity=line["quantity"], amount_exact=line["amount_exact"])
+        paid = statement_line(sum_payouts([so_far, delta]), cur)
         line_id = line["id"]
         await conn.execute("UPDATE statement_lines SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
-                           line_id, q, ex, rounded)
+                           line_id, paid.payout.quantity, paid.payout.amount_exact, paid.amount)
     await conn.execute("UPDATE adjustments SET statement_line_id = $2 WHERE adjustment_id = $1", adj["adjustment_id"], line_id)
     total = await refresh_statement_total(conn, st["id"])
     await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="adjustment_applied",

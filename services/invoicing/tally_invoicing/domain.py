@@ -1,22 +1,26 @@
 """Pure invoicing rules: closed periods and adjustments → invoice and statement lines, the
 minimum-commitment shortfall, payout carry-forward, document numbers and journal entries.
 
-No I/O here (the billing library has no ``invoice_lines`` module yet, so the line-building
-rules live in this module). Every line is rounded exactly once, with
-``tally_billing.money.round_to_minor`` (half-even, to the currency's minor unit); a
-document's total is the sum of its rounded lines.
+No I/O here. The lines are the billing library's one model: a record's lines are read as
+``tally_billing.totals.Line`` / ``PayoutLine`` and billed with ``tally_billing.invoice_lines``
+(each line rounded exactly once with ``tally_billing.money.round_to_minor``, half-even, to the
+currency's minor unit; the shortfall against the rounded lines; a document's total is the sum
+of its rounded lines). What is invoicing's own is reading the records, the descriptions a
+reader sees, and the documents' lifecycle and journals.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from tally_billing.cpm import impressions_amount
-from tally_billing.money import UnknownCurrency, currency, exact, round_to_minor
+from tally_billing.invoice_lines import BilledPeriod, Shortfall, bill_period, lines_total
+from tally_billing.money import UnknownCurrency, currency, exact
+from tally_billing.totals import Line, PayoutLine
 from tally_kit.audit import canonical_json
 
 ZERO = Decimal(0)
@@ -32,31 +36,9 @@ ACCOUNT_REVENUE = "4000"
 ACCOUNT_COST_OF_REVENUE = "5000"
 
 
-@dataclass(frozen=True)
-class Line:
-    """One invoice or statement line, as built from a record (not yet stored)."""
-
-    kind: str
-    description: str
-    amount_exact: Decimal
-    amount: Decimal
-    contract_id: str | None = None
-    contract_version: int | None = None
-    price_point: str | None = None
-    event_type: str | None = None
-    quantity: int | None = None
-    unit: str | None = None
-    unit_price: Decimal | None = None
-
-
 def content_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 of a decoded record's canonical JSON: the same id with other content is a conflict."""
     return hashlib.sha256(canonical_json(dict(record)).encode()).hexdigest()
-
-
-def total_of(amounts: Iterable[Decimal]) -> Decimal:
-    with exact():
-        return sum(amounts, ZERO)
 
 
 def _fmt(d: Decimal) -> str:
@@ -119,78 +101,42 @@ def validate_adjustment(adj: Mapping[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ lines from a closed period
 
 
-def _close_line_description(ln: Mapping[str, Any], cur_code: str) -> str:
-    version = f"v{ln['contract_version']}"
-    if ln["line_type"] == "cpm_impressions":
-        return f"CPM impressions ({version}, {ln['price_point']}) at {_fmt(ln['unit_price'])} {cur_code} per thousand"
-    if ln["line_type"] == "cpm_over_delivery":
-        return f"Over-delivery past the budget cap ({version}, {ln['price_point']}): not billed"
-    return f"CPA {ln.get('event_type') or ln['price_point']} conversions ({version})"
+def rated_lines(rec: Mapping[str, Any]) -> list[Line]:
+    """A ``period_closed`` record's lines, in the billing library's model."""
+    return [Line(ln["line_type"], ln["contract_version"], ln["price_point"], ln.get("event_type"), ln["quantity"],
+                 ln["unit"], ln["unit_price"], ln["amount_exact"]) for ln in rec["lines"]]
 
 
-def invoice_lines_for_close(rec: Mapping[str, Any]) -> list[Line]:
-    """Advertiser lines of a closed period: one per price point, over-delivery at zero, and a
-    minimum-commitment shortfall line when the period's rounded amount is below the minimum.
-
-    The shortfall is computed against the *rounded* lines (minimum − their sum), so that the
-    contract's lines on the invoice add up to exactly the (rounded) minimum commitment.
-    """
-    cur = currency(rec["currency"])
-    lines: list[Line] = []
-    for ln in rec["lines"]:
-        amount_exact = ZERO if ln["line_type"] == "cpm_over_delivery" else ln["amount_exact"]
-        lines.append(Line(
-            kind=ln["line_type"],
-            description=_close_line_description(ln, cur.code),
-            amount_exact=amount_exact,
-            amount=round_to_minor(amount_exact, cur),
-            contract_id=rec["contract_id"],
-            contract_version=ln["contract_version"],
-            price_point=ln["price_point"],
-            event_type=ln.get("event_type"),
-            quantity=ln["quantity"],
-            unit=ln["unit"],
-            unit_price=ln["unit_price"],
-        ))
-    minimum = rec.get("minimum_commitment")
-    if minimum is not None:
-        billed = total_of(ln.amount for ln in lines)
-        with exact():
-            shortfall_exact = minimum - billed
-        if shortfall_exact > 0:
-            shortfall = round_to_minor(shortfall_exact, cur)
-            if shortfall > 0:
-                lines.append(Line(
-                    kind="minimum_commitment_shortfall",
-                    description=(f"Minimum commitment shortfall: minimum {_fmt(minimum)} {cur.code}, "
-                                 f"billed {_fmt(billed)} {cur.code}"),
-                    amount_exact=shortfall_exact,
-                    amount=shortfall,
-                    contract_id=rec["contract_id"],
-                    quantity=1,
-                    unit="per_unit",
-                    unit_price=shortfall_exact,
-                ))
-    return lines
+def rated_payouts(rec: Mapping[str, Any]) -> list[PayoutLine]:
+    return [PayoutLine(p["partner_id"], p["contract_version"], p["event_type"], p["quantity"], p["amount_exact"])
+            for p in rec["payouts"]]
 
 
-def statement_lines_for_close(rec: Mapping[str, Any]) -> dict[str, list[Line]]:
-    """Partner lines of a closed period, grouped by partner: one per (version, event type)."""
-    cur = currency(rec["currency"])
-    out: dict[str, list[Line]] = {}
-    for p in rec["payouts"]:
-        out.setdefault(p["partner_id"], []).append(Line(
-            kind="cpa_payout",
-            description=(f"CPA {p['event_type']} payouts ({p['quantity']} conversions, v{p['contract_version']}, "
-                         f"contract {rec['contract_id']}, advertiser {rec['advertiser_id']})"),
-            amount_exact=p["amount_exact"],
-            amount=round_to_minor(p["amount_exact"], cur),
-            contract_id=rec["contract_id"],
-            contract_version=p["contract_version"],
-            event_type=p["event_type"],
-            quantity=p["quantity"],
-        ))
-    return out
+def close_lines(rec: Mapping[str, Any]) -> BilledPeriod:
+    """What a closed period puts on documents: one advertiser line per price point, over-delivery
+    at zero, a minimum-commitment shortfall when the period's *rounded* lines are below the
+    minimum (so the contract's lines add up to exactly the minimum), and the partners' payout
+    lines — each rounded once, by ``tally_billing.invoice_lines``."""
+    return bill_period(rated_lines(rec), rated_payouts(rec), rec.get("minimum_commitment"), currency(rec["currency"]))
+
+
+def line_description(line: Line, cur_code: str) -> str:
+    version = f"v{line.contract_version}"
+    if line.line_type == "cpm_impressions":
+        return f"CPM impressions ({version}, {line.price_point}) at {_fmt(line.unit_price)} {cur_code} per thousand"
+    if line.line_type == "cpm_over_delivery":
+        return f"Over-delivery past the budget cap ({version}, {line.price_point}): not billed"
+    return f"CPA {line.event_type or line.price_point} conversions ({version})"
+
+
+def shortfall_description(s: Shortfall, cur_code: str) -> str:
+    return (f"Minimum commitment shortfall: minimum {_fmt(s.minimum)} {cur_code}, "
+            f"billed {_fmt(s.billed)} {cur_code}")
+
+
+def payout_description(p: PayoutLine, rec: Mapping[str, Any]) -> str:
+    return (f"CPA {p.event_type} payouts ({p.quantity} conversions, v{p.contract_version}, "
+            f"contract {rec['contract_id']}, advertiser {rec['advertiser_id']})")
 
 
 # ------------------------------------------------------------------ adjustments
@@ -223,12 +169,17 @@ def adjustment_description(adj: Mapping[str, Any]) -> str:
             f"{what} (v{adj['contract_version']})")
 
 
-def relined(quantity_before: int, exact_before: Decimal, quantity_delta: int, exact_delta: Decimal,
-            cur_code: str) -> tuple[int, Decimal, Decimal]:
-    """An aggregated adjustment line after one more adjustment: (quantity, exact, rounded)."""
-    with exact():
-        new_exact = exact_before + exact_delta
-    return quantity_before + quantity_delta, new_exact, round_to_minor(new_exact, currency(cur_code))
+def adjustment_line(adj: Mapping[str, Any]) -> Line:
+    """An ``adjustment`` record's advertiser side: the line difference metering emitted."""
+    return Line(adj["line_type"], adj["contract_version"], adj["price_point"], adj.get("event_type"), adj["quantity"],
+                adj["unit"], adj["unit_price"], adj["amount_exact"])
+
+
+def adjustment_payout(adj: Mapping[str, Any]) -> PayoutLine:
+    """An ``adjustment`` record's partner side (its ``partner_payout_exact``), keyed like
+    :func:`statement_aggregation_key`."""
+    return PayoutLine(adj["partner_id"], adj["contract_version"], adj.get("event_type") or adj["price_point"],
+                      adj["quantity"], adj["partner_payout_exact"])
 
 
 # ------------------------------------------------------------------ lifecycle rules
@@ -300,4 +251,4 @@ def payout_payment_journal(amount_payable: Decimal) -> list[JournalLine]:
 
 
 def is_balanced(lines: Sequence[JournalLine]) -> bool:
-    return total_of(a for _, a in lines) == 0
+    return lines_total(a for _, a in lines) == 0

@@ -17,7 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
-from tally_billing.money import currency, round_to_minor
+from tally_billing.money import currency, is_rounded, round_to_minor
 from tally_kit import audit
 from tally_kit.auth import Principal
 from tally_kit.problems import ApiError
@@ -239,10 +239,10 @@ async def add_manual_credit(conn: asyncpg.Connection, who: Principal, *, correct
         if original["invoice_status"] == "draft":
             raise ApiError(409, "a draft's lines are corrected before finalization, not credited")
         cur = currency(original["currency"])
-        credit = round_to_minor(amount, cur)
-        if credit <= 0 or credit != amount:
+        if amount <= 0 or not is_rounded(amount, cur):
             raise ApiError(422, "amount must be > 0 with at most the currency's minor-unit decimals",
                            errors=[{"field": "amount", "message": f"must be > 0 with at most {cur.minor_unit} decimals"}])
+        credit = round_to_minor(amount, cur)  # whole minor units already: only the currency's spelling
         if original["amount"] > 0 and credit > original["amount"]:
             raise ApiError(422, "a manual credit cannot exceed the line it corrects",
                            errors=[{"field": "amount", "message": f"must be ≤ {original['amount']}"}])

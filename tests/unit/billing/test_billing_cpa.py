@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tally_billing.aggregate import AggregateState
 from tally_billing.cpa import (
     CapCheck,
     CpaUsage,
@@ -22,15 +21,28 @@ from tally_billing.cpa import (
     reverse,
 )
 from tally_billing.examples import cpa_terms_json
-from tally_billing.invoice_lines import Adjustment, adjustment_lines, cpa_lines, lines_total, payout_lines
+from tally_billing.invoice_lines import bill, invoice_line, sum_lines
 from tally_billing.money import currency, exact
+from tally_billing.periods import PeriodKind, period_by_key
+from tally_billing.routing import Contract, build_segments
 from tally_billing.terms import CapLimits, CpaTerms, parse_terms
+from tally_billing.totals import Line, PeriodTotals, Rating, diff_lines, display_unit_price, rate_period
+from tally_billing.versions import ContractVersion
 
 D = Decimal
 EUR = currency("EUR")
 _CPA = parse_terms(cpa_terms_json()).cpa
 assert _CPA is not None
 CPA: CpaTerms = _CPA
+
+
+MARCH = period_by_key("2026-03", "Europe/Berlin", PeriodKind.MONTH)
+_V1 = ContractVersion("c", 1, datetime(2026, 1, 1, tzinfo=UTC), None, parse_terms(cpa_terms_json()))
+CONTRACT = Contract("c", _V1.terms.common.advertiser_id, "cpa", 1, (_V1,), build_segments((_V1,)))
+
+
+def rated(t: PeriodTotals) -> Rating:
+    return rate_period(CONTRACT, MARCH, t)
 
 
 def cpa_with(**changes: Any) -> CpaTerms:
@@ -182,21 +194,31 @@ def test_edge_case_09_partial_and_full_reversal_before_and_after_close() -> None
     # refunds beyond the order value and after the lock are refused
     assert _rev(priced, (partial,), "r4", "70.00").refused is ReversalRefused.EXCEEDS_ORIGINAL
     assert _rev(priced, (), "r5", None, days=91).refused is ReversalRefused.LOCKED
-    # before close: the open period's state simply loses the amounts
-    state = AggregateState.empty("c", "2026-03").with_conversion(1, "p", priced)
-    after = state.with_reversal(1, "purchase", "p", partial).with_reversal(1, "purchase", "p", full)
-    assert after.cpa_quantities == {} and after.cpa_conversions == {}
-    # after close: a clawback adjustment in the next period repeats the billed line exactly
-    billed = cpa_lines(state, EUR)
-    claw = [
-        Adjustment(contract_id="c", corrects_period_key="2026-03", reason="reversal", unit="order_value",
-                   unit_price=leg.unit_price, quantity=-leg.quantity, version=1, event_type="purchase",
-                   reference="cv-1")
-        for leg in (partial.advertiser, full.advertiser) if leg is not None
-    ]  # fmt: skip
-    lines = adjustment_lines("2026-04", claw, EUR)
-    assert lines_total(lines) == -lines_total(billed) == D("-10.00")
-    assert all(line.corrects_period_key == "2026-03" for line in lines)
+    # before close: the open period's totals simply lose the amounts (a reversal counts -1
+    # conversion when it completes, 0 otherwise; its amounts are negative)
+    converted = PeriodTotals()
+    converted.add_cpa(1, "purchase", 1, priced.advertiser_amount, "p", priced.partner_amount)
+    billed = rated(converted)
+    reversed_ = PeriodTotals()
+    reversed_.merge(converted)
+    for r in (partial, full):
+        reversed_.add_cpa(1, "purchase", -1 if r.completes else 0, -r.advertiser_amount, "p", -r.partner_amount)
+    after = rated(reversed_)
+    assert all((ln.quantity, ln.amount_exact) == (0, 0) for ln in after.lines)
+    assert all((p.quantity, p.amount_exact) == (0, 0) for p in after.payouts)
+    # after close: each reversal is an adjustment line at the conversion's price point with the
+    # amount it gives back, negated; the invoice carries both on one line, rounded once, and that
+    # line repeats the billed line exactly
+    claw = [Line("cpa_conversions", 1, "event:purchase", "purchase", -1 if r.completes else 0, "per_unit",
+                 display_unit_price(-r.advertiser_amount, -1 if r.completes else 0), -r.advertiser_amount)
+            for r in (partial, full)]  # fmt: skip
+    carried = invoice_line(sum_lines(claw), EUR)
+    [billed_line] = bill(billed, EUR).lines
+    assert carried.amount == -billed_line.amount == D("-10.00")
+    assert carried.line.quantity == -billed_line.line.quantity == -1
+    # telescoping: the clawback is exactly the difference between the closed rating and the final one
+    [diff] = diff_lines(billed.lines, after.lines)
+    assert (diff.quantity, diff.amount_exact) == (carried.line.quantity, carried.line.amount_exact)
 
 
 def test_flat_legs_reverse_only_when_complete() -> None:
@@ -234,14 +256,17 @@ def test_reversals_return_exactly_what_was_billed(order_cents: int, refunds: lis
 
 
 def test_cpa_and_payout_lines() -> None:
-    state = AggregateState.empty("c", "2026-03")
+    t = PeriodTotals()
     for partner, value in (("p1", "80.00"), ("p2", "0.04"), ("p1", "0.04")):
         priced = price_conversion(CPA, event_type="purchase", partner_id=partner, order_value=D(value),
                                   local_date=T0.date(), prior_event_type_count=0)  # fmt: skip
-        state = state.with_conversion(1, partner, priced)
-    # advertiser: order value 80.08 × 0.125 = 10.01 (one line, rounded once)
-    lines = cpa_lines(state, EUR)
-    assert [(line.quantity, line.unit_price, line.amount) for line in lines] == [(D("80.08"), D("0.125"), D("10.01"))]
+        t.add_cpa(1, "purchase", 1, priced.advertiser_amount, partner, priced.partner_amount)
+    b = bill(rated(t), EUR)
+    # advertiser: order value 80.08 × 0.125 = 10.01 — one line, rounded once (rounding each
+    # conversion would bill 10.00 + 0.00 + 0.00, since 0.005 → 0.00 half-even)
+    assert [(ln.line.quantity, ln.line.amount_exact, ln.amount) for ln in b.lines] == [(3, D("10.01"), D("10.01"))]
     # partner p1: 80.04 × 0.08 = 6.4032 → 6.40 ; p2: 0.04 × 0.08 = 0.0032 → 0.00
-    assert [line.amount for line in payout_lines(state, "p1", EUR)] == [D("6.40")]
-    assert [line.amount for line in payout_lines(state, "p2", EUR)] == [D("0.00")]
+    by_partner = b.payouts_by_partner()
+    assert [ln.amount for ln in by_partner["p1"]] == [D("6.40")]
+    assert [ln.amount for ln in by_partner["p2"]] == [D("0.00")]
+    assert b.shortfall is None and b.total == D("10.01")

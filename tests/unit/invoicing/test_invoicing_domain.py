@@ -9,8 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tally_billing.invoice_lines import invoice_line, sum_lines
+from tally_billing.money import currency as currency_of
 from tally_invoicing import domain
 from tally_invoicing.settings import amount_map
+
+USD = currency_of("USD")
 
 
 def close(lines: list[dict[str, Any]], minimum: str | None = None, currency: str = "USD") -> dict[str, Any]:
@@ -34,30 +38,72 @@ def cpm(q: int, rate: str, line_type: str = "cpm_impressions") -> dict[str, Any]
     ("BHD", 3, "2.5", "0.008"),       # 0.0075 → 0.008
 ])
 def test_each_line_rounded_once_half_even(currency: str, q: int, rate: str, expected: str) -> None:
-    [line] = domain.invoice_lines_for_close(close([cpm(q, rate)], currency=currency))
+    [line] = domain.close_lines(close([cpm(q, rate)], currency=currency)).lines
     assert line.amount == Decimal(expected)
-    assert line.amount_exact == Decimal(q) * Decimal(rate) / 1000
+    assert line.line.amount_exact == Decimal(q) * Decimal(rate) / 1000
 
 
 def test_over_delivery_is_zero_priced() -> None:
-    lines = domain.invoice_lines_for_close(close([cpm(1000, "5"), cpm(50, "5", "cpm_over_delivery")]))
-    assert [ln.amount for ln in lines] == [Decimal("5.00"), Decimal("0.00")]
+    billed = domain.close_lines(close([cpm(1000, "5"), cpm(50, "5", "cpm_over_delivery")]))
+    assert [(ln.line.line_type, ln.amount) for ln in billed.lines] == [
+        ("cpm_impressions", Decimal("5.00")), ("cpm_over_delivery", Decimal("0.00"))]
 
 
 def test_shortfall_brings_the_contract_exactly_to_the_minimum() -> None:
-    lines = domain.invoice_lines_for_close(close([cpm(1001, "5")], minimum="100.00"))  # 5.005 → 5.00
-    assert lines[-1].kind == "minimum_commitment_shortfall" and lines[-1].amount == Decimal("95.00")
-    assert domain.total_of(ln.amount for ln in lines) == Decimal("100.00")
-    assert len(domain.invoice_lines_for_close(close([cpm(30000, "5")], minimum="100.00"))) == 1  # 150 ≥ 100
+    billed = domain.close_lines(close([cpm(1001, "5")], minimum="100.00"))  # 5.005 → 5.00
+    assert billed.shortfall is not None and billed.shortfall.amount == Decimal("95.00")
+    assert domain.shortfall_description(billed.shortfall, "USD") == (
+        "Minimum commitment shortfall: minimum 100 USD, billed 5 USD")
+    assert billed.total == Decimal("100.00")
+    assert domain.close_lines(close([cpm(30000, "5")], minimum="100.00")).shortfall is None  # 150 ≥ 100
+
+
+def test_records_read_as_the_billing_librarys_lines_and_keep_their_descriptions() -> None:
+    rec = close([cpm(1000, "12.50"), cpm(5, "12.50", "cpm_over_delivery"),
+                 {"line_type": "cpa_conversions", "contract_version": 2, "price_point": "event:signup", "event_type": "signup",
+                  "quantity": 3, "unit": "per_unit", "unit_price": Decimal("4"), "amount_exact": Decimal("12.00")}])
+    rec["payouts"] = [{"partner_id": "p-2", "contract_version": 2, "event_type": "signup", "quantity": 3,
+                       "amount_exact": Decimal("7.505")},
+                      {"partner_id": "p-1", "contract_version": 2, "event_type": "signup", "quantity": 1,
+                       "amount_exact": Decimal("2.50")}]
+    billed = domain.close_lines(rec)
+    assert [domain.line_description(ln.line, "USD") for ln in billed.lines] == [
+        "CPM impressions (v1, band:0) at 12.5 USD per thousand",
+        "Over-delivery past the budget cap (v1, band:0): not billed",
+        "CPA signup conversions (v2)"]
+    assert [(ln.line.key, ln.line.quantity, ln.amount) for ln in billed.lines] == [
+        (("cpm_impressions", 1, "band:0"), 1000, Decimal("12.50")),
+        (("cpm_over_delivery", 1, "band:0"), 5, Decimal("0.00")),
+        (("cpa_conversions", 2, "event:signup"), 3, Decimal("12.00"))]
+    by_partner = billed.payouts_by_partner()
+    assert sorted(by_partner) == ["p-1", "p-2"]
+    [p2] = by_partner["p-2"]
+    assert p2.amount == Decimal("7.50")  # 7.505 → 7.50, half-even
+    assert domain.payout_description(p2.payout, rec) == "CPA signup payouts (3 conversions, v2, contract c, advertiser a)"
+
+
+def test_adjustments_of_one_price_point_share_a_line_rounded_once() -> None:
+    """Three one-impression late events at 5 CPM: each is 0.005 (0.00 alone, half-even); their
+    shared line is 0.015 → 0.02."""
+    adj = {"line_type": "cpm_impressions", "contract_version": 1, "price_point": "band:0", "event_type": None,
+           "quantity": 1, "unit": "per_thousand", "unit_price": Decimal(5), "amount_exact": Decimal("0.005"),
+           "partner_id": None, "partner_payout_exact": None}
+    delta = domain.adjustment_line(adj)
+    assert invoice_line(delta, USD).amount == Decimal("0.00")
+    assert invoice_line(sum_lines([delta, delta, delta]), USD).amount == Decimal("0.02")
+    payout = domain.adjustment_payout({**adj, "line_type": "cpa_conversions", "event_type": "signup", "partner_id": "p",
+                                       "quantity": -1, "partner_payout_exact": Decimal("-2.505")})
+    assert (payout.partner_id, payout.event_type, payout.quantity, payout.amount_exact) == ("p", "signup", -1, Decimal("-2.505"))
 
 
 @given(st.integers(min_value=0, max_value=10**9), st.decimals(min_value=0, max_value=100, places=3),
        st.decimals(min_value=0, max_value=10**6, places=2))
 def test_total_is_the_sum_of_rounded_lines_and_meets_the_minimum(q: int, rate: Decimal, minimum: Decimal) -> None:
-    lines = domain.invoice_lines_for_close(close([cpm(q, str(rate))], minimum=str(minimum)))
-    total = domain.total_of(ln.amount for ln in lines)
-    assert total >= minimum
-    assert all(ln.amount == ln.amount.quantize(Decimal("0.01")) for ln in lines)
+    billed = domain.close_lines(close([cpm(q, str(rate))], minimum=str(minimum)))
+    amounts = [ln.amount for ln in billed.lines] + ([billed.shortfall.amount] if billed.shortfall else [])
+    assert billed.total == sum(amounts, Decimal(0))
+    assert billed.total >= minimum
+    assert all(a == a.quantize(Decimal("0.01")) for a in amounts)
 
 
 def test_validation_names_the_field() -> None:
