@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
 from typing import Any, TypeVar, cast
 
+from tally_billing import bounds
 from tally_billing.money import (
     Currency,
     UnknownCurrency,
@@ -23,14 +24,7 @@ from tally_billing.money import (
     parse_amount,
     round_to_minor,
 )
-from tally_billing.periods import (
-    PeriodKind,
-    flight_end_instant,
-    flight_start_instant,
-    next_period,
-    period_containing,
-    zone,
-)
+from tally_billing.periods import PeriodKind, zone
 
 __all__ = [
     "AttributionModel",
@@ -60,6 +54,7 @@ __all__ = [
     "escalate",
     "format_decimal",
     "parse_terms",
+    "read_terms",
     "terms_to_json",
     "validate_terms",
 ]
@@ -275,12 +270,32 @@ T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
 _MISSING: Any = object()
 
+# Limits of the terms (listed with every other API limit in ``tally_billing.bounds``).
+EVENT_TYPE_LEN_MAX = 64
+PO_REFERENCE_LEN_MAX = 100
+TIME_ZONE_LEN_MAX = 64
+CAMPAIGNS_MAX = 1000
+BANDS_MAX = 20
+PAYOUTS_MAX = 20
+TIERS_MAX = 10
+OVERRIDES_MAX = 200
+BY_EVENT_TYPE_MAX = 50
+DAYS_WINDOW_MAX = 365
+PAYMENT_TERMS_DAYS_MAX = 365
+NOTICE_PERIOD_DAYS_MAX = 365
+RENEWAL_TERM_MONTHS_MAX = 120
+IMPRESSIONS_MAX = 10**15
+CONVERSIONS_MAX = 10**12
+
 
 class _Reader:
     """Reads a JSON-like mapping, recording every problem with its path instead of stopping."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = True) -> None:
         self.problems: list[Problem] = []
+        #: check the bounds of ``tally_billing.bounds`` (input); stored terms were checked when
+        #: they came in, under the bounds of that day, and history is not re-judged
+        self.strict = strict
         self.minor_unit: int | None = None
 
     def problem(self, path: str, message: str) -> None:
@@ -290,8 +305,8 @@ class _Reader:
         if not isinstance(raw, Mapping):
             self.problem(path or "$", "must be an object")
             return None
-        for key in sorted(set(raw) - allowed, key=str):
-            self.problem(_join(path, str(key)), "unknown field")
+        for key in sorted(set(raw) - allowed, key=str)[:20]:  # a short answer, however many there are
+            self.problem(_join(path, str(key)[:100]), "unknown field")
         return raw
 
     def get(
@@ -311,23 +326,45 @@ class _Reader:
             return cast("T | None", default)
         return convert(m[key], p)
 
-    def string(self, v: Any, p: str) -> str | None:
+    def string(self, v: Any, p: str, max_len: int = 200) -> str | None:
         if not isinstance(v, str) or not v.strip():
             self.problem(p, "must be a non-empty string")
             return None
+        if self.strict and len(v) > max_len:
+            self.problem(p, f"must be at most {max_len} characters")
+            return None
         return v
 
-    def integer(self, v: Any, p: str, minimum: int = 0) -> int | None:
+    def ident(self, v: Any, p: str, max_len: int = bounds.ID_LEN_MAX) -> str | None:
+        if not self.strict:
+            return self.string(v, p)
+        problem = bounds.id_problem(v, max_len)
+        if problem is not None:
+            self.problem(p, problem)
+            return None
+        return cast(str, v)
+
+    def event_type(self, v: Any, p: str) -> str | None:
+        return self.ident(v, p, EVENT_TYPE_LEN_MAX)
+
+    def integer(self, v: Any, p: str, minimum: int = 0, maximum: int = bounds.VERSION_MAX) -> int | None:
         if isinstance(v, bool) or not isinstance(v, int):
             self.problem(p, "must be an integer")
             return None
         if v < minimum:
             self.problem(p, f"must be ≥ {minimum}")
             return None
+        if self.strict and v > maximum:
+            self.problem(p, f"must be ≤ {maximum}")
+            return None
         return v
 
     def positive(self, v: Any, p: str) -> int | None:
         return self.integer(v, p, 1)
+
+    def bounded(self, minimum: int, maximum: int) -> Callable[[Any, str], int | None]:
+        """An integer converter for ``minimum..maximum`` (both inclusive)."""
+        return lambda v, p: self.integer(v, p, minimum, maximum)
 
     def boolean(self, v: Any, p: str) -> bool | None:
         if not isinstance(v, bool):
@@ -342,10 +379,14 @@ class _Reader:
         try:
             if len(v) != 10:
                 raise ValueError(v)
-            return date.fromisoformat(v)
+            d = date.fromisoformat(v)
         except ValueError:
             self.problem(p, "must be a date YYYY-MM-DD")
             return None
+        if self.strict and not bounds.DATE_MIN <= d <= bounds.DATE_MAX:
+            self.problem(p, f"must be from {bounds.DATE_MIN.isoformat()} to {bounds.DATE_MAX.isoformat()}")
+            return None
+        return d
 
     def decimal(self, v: Any, p: str, *, maximum: Decimal | None = None) -> Decimal | None:
         if not isinstance(v, str):
@@ -359,8 +400,12 @@ class _Reader:
         if d < 0:
             self.problem(p, "must be ≥ 0")
             return None
-        if maximum is not None and d > maximum:
-            self.problem(p, f"must be ≤ {maximum}")
+        top = maximum if maximum is not None else bounds.AMOUNT_MAX if self.strict else None
+        if top is not None and d > top:
+            self.problem(p, f"must be ≤ {top}")
+            return None
+        if self.strict and -int(d.as_tuple().exponent) > bounds.DECIMAL_PLACES_MAX:
+            self.problem(p, f"must have at most {bounds.DECIMAL_PLACES_MAX} decimals")
             return None
         return d
 
@@ -389,11 +434,15 @@ class _Reader:
         if not isinstance(v, Mapping):
             self.problem(p, "must be an object of event type → days")
             return None
+        if self.strict and len(v) > BY_EVENT_TYPE_MAX:
+            self.problem(p, f"must have at most {BY_EVENT_TYPE_MAX} entries")
+            return None
         out: list[tuple[str, int]] = []
         for k, days in v.items():
-            n = self.positive(days, _join(p, str(k)))
-            if n is not None:
-                out.append((str(k), n))
+            key = self.event_type(k, _join(p, str(k)))
+            n = self.integer(days, _join(p, str(k)), 1, DAYS_WINDOW_MAX)
+            if n is not None and key is not None:
+                out.append((key, n))
         return tuple(sorted(out))
 
 
@@ -426,28 +475,32 @@ def _read_common(r: _Reader, raw: Any) -> CommonTerms | None:
         except UnknownCurrency:
             r.problem("common.currency", f"unknown ISO 4217 currency {cur_code!r}")
             cur_code = None
-    tz = r.get(m, path, "time_zone", r.string)
+    tz = r.get(m, path, "time_zone", lambda v, p: r.string(v, p, TIME_ZONE_LEN_MAX))
     if tz is not None:
         try:
             zone(tz)
         except ValueError:
             r.problem("common.time_zone", f"unknown IANA time zone {tz!r}")
             tz = None
-    advertiser_id = r.get(m, path, "advertiser_id", r.string)
+    advertiser_id = r.get(m, path, "advertiser_id", r.ident)
     flight_start = r.get(m, path, "flight_start", r.day)
     flight_end = r.get(m, path, "flight_end", r.day, default=None)
     if flight_start is not None and flight_end is not None and flight_end < flight_start:
         r.problem("common.flight_end", "must be on or after flight_start")
+    elif (r.strict and flight_start is not None and flight_end is not None
+          and (flight_end - flight_start).days + 1 > bounds.FLIGHT_DAYS_MAX):
+        r.problem("common.flight_end", f"a flight lasts at most {bounds.FLIGHT_DAYS_MAX} days (ten years)")
+        flight_end = None
     campaign_ids = r.get(m, path, "campaign_ids", _campaign_ids(r))
     billing_period = r.get(m, path, "billing_period", r.enum(PeriodKind), default=PeriodKind.MONTH)
-    payment_terms_days = r.get(m, path, "payment_terms_days", r.integer, default=30)
-    po_reference = r.get(m, path, "po_reference", r.string, default=None)
+    payment_terms_days = r.get(m, path, "payment_terms_days", r.bounded(0, PAYMENT_TERMS_DAYS_MAX), default=30)
+    po_reference = r.get(m, path, "po_reference", lambda v, p: r.string(v, p, PO_REFERENCE_LEN_MAX), default=None)
     measurement = r.get(m, path, "measurement", r.enum(Measurement), default=Measurement.FIRST_PARTY)
     auto_renew = r.get(m, path, "auto_renew", r.boolean, default=False)
-    renewal_term_months = r.get(m, path, "renewal_term_months", r.positive, default=None)
+    renewal_term_months = r.get(m, path, "renewal_term_months", r.bounded(1, RENEWAL_TERM_MONTHS_MAX), default=None)
     if auto_renew and renewal_term_months is None and "renewal_term_months" not in m:
         r.problem("common.renewal_term_months", "is required when auto_renew is true")
-    notice_period_days = r.get(m, path, "notice_period_days", r.integer, default=0)
+    notice_period_days = r.get(m, path, "notice_period_days", r.bounded(0, NOTICE_PERIOD_DAYS_MAX), default=0)
     escalator_pct = r.get(m, path, "escalator_pct", r.percent, default=None)
     attribution_tail = r.get(m, path, "attribution_tail", r.boolean, default=True)
     committed = r.get(m, path, "committed_value", r.money, default=None)
@@ -483,10 +536,13 @@ def _campaign_ids(r: _Reader) -> Callable[[Any, str], tuple[str, ...] | None]:
         if not isinstance(v, list) or not v:
             r.problem(p, "must be a non-empty list of campaign ids")
             return None
+        if r.strict and len(v) > CAMPAIGNS_MAX:
+            r.problem(p, f"must have at most {CAMPAIGNS_MAX} campaign ids")
+            return None
         ok = True
         seen: set[str] = set()
         for i, c in enumerate(v):
-            s = r.string(c, f"{p}[{i}]")
+            s = r.ident(c, f"{p}[{i}]")
             if s is None:
                 ok = False
             elif s in seen:
@@ -524,6 +580,9 @@ def _read_rate_card(r: _Reader, raw: Any, path: str) -> RateCard | None:
     if not isinstance(bands_raw, list) or not bands_raw:
         r.problem(f"{path}.bands", "must be a non-empty list")
         ok = False
+    elif r.strict and len(bands_raw) > BANDS_MAX:
+        r.problem(f"{path}.bands", f"must have at most {BANDS_MAX} bands")
+        ok = False
     else:
         for i, b in enumerate(bands_raw):
             bp = f"{path}.bands[{i}]"
@@ -531,7 +590,7 @@ def _read_rate_card(r: _Reader, raw: Any, path: str) -> RateCard | None:
             if bm is None:
                 ok = False
                 continue
-            start = r.get(bm, bp, "from_impressions", r.integer)
+            start = r.get(bm, bp, "from_impressions", r.bounded(0, IMPRESSIONS_MAX))
             rate = r.get(bm, bp, "rate_cpm", r.decimal)
             if start is None or rate is None:
                 ok = False
@@ -585,7 +644,7 @@ def _read_cap_limits(r: _Reader, raw: Any, path: str) -> CapLimits | None:
     m = r.obj(raw, path, {"max_conversions_per_period", "max_amount_per_period"})
     if m is None:
         return None
-    n = r.get(m, path, "max_conversions_per_period", r.positive, default=None)
+    n = r.get(m, path, "max_conversions_per_period", r.bounded(1, CONVERSIONS_MAX), default=None)
     amount = r.get(m, path, "max_amount_per_period", r.money, default=None)
     return CapLimits(max_conversions_per_period=n, max_amount_per_period=amount)
 
@@ -600,6 +659,9 @@ def _read_cpa(r: _Reader, raw: Any) -> CpaTerms | None:
     payouts_raw = m.get("payouts")
     if not isinstance(payouts_raw, list) or not payouts_raw:
         r.problem("cpa.payouts", "must be a non-empty list")
+        ok = False
+    elif r.strict and len(payouts_raw) > PAYOUTS_MAX:
+        r.problem("cpa.payouts", f"must have at most {PAYOUTS_MAX} rows")
         ok = False
     else:
         seen: set[str] = set()
@@ -618,6 +680,9 @@ def _read_cpa(r: _Reader, raw: Any) -> CpaTerms | None:
     overrides_raw = m.get("partner_overrides", [])
     if not isinstance(overrides_raw, list):
         r.problem("cpa.partner_overrides", "must be a list")
+        ok = False
+    elif r.strict and len(overrides_raw) > OVERRIDES_MAX:
+        r.problem("cpa.partner_overrides", f"must have at most {OVERRIDES_MAX} overrides")
         ok = False
     else:
         keys: set[tuple[str, str | None, date]] = set()
@@ -639,7 +704,7 @@ def _read_cpa(r: _Reader, raw: Any) -> CpaTerms | None:
     attribution = r.get(m, path, "attribution", lambda v, p: _read_attribution(r, v, p), default=AttributionRules())
     dedupe = r.get(m, path, "dedupe", lambda v, p: _read_dedupe(r, v, p), default=DedupeRules())
     caps = r.get(m, path, "caps", lambda v, p: _read_cpa_caps(r, v, p), default=CpaCaps())
-    lock = r.get(m, path, "reversal_lock_days", r.positive, default=None)
+    lock = r.get(m, path, "reversal_lock_days", r.bounded(1, DAYS_WINDOW_MAX), default=None)
     if not ok or attribution is None or dedupe is None or caps is None:
         return None
     return CpaTerms(
@@ -656,7 +721,7 @@ def _read_payout_row(r: _Reader, raw: Any, path: str) -> PayoutRow | None:
     m = r.obj(raw, path, {"event_type", "advertiser_price", "partner_payout", "tiers"})
     if m is None:
         return None
-    event_type = r.get(m, path, "event_type", r.string)
+    event_type = r.get(m, path, "event_type", r.event_type)
     adv = r.get(m, path, "advertiser_price", lambda v, p: _read_price(r, v, p))
     partner = r.get(m, path, "partner_payout", lambda v, p: _read_price(r, v, p))
     tiers: list[PayoutTier] = []
@@ -665,6 +730,9 @@ def _read_payout_row(r: _Reader, raw: Any, path: str) -> PayoutRow | None:
     if not isinstance(tiers_raw, list):
         r.problem(f"{path}.tiers", "must be a list")
         ok = False
+    elif r.strict and len(tiers_raw) > TIERS_MAX:
+        r.problem(f"{path}.tiers", f"must have at most {TIERS_MAX} tiers")
+        ok = False
     else:
         for i, t in enumerate(tiers_raw):
             tp = f"{path}.tiers[{i}]"
@@ -672,7 +740,7 @@ def _read_payout_row(r: _Reader, raw: Any, path: str) -> PayoutRow | None:
             if tm is None:
                 ok = False
                 continue
-            start = r.get(tm, tp, "from_conversions", r.positive)
+            start = r.get(tm, tp, "from_conversions", r.bounded(1, CONVERSIONS_MAX))
             t_adv = r.get(tm, tp, "advertiser_price", lambda v, p: _read_price(r, v, p))
             t_partner = r.get(tm, tp, "partner_payout", lambda v, p: _read_price(r, v, p))
             if start is None or t_adv is None or t_partner is None:
@@ -691,11 +759,11 @@ def _read_override(r: _Reader, raw: Any, path: str) -> PartnerOverride | None:
     m = r.obj(raw, path, {"partner_id", "event_type", "effective_from", "partner_payout", "lookback_days", "caps"})
     if m is None:
         return None
-    partner_id = r.get(m, path, "partner_id", r.string)
-    event_type = r.get(m, path, "event_type", r.string, default=None)
+    partner_id = r.get(m, path, "partner_id", r.ident)
+    event_type = r.get(m, path, "event_type", r.event_type, default=None)
     effective_from = r.get(m, path, "effective_from", r.day)
     payout = r.get(m, path, "partner_payout", lambda v, p: _read_price(r, v, p), default=None)
-    lookback = r.get(m, path, "lookback_days", r.positive, default=None)
+    lookback = r.get(m, path, "lookback_days", r.bounded(1, DAYS_WINDOW_MAX), default=None)
     caps = r.get(m, path, "caps", lambda v, p: _read_cap_limits(r, v, p), default=None)
     if all(m.get(k) is None for k in ("partner_payout", "lookback_days", "caps")):
         r.problem(path, "must replace at least one of partner_payout, lookback_days, caps")
@@ -718,7 +786,7 @@ def _read_attribution(r: _Reader, raw: Any, path: str) -> AttributionRules | Non
     m = r.obj(raw, path, {"lookback_days", "lookback_days_by_event_type", "model", "min_delay_seconds"})
     if m is None:
         return None
-    lookback = r.get(m, path, "lookback_days", r.positive, default=7)
+    lookback = r.get(m, path, "lookback_days", r.bounded(1, DAYS_WINDOW_MAX), default=7)
     by_type = r.get(m, path, "lookback_days_by_event_type", r.days_by_event_type, default=())
     model = r.get(m, path, "model", r.enum(AttributionModel), default=AttributionModel.LAST_TOUCH)
     min_delay = r.get(m, path, "min_delay_seconds", r.integer, default=0)
@@ -750,8 +818,8 @@ def _read_cpa_caps(r: _Reader, raw: Any, path: str) -> CpaCaps | None:
     return CpaCaps(contract=contract, per_partner=partner)
 
 
-def _read(raw: Any) -> tuple[ContractTerms | None, list[Problem]]:
-    r = _Reader()
+def _read(raw: Any, *, strict: bool = True) -> tuple[ContractTerms | None, list[Problem]]:
+    r = _Reader(strict=strict)
     m = r.obj(raw, "", {"contract_type", "common", "cpm", "cpa"})
     if m is None:
         return None, r.problems
@@ -772,14 +840,25 @@ def _read(raw: Any) -> tuple[ContractTerms | None, list[Problem]]:
     return ContractTerms(contract_type=ctype, common=common, cpm=cpm, cpa=cpa), []
 
 
+def read_terms(raw: Any) -> tuple[ContractTerms | None, list[Problem]]:
+    """Terms coming in (an API body): typed terms and every problem, bounds included, in one
+    pass: ``(terms, [])`` or ``(None, problems)``."""
+    return _read(raw)
+
+
 def validate_terms(raw: Mapping[str, Any]) -> list[Problem]:
-    """Every problem in ``raw``, each with its field path; empty when the terms are valid."""
+    """Every problem in ``raw`` (bounds included), each with its field path; empty when valid."""
     return _read(raw)[1]
 
 
 def parse_terms(raw: Mapping[str, Any]) -> ContractTerms:
-    """Typed terms from their JSON shape; raises :class:`TermsInvalid` listing every problem."""
-    terms, problems = _read(raw)
+    """Typed terms from their JSON shape (stored or published terms); raises
+    :class:`TermsInvalid` listing every problem.
+
+    The bounds of ``tally_billing.bounds`` are input limits, checked by :func:`read_terms` /
+    :func:`validate_terms` when terms come in; terms stored under an earlier day's limits keep
+    parsing here (history is immutable, so a version once approved is never re-judged)."""
+    terms, problems = _read(raw, strict=False)
     if problems or terms is None:
         raise TermsInvalid(problems or [Problem("$", "invalid terms")])
     return terms
@@ -899,17 +978,18 @@ def terms_to_json(t: ContractTerms) -> dict[str, Any]:
 
 
 def _periods_in_flight(common: CommonTerms) -> int | None:
+    """How many billing periods the flight touches, by calendar arithmetic (constant time: a
+    long flight must not cost a loop per period on an API's event loop). The flight starts at
+    local midnight of ``flight_start`` and ends on the local date ``flight_end``, so the periods
+    are those containing these two local dates and every one between."""
     if common.flight_end is None:
         return None
-    start = flight_start_instant(common.flight_start, common.time_zone)
-    last = flight_end_instant(common.flight_end, common.time_zone)
-    first_p = period_containing(start, common.time_zone, common.billing_period)
-    last_p = period_containing(last, common.time_zone, common.billing_period)
-    n, p = 1, first_p
-    while p.key != last_p.key:
-        p = next_period(p)
-        n += 1
-    return n
+    first, last = common.flight_start, common.flight_end
+    if common.billing_period is PeriodKind.MONTH:
+        return (last.year - first.year) * 12 + (last.month - first.month) + 1
+    first_monday = first - timedelta(days=first.weekday())
+    last_monday = last - timedelta(days=last.weekday())
+    return (last_monday - first_monday).days // 7 + 1
 
 
 def committed_value(t: ContractTerms) -> Decimal | None:

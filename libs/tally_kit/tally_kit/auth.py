@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import time
@@ -113,20 +114,50 @@ class TokenVerifier:
         return principal_from_claims(claims)
 
 
+#: a tenant id in a token: the id charset of ``tally_billing.bounds`` (1-256 characters)
+TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@~+=/-]{1,256}")
+#: the longest ``sub`` accepted (a user id)
+MAX_SUBJECT_LEN = 256
+#: which tenant type each tenant role belongs to
+TENANT_ROLE_TYPES = {"advertiser": "advertiser", "partner": "partner"}
+
+
+def _invalid(detail: str) -> ApiError:
+    return ApiError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """A typed principal, or 401: ``sub`` a printable string, ``roles`` known role names,
+    ``tenant_id`` a string of the id charset, and ``tenant_type`` present exactly when a tenant
+    role is, matching it (an advertiser token is an advertiser's, with no internal role)."""
+    sub = claims.get("sub")
+    if (not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_SUBJECT_LEN
+            or not sub.isprintable()):  # isprintable() is False for NUL and for lone surrogates
+        raise _invalid(f"token claim 'sub' must be a printable string of 1 to {MAX_SUBJECT_LEN} characters")
     roles = claims.get("roles") or []
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise ApiError(401, "token claim 'roles' must be a list of strings")
+        raise _invalid("token claim 'roles' must be a list of strings")
     unknown = set(roles) - ROLES
     if unknown:
-        raise ApiError(401, f"token has unknown roles: {sorted(unknown)}")
+        raise _invalid(f"token has unknown roles: {sorted(_safe(r) for r in unknown)}")
     tenant_type = claims.get("tenant_type")
     tenant_id = claims.get("tenant_id")
-    if tenant_type is not None and (tenant_type not in TENANT_TYPES or not tenant_id):
-        raise ApiError(401, "token claims 'tenant_type'/'tenant_id' are inconsistent")
-    if tenant_type is None and set(roles) & {"advertiser", "partner"}:
-        raise ApiError(401, "advertiser and partner tokens must name their tenant")
-    return Principal(str(claims["sub"]), frozenset(roles), tenant_type, tenant_id, claims)
+    if tenant_type is not None and (not isinstance(tenant_type, str) or tenant_type not in TENANT_TYPES):
+        raise _invalid("token claim 'tenant_type' must be advertiser or partner")
+    if tenant_id is not None and (not isinstance(tenant_id, str) or TENANT_ID_PATTERN.fullmatch(tenant_id) is None):
+        raise _invalid("token claim 'tenant_id' must be an id: 1 to 256 characters of A-Z a-z 0-9 . _ : @ ~ + = / -")
+    if (tenant_type is None) != (tenant_id is None):
+        raise _invalid("token claims 'tenant_type'/'tenant_id' are inconsistent")
+    tenant_roles = {TENANT_ROLE_TYPES[r] for r in roles if r in TENANT_ROLE_TYPES}
+    if tenant_type is None and tenant_roles:
+        raise _invalid("advertiser and partner tokens must name their tenant")
+    if tenant_type is not None and (tenant_roles != {tenant_type} or set(roles) & INTERNAL_ROLES):
+        raise _invalid(f"a {tenant_type} token carries the role {tenant_type} and no other tenant or internal role")
+    return Principal(sub, frozenset(roles), tenant_type, tenant_id, claims)
+
+
+def _safe(s: str) -> str:
+    return s.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:40]
 
 
 def mint_token(

@@ -32,10 +32,13 @@ from typing import Any
 
 from aiohttp import web
 
+from .inputs import loads_strict
 from .problems import validation_error
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+#: longest cursor accepted (ours are a few dozen characters)
+MAX_CURSOR_LEN = 1024
 METHODS = ("get", "put", "post", "patch", "delete", "head", "options")
 
 
@@ -149,8 +152,10 @@ def encode_cursor(sort_key: Sequence[Any]) -> str:
 def decode_cursor(cursor: str) -> list[Any]:
     """The sort key inside ``cursor``; 422 naming ``cursor`` when it is not one of ours."""
     try:
+        if len(cursor) > MAX_CURSOR_LEN:
+            raise ValueError(cursor)
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
+        value = loads_strict(raw, max_depth=2)  # a sort key is a flat list of plain values
     except (binascii.Error, ValueError, UnicodeDecodeError):
         value = None
     if not isinstance(value, list):

@@ -14,7 +14,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from .apidoc import allow_on_405
 from .auth import Principal, TokenVerifier, bearer_token
+from .inputs import hostile_text
 from .problems import ApiError, problem_response
 
 log = logging.getLogger("tally.web")
@@ -54,6 +56,11 @@ def principal(request: web.Request) -> Principal:
     return p
 
 
+def _printable_path(request: web.Request) -> str:
+    """The path for a problem's ``instance``, encodable whatever the client sent."""
+    return request.path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _route_name(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
@@ -82,26 +89,32 @@ def create_app(
         try:
             if verifier is not None and request.path not in public and not request.path.startswith("/static/"):
                 request[PRINCIPAL_KEY] = verifier.verify(bearer_token(request.headers.get("Authorization")))
+            # before any other work: a NUL or lone surrogate would fail deep inside (PostgreSQL, UTF-8)
+            refused = hostile_text(request)
+            if refused is not None:
+                raise refused
             resp = await handler(request)
             status = resp.status
             return resp
         except ApiError as err:
             status = err.status
-            return problem_response(err, request.path)
+            return problem_response(err, _printable_path(request))
         except web.HTTPException as exc:
             status = exc.status
             if exc.status < 400:
                 raise
-            return problem_response(ApiError(exc.status, exc.reason), request.path)
+            return problem_response(ApiError(exc.status, exc.reason), _printable_path(request))
         except Exception:
             log.exception("unhandled error", extra={"path": request.path, "request_id": request_id})
-            return problem_response(ApiError(500, "internal error; see the service log", request_id=request_id), request.path)
+            return problem_response(ApiError(500, "internal error; see the service log", request_id=request_id),
+                                    _printable_path(request))
         finally:
             route = _route_name(request)
             metrics.requests.labels(service, route, request.method, str(status)).inc()
             metrics.latency.labels(service, route, request.method).observe(time.perf_counter() - started)
 
-    app = web.Application(middlewares=[problems_mw], client_max_size=client_max_size)
+    # allow_on_405 runs inside problems_mw, which renders its ApiError with the Allow header
+    app = web.Application(middlewares=[problems_mw, allow_on_405], client_max_size=client_max_size)
     app[REGISTRY_KEY] = reg
     app[METRICS_KEY] = metrics
     app[CHECKS_KEY] = []

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -30,11 +29,14 @@ from prometheus_client import CollectorRegistry
 
 from tally_kit import web as kit_web
 from tally_kit.auth import TokenVerifier, bearer_token
+from tally_kit.inputs import JsonRefused, loads_strict
+from tally_kit.openapi import add_openapi
 from tally_kit.problems import ApiError, validation_error
 from tally_streams.avro import EncodeError, SchemaCatalog
 from tally_streams.kafka import AsyncProducer, dead_letter_record, producer_config
 
 from .metrics import IngestMetrics
+from .openapi_spec import spec
 from .validation import Checked, check_conversion, check_impression, check_ivt_report, event_id
 
 log = logging.getLogger("tally.attribution.ingest")
@@ -130,6 +132,7 @@ def create_ingest_app(
     app.router.add_get("/v1/postback", postback)
     app.router.add_post("/v1/postback", postback)
     app.router.add_post("/v1/ivt-reports", post_ivt_report)
+    add_openapi(app, spec())
     return app
 
 
@@ -165,6 +168,13 @@ class _NotJson:
         self.error = error
 
 
+def _refusal(exc: JsonRefused) -> str:
+    """Why a body (or NDJSON line) cannot be read, naming where when the JSON parsed."""
+    if exc.message.startswith("not valid JSON"):
+        return f"body is {exc.message}"
+    return exc.message if exc.field == "body" else f"{exc.field}: {exc.message}"
+
+
 def _unparsable(obj: Any) -> Checked | None:
     return Checked(None, [("$", f"not valid JSON: {obj.error}")]) if isinstance(obj, _NotJson) else None
 
@@ -183,17 +193,17 @@ async def _read_batch(request: web.Request, max_events: int) -> tuple[list[Any],
             raise ApiError(413, f"at most {max_events} events per request; split the batch")
         objs: list[Any] = []
         for line in lines:
-            try:
-                objs.append(json.loads(line, parse_float=Decimal))
-            except ValueError as exc:
-                objs.append(_NotJson(str(exc)))
+            try:  # a line too deep or with a duplicate key is its own bad event, like one that does not parse
+                objs.append(loads_strict(line, text=False))
+            except JsonRefused as exc:
+                objs.append(_NotJson(_refusal(exc).removeprefix("body is not valid JSON: ")))
         return objs, lines
     if ctype != "application/json":
         raise ApiError(415, "send application/json (an array of events) or application/x-ndjson (one event per line)")
     try:
-        parsed = json.loads(body, parse_float=Decimal)
-    except ValueError as exc:
-        raise validation_error([("$", f"body is not valid JSON: {exc}")], "the batch could not be read") from exc
+        parsed = loads_strict(body, text=False)
+    except JsonRefused as exc:
+        raise validation_error([("$", _refusal(exc))], "the batch could not be read") from None
     items = parsed if isinstance(parsed, list) else [parsed]
     if len(items) > max_events:
         raise ApiError(413, f"at most {max_events} events per request; split the batch")
@@ -357,9 +367,9 @@ async def post_ivt_report(request: web.Request) -> web.Response:
         raise ApiError(415, "send the report as one JSON object (application/json)")
     body = await request.read()
     try:
-        raw = json.loads(body, parse_float=Decimal)
-    except ValueError as exc:
-        raise validation_error([("$", f"body is not valid JSON: {exc}")], "the report could not be read") from exc
+        raw = loads_strict(body, text=False)
+    except JsonRefused as exc:
+        raise validation_error([("$", _refusal(exc))], "the report could not be read") from None
     checked = check_ivt_report(raw, now=now, max_future=cfg.max_future, vendor=principal.subject)
     record = checked.record
     if record is not None:

@@ -1,9 +1,10 @@
 """Checks an incoming JSON event and turns it into the Avro record, naming every bad field.
 
 Pure: no I/O. Rules (README "Ingest"): unknown fields are refused (a typo never passes
-silently); ids are non-empty strings of at most 256 characters; times are ISO 8601 with a
-zone (``2026-03-01T12:00:00.000001Z``) and at most ``max_future`` ahead of the receiving
-clock; amounts are decimal strings (never JSON numbers) with at most 6 decimals.
+silently); ids are non-empty strings of at most 256 characters (64 for an event type) with no
+control character (no NUL); times are ISO 8601 with
+a zone (``2026-03-01T12:00:00.000001Z``), between 2000 and 2199 and at most ``max_future``
+ahead of the receiving clock; amounts are decimal strings (never JSON numbers) with at most 6 decimals.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from tally_billing import bounds
 from tally_billing.money import UnknownCurrency, currency, parse_amount
 from tally_billing.periods import local_midnight, zone
 from tally_billing.usage import is_bucket_boundary
 
-MAX_ID_LEN = 256
+MAX_ID_LEN = bounds.ID_LEN_MAX
+MAX_EVENT_TYPE_LEN = 64
+#: event ids come from other systems, so any Unicode text is an id, but no control character
+#: (a lone surrogate cannot be UTF-8: the Avro encoder refuses the event, field "$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: event times Tally accepts (``tally_billing.bounds``): far from datetime's ends, whatever the zone
+INSTANT_MIN = datetime.combine(bounds.DATE_MIN, time(), UTC)
+INSTANT_MAX = datetime.combine(bounds.DATE_MAX, time.max, UTC)
 #: Avro decimal(18, 6) of Conversion.value / reversal_amount
 VALUE_SCALE = 6
 VALUE_INTEGER_DIGITS = 12
@@ -66,8 +75,12 @@ class _Reader:
         if not isinstance(v, str) or not v.strip():
             self.problems.append((name, "must be a non-empty string"))
             return None
-        if len(v) > MAX_ID_LEN:
-            self.problems.append((name, f"must be at most {MAX_ID_LEN} characters"))
+        max_len = MAX_EVENT_TYPE_LEN if name == "event_type" else MAX_ID_LEN
+        if len(v) > max_len:
+            self.problems.append((name, f"must be at most {max_len} characters"))
+            return None
+        if _CONTROL.search(v) is not None:
+            self.problems.append((name, "must not contain control characters (NUL, newline, ...)"))
             return None
         return v
 
@@ -88,6 +101,9 @@ class _Reader:
         t = parse_instant(v)
         if t is None:
             self.problems.append((name, "must be an ISO 8601 time with a zone, e.g. 2026-03-01T12:00:00Z"))
+            return None
+        if not INSTANT_MIN <= t <= INSTANT_MAX:
+            self.problems.append((name, f"must be from {INSTANT_MIN.isoformat()} to {INSTANT_MAX.isoformat()}"))
             return None
         if t > self.now + self.max_future:
             self.problems.append((name, f"is in the future (more than {int(self.max_future.total_seconds())} s ahead)"))
@@ -132,11 +148,11 @@ def parse_instant(v: Any) -> datetime | None:
         return None
     try:
         t = datetime.fromisoformat(v)
-    except ValueError:
+        if t.tzinfo is None or t.utcoffset() is None:
+            return None
+        return t.astimezone(UTC)
+    except (ValueError, OverflowError):  # 0001-01-01T00:00:00+14:00 lies before datetime.min in UTC
         return None
-    if t.tzinfo is None or t.utcoffset() is None:
-        return None
-    return t.astimezone(UTC)
 
 
 def check_impression(raw: Any, *, now: datetime, max_future: timedelta) -> Checked:
@@ -353,6 +369,9 @@ def _local_day(r: _Reader) -> tuple[datetime, datetime] | None:
             day = date.fromisoformat(raw_day)
         except ValueError:
             r.problems.append(("date", "must be a date YYYY-MM-DD"))
+        if day is not None and not bounds.DATE_MIN <= day <= bounds.DATE_MAX:
+            r.problems.append(("date", f"must be from {bounds.DATE_MIN.isoformat()} to {bounds.DATE_MAX.isoformat()}"))
+            day = None
     zone_ok = False
     if tz is None:
         r.problems.append(("time_zone", "is required with date"))

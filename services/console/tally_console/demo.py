@@ -7,11 +7,13 @@ the contracts whose ``advertiser_id`` is theirs.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from tally_kit.auth import TokenVerifier, mint_token
+from tally_kit.problems import ApiError
 from tally_kit.web import json_ok
 
 from .metrics import ConsoleMetrics
@@ -42,6 +44,29 @@ DEMO_USERS: tuple[DemoUser, ...] = (
 DEMO_TTL_S = 8 * 3600
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """Whether a ``Host`` header names this machine's loopback: ``localhost``, 127.0.0.0/8 or
+    ``[::1]``, with or without a port. Any other name, even one resolving to 127.0.0.1, is not."""
+    if not host:
+        return False
+    name = host.strip().lower()
+    if name.startswith("["):
+        name, sep, rest = name[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+    else:
+        name, _, port = name.partition(":")
+        if port and not port.isdigit():
+            return False
+    name = name.removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def demo_secret(verifier: TokenVerifier) -> str:
     """The HS256 secret the services verify with; demo mode cannot mint for another issuer."""
     if tuple(verifier.algorithms) != ("HS256",):
@@ -52,7 +77,12 @@ def demo_secret(verifier: TokenVerifier) -> str:
 def add_demo_routes(app: web.Application, verifier: TokenVerifier, metrics: ConsoleMetrics) -> None:
     secret = demo_secret(verifier)
 
-    async def demo_users(_: web.Request) -> web.Response:
+    async def demo_users(request: web.Request) -> web.Response:
+        if not is_loopback_host(request.headers.get("Host")):
+            # a web page on another site could point its own name at 127.0.0.1 (DNS rebinding) and
+            # read the tokens from the browser: only a loopback Host is the person at this machine
+            raise ApiError(403, "the demo sign-in answers only on a loopback address "
+                                "(http://localhost, http://127.0.0.1 or http://[::1])")
         users = []
         for u in DEMO_USERS:
             token = mint_token(secret, u.subject, u.roles, tenant_type=u.tenant_type, tenant_id=u.tenant_id, ttl_s=DEMO_TTL_S)

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tally_billing import bounds
 from tally_kit import audit, db, idempotency
 from tally_kit.auth import TokenVerifier
+from tally_kit.inputs import check_lengths, read_json_body
 from tally_kit.openapi import add_openapi, encode_cursor, page_params
 from tally_kit.problems import ApiError, not_found, validation_error
 from tally_kit.settings import Settings
@@ -37,23 +37,35 @@ SERVICE_KEY: web.AppKey[ContractService] = web.AppKey("contracts_service", Contr
 METRICS_KEY: web.AppKey[ContractMetrics] = web.AppKey("contracts_metrics", ContractMetrics)
 
 
+#: longest text a query filter takes (``q``: a name fragment; ids: the id bound)
+Q_LEN_MAX = 200
+CURSOR_LEN_MAX = 1024
+#: the largest body (413 beyond): the largest valid terms are about 300 KiB, and parsing a
+#: megabyte of JSON stays in the tens of milliseconds
+MAX_BODY_BYTES = 1024 * 1024
+#: audit sequence numbers are PostgreSQL bigint
+SEQ_MAX = 2**63 - 1
+
+
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw, parse_float=Decimal)
-    except ValueError:
-        raise ApiError(400, "the request body is not valid JSON",
-                       errors=[{"field": "body", "message": "not valid JSON"}]) from None
+    """The JSON body (None when empty): 415 unless JSON, 422 when too deep or with duplicate keys."""
+    return await read_json_body(request)
+
+
+def _id(request: web.Request) -> str:
+    """The contract id in the path; one no contract can have is simply not found."""
+    raw = request.match_info["id"]
+    if bounds.id_problem(raw) is not None:
+        raise not_found("contract")
+    return raw
 
 
 def _version_no(request: web.Request, name: str = "version") -> int:
-    try:
-        n = int(request.match_info[name])
-    except ValueError:
-        raise not_found("version") from None
-    if n < 1:
+    raw = request.match_info[name]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        raise not_found("version")
+    n = int(raw)
+    if not 1 <= n <= bounds.VERSION_MAX:
         raise not_found("version")
     return n
 
@@ -79,6 +91,10 @@ def _filters(request: web.Request) -> ListFilters:
             problems.append(("query.effective_on", "must be a date YYYY-MM-DD"))
     known = {"status", "contract_type", "effective_on", "advertiser_id", "partner_id", "q", "limit", "cursor"}
     problems += [(f"query.{k}", "unknown parameter") for k in sorted(set(q) - known)]
+    problems += check_lengths({"q": q.get("q")}, Q_LEN_MAX)
+    problems += check_lengths({"advertiser_id": q.get("advertiser_id"), "partner_id": q.get("partner_id")},
+                              bounds.ID_LEN_MAX)
+    problems += check_lengths({"cursor": q.get("cursor")}, CURSOR_LEN_MAX)
     try:
         page_params(request)
     except ApiError as err:  # report paging problems together with the filters'
@@ -98,7 +114,11 @@ def routes(app: web.Application) -> None:
         cursor: tuple[datetime, str] | None = None
         if after is not None:
             try:
-                cursor = (datetime.fromisoformat(after[0]), str(after[1]))
+                if len(after) != 2 or not isinstance(after[1], str) or bounds.id_problem(after[1]) is not None:
+                    raise ValueError(after)
+                cursor = (datetime.fromisoformat(after[0]), after[1])
+                if cursor[0].tzinfo is None:
+                    raise ValueError(after)
             except (ValueError, IndexError, TypeError):
                 raise validation_error([("query.cursor", "is not a cursor returned by this API")]) from None
         items, more = await svc(request).list_contracts(principal(request), filters, limit, cursor)
@@ -112,65 +132,66 @@ def routes(app: web.Application) -> None:
                        headers={"Location": f"/contracts/{contract['id']}", "ETag": version["etag"]})
 
     async def get_contract(request: web.Request) -> web.Response:
-        return json_ok(await svc(request).get_contract(principal(request), request.match_info["id"]))
+        return json_ok(await svc(request).get_contract(principal(request), _id(request)))
 
     async def list_versions(request: web.Request) -> web.Response:
-        return json_ok({"items": await svc(request).list_versions(principal(request), request.match_info["id"])})
+        return json_ok({"items": await svc(request).list_versions(principal(request), _id(request))})
 
     async def get_version(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).get_version(principal(request), request.match_info["id"], _version_no(request)))
+        return _with_etag(await svc(request).get_version(principal(request), _id(request), _version_no(request)))
 
     async def diff(request: web.Request) -> web.Response:
         problems = []
         nums: dict[str, int] = {}
         for k in ("from", "to"):
-            try:
-                nums[k] = int(request.query[k])
-            except (KeyError, ValueError):
-                problems.append((f"query.{k}", "is required: a version number"))
+            raw = request.query.get(k, "")
+            if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or not 1 <= int(raw) <= bounds.VERSION_MAX:
+                problems.append((f"query.{k}", f"is required: a version number from 1 to {bounds.VERSION_MAX}"))
+            else:
+                nums[k] = int(raw)
         if problems:
             raise validation_error(problems, "invalid query parameters")
-        return json_ok(await svc(request).diff(principal(request), request.match_info["id"], nums["from"], nums["to"]))
+        return json_ok(await svc(request).diff(principal(request), _id(request), nums["from"], nums["to"]))
 
     async def amend(request: web.Request) -> web.Response:
-        v = await svc(request).amend(principal(request), request.match_info["id"], await _body(request))
+        v = await svc(request).amend(principal(request), _id(request), await _body(request))
         resp = _with_etag(v, 201)
         resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
         return resp
 
     async def edit(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).edit(principal(request), request.match_info["id"], _version_no(request),
+        return _with_etag(await svc(request).edit(principal(request), _id(request), _version_no(request),
                                                   await _body(request), request.headers.get("If-Match")))
 
     async def submit(request: web.Request) -> web.Response:
         await _body(request)
-        return _with_etag(await svc(request).submit(principal(request), request.match_info["id"], _version_no(request),
+        return _with_etag(await svc(request).submit(principal(request), _id(request), _version_no(request),
                                                     request.headers.get("If-Match")))
 
     async def withdraw(request: web.Request) -> web.Response:
         await _body(request)
-        return _with_etag(await svc(request).withdraw(principal(request), request.match_info["id"], _version_no(request)))
+        return _with_etag(await svc(request).withdraw(principal(request), _id(request), _version_no(request)))
 
     async def approve(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).approve(principal(request), request.match_info["id"], _version_no(request),
+        return _with_etag(await svc(request).approve(principal(request), _id(request), _version_no(request),
                                                      await _body(request), request.headers.get("If-Match")))
 
     async def reject(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).reject(principal(request), request.match_info["id"], _version_no(request),
+        return _with_etag(await svc(request).reject(principal(request), _id(request), _version_no(request),
                                                     await _body(request)))
 
     async def renew(request: web.Request) -> web.Response:
-        v = await svc(request).renew(principal(request), request.match_info["id"], await _body(request))
+        v = await svc(request).renew(principal(request), _id(request), await _body(request))
         resp = _with_etag(v, 201)
         resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
         return resp
 
     async def cancel_auto_renewal(request: web.Request) -> web.Response:
-        return json_ok(await svc(request).cancel_auto_renewal(principal(request), request.match_info["id"],
+        return json_ok(await svc(request).cancel_auto_renewal(principal(request), _id(request),
                                                                await _body(request)))
 
     async def terminate(request: web.Request) -> web.Response:
-        v = await svc(request).terminate(principal(request), request.match_info["id"], await _body(request))
+        v = await svc(request).terminate(principal(request), _id(request), await _body(request))
         resp = _with_etag(v, 201)
         resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
         return resp
@@ -179,10 +200,10 @@ def routes(app: web.Application) -> None:
         limit, after = page_params(request)
         after_seq = 0
         if after is not None:
-            if len(after) != 1 or not isinstance(after[0], int):
+            if len(after) != 1 or not isinstance(after[0], int) or isinstance(after[0], bool) or not 0 <= after[0] <= SEQ_MAX:
                 raise validation_error([("query.cursor", "is not a cursor returned by this API")])
             after_seq = after[0]
-        entries = await svc(request).audit_trail(principal(request), request.match_info["id"], after_seq, limit)
+        entries = await svc(request).audit_trail(principal(request), _id(request), after_seq, limit)
         items = entries[:limit]
         nxt = encode_cursor([items[-1]["seq"]]) if len(entries) > limit and items else None
         return json_ok({"items": items, "next_cursor": nxt})
@@ -225,7 +246,8 @@ def build_app(
 ) -> web.Application:
     """The API app. ``background`` (default: from settings) runs the scheduler and the relay
     as tasks of this process; tests pass ``False`` and drive them directly."""
-    app = create_app("contracts", verifier=verifier or TokenVerifier.from_env(), registry=registry)
+    app = create_app("contracts", verifier=verifier or TokenVerifier.from_env(), registry=registry,
+                     client_max_size=MAX_BODY_BYTES)
     metrics = ContractMetrics(app[REGISTRY_KEY])
     app[METRICS_KEY] = metrics
     the_clock = clock or SystemClock()

@@ -10,12 +10,13 @@ import calendar
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tally_billing.bounds import DATE_MAX
 from tally_billing.periods import DEFAULT_GRACE, PeriodKind, flight_end_instant, local_midnight, period_containing
-from tally_billing.terms import ContractTerms, committed_value, escalate, parse_terms, terms_to_json
+from tally_billing.terms import ContractTerms, committed_value, escalate, parse_terms, terms_to_json, validate_terms
 
 STATUSES = ("draft", "pending_approval", "scheduled", "active", "terminating", "ended")
 VERSION_STATES = ("draft", "submitted", "approved", "rejected", "withdrawn")
@@ -98,8 +99,21 @@ def open_period_start(now: datetime, tz: str, kind: PeriodKind, grace: timedelta
 
 
 def notice_deadline(end: datetime, notice_days: int) -> datetime:
-    """The last instant auto-renewal can be cancelled (exclusive): ``notice_days`` before term end."""
-    return end - timedelta(days=notice_days)
+    """The last instant auto-renewal can be cancelled (exclusive): ``notice_days`` before term end.
+    A notice longer than the calendar (stored before the bounds existed) saturates at the first
+    instant: the deadline has always passed, instead of an overflow on every read."""
+    try:
+        return end - timedelta(days=notice_days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def earliest_termination(now: datetime, notice_days: int) -> datetime:
+    """``now`` plus the notice period; saturates at the last instant (never an overflow)."""
+    try:
+        return now + timedelta(days=notice_days)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _add_months(d: date, months: int) -> date:
@@ -116,9 +130,25 @@ def renewal_terms(terms: ContractTerms, *, apply_escalator: bool = True) -> Cont
         raise ValueError("an evergreen contract (no flight_end) has no next term")
     months = c.renewal_term_months or DEFAULT_RENEWAL_TERM_MONTHS
     start = c.flight_end + timedelta(days=1)
+    if start > DATE_MAX:
+        raise RenewalImpossible([f"common.flight_end: the next term would start after {DATE_MAX.isoformat()}"])
     end = _add_months(start, months) - timedelta(days=1)
     raised = escalate(terms, c.escalator_pct) if apply_escalator and c.escalator_pct else terms
-    return replace(raised, common=replace(raised.common, flight_start=start, flight_end=end))
+    renewed = replace(raised, common=replace(raised.common, flight_start=start, flight_end=end))
+    # the next term must itself be valid terms (dates and escalated prices within their bounds):
+    # a stored version that no longer parses would break every read of the contract
+    problems = validate_terms(terms_to_json(renewed))
+    if problems:
+        raise RenewalImpossible([str(p) for p in problems])
+    return renewed
+
+
+class RenewalImpossible(ValueError):
+    """The next term would break the terms' bounds (past the last date, prices too high)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("the contract cannot be renewed: " + "; ".join(problems))
 
 
 def terms_json(terms: ContractTerms) -> dict[str, Any]:
@@ -315,3 +345,47 @@ def diff(a: Any, b: Any, path: str = "") -> list[dict[str, Any]]:
     if a != b or type(a) is not type(b):
         return [{"path": path or "$", "from": a, "to": b, "change": "changed"}]
     return []
+
+
+# --------------------------------------------------------------------------- partner view
+
+#: what a partner sees of the common terms: when and in what the contract runs, and on which
+#: campaigns — not the advertiser's commercial terms (payment, PO, renewal, committed value)
+PARTNER_COMMON_FIELDS = ("currency", "time_zone", "billing_period", "flight_start", "flight_end", "campaign_ids")
+
+
+def partner_terms(terms: Mapping[str, Any], partner_id: str) -> dict[str, Any]:
+    """The terms as the partner ``partner_id`` may read them (schema ``PartnerTerms``): the
+    flight, currency and campaigns, its payouts (without the advertiser price, which would give
+    away the platform's margin), the attribution windows, the per-partner caps and its own
+    overrides — never other partners' overrides. A CPM contract pays partners nothing here, so
+    its rate card is left out too."""
+    common = terms.get("common") or {}
+    out: dict[str, Any] = {"view": "partner", "contract_type": terms.get("contract_type"),
+                           "common": {k: common.get(k) for k in PARTNER_COMMON_FIELDS}, "cpa": None}
+    cpa = terms.get("cpa")
+    if isinstance(cpa, Mapping):
+        caps = cpa.get("caps") or {}
+        out["cpa"] = {
+            "payouts": [{"event_type": row.get("event_type"), "partner_payout": row.get("partner_payout"),
+                         "tiers": [{"from_conversions": t.get("from_conversions"), "partner_payout": t.get("partner_payout")}
+                                   for t in row.get("tiers") or []]}
+                        for row in cpa.get("payouts") or []],
+            "partner_overrides": [dict(o) for o in cpa.get("partner_overrides") or [] if o.get("partner_id") == partner_id],
+            "attribution": cpa.get("attribution"),
+            "caps": {"per_partner": caps.get("per_partner")},
+        }
+    return out
+
+
+#: version fields a partner reads; the rest (authors, approvals, comments, committed value,
+#: the approval policy's requirements) are the platform's internal record and staff names
+PARTNER_VERSION_FIELDS = ("contract_id", "version", "kind", "state", "effective_from", "ends_at", "etag", "decided_at")
+
+
+def partner_version(version: Mapping[str, Any], partner_id: str) -> dict[str, Any]:
+    """A version as a partner reads it (schema ``PartnerVersion``)."""
+    out = {k: version.get(k) for k in PARTNER_VERSION_FIELDS}
+    out["view"] = "partner"
+    out["terms"] = partner_terms(version.get("terms") or {}, partner_id)
+    return out

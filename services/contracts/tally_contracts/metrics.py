@@ -13,6 +13,10 @@ class ContractMetrics:
         self.scheduler_actions = Counter(
             "tally_contracts_scheduler_actions_total", "Time-driven steps taken by the scheduler, by event type",
             ["event_type"], registry=registry)
+        self.scheduler_failures = Counter(
+            "tally_contracts_scheduler_failures_total",
+            "Contracts a scheduler tick could not handle (logged with the contract id; retried next tick)",
+            registry=registry)
         self.scheduler_tick_seconds = Histogram(
             "tally_contracts_scheduler_tick_seconds", "Duration of one scheduler tick", registry=registry)
         self.relay_published = Counter(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .domain import STATUSES, VERSION_KINDS, VERSION_STATES
+from tally_billing import bounds
+from tally_billing import terms as tb
+from tally_kit.inputs import MAX_JSON_DEPTH
+
+from .domain import PARTNER_COMMON_FIELDS, PARTNER_VERSION_FIELDS, STATUSES, VERSION_KINDS, VERSION_STATES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -22,13 +26,18 @@ def _errors(*codes: int) -> dict[str, Any]:
     meaning = {400: "malformed request or Idempotency-Key", 401: "missing or invalid bearer token",
                403: "role not allowed, or maker-checker", 404: "no such contract or version (or not yours)",
                409: "state conflict, or the same Idempotency-Key is still in flight",
-               412: "stale If-Match ETag", 422: "invalid fields (every one named by path), or Idempotency-Key reused "
-               "with a different body", 428: "If-Match required"}
+               412: "stale If-Match ETag", 413: "the body is larger than 1 MiB", 415: "the body is not application/json",
+               422: "invalid fields (every one named by path; beyond a bound, a NUL or lone surrogate, JSON nested "
+               f"deeper than {MAX_JSON_DEPTH} or with a duplicate key), or Idempotency-Key reused with a different body",
+               428: "If-Match required (and not *)"}
     return {str(c): {**PROBLEM, "description": meaning[c]} for c in codes}
 
 
-ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "contract id"}
-VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+ID_PATTERN = f"^{bounds.ID_PATTERN.pattern}$"
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": bounds.ID_LEN_MAX},
+      "description": "contract id (one no contract can have is 404)"}
+VERSION = {"name": "version", "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 1, "maximum": bounds.VERSION_MAX}}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
                "description": "makes the POST safe to retry: the first response is replayed for 24 h"}
 IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"}, "description": "the version's ETag"}
@@ -37,7 +46,7 @@ IF_MATCH = {"name": "If-Match", "in": "header", "schema": {"type": "string"}, "d
 def _post(summary: str, body: str | None, ok: dict[str, Any], *errors: int, params: list[dict[str, Any]] | None = None,
           description: str = "") -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "parameters": [IDEMPOTENCY, *(params or [])],
-                          "responses": {**ok, **_errors(400, 401, 403, 404, 409, 422, *errors)}}
+                          "responses": {**ok, **_errors(400, 401, 403, 404, 409, 413, 415, 422, *errors)}}
     if description:
         op["description"] = description
     if body:
@@ -47,6 +56,7 @@ def _post(summary: str, body: str | None, ok: dict[str, Any], *errors: int, para
 
 def spec() -> dict[str, Any]:
     version_ok = {"200": _json(_ref("Version"), "the version (ETag header set)")}
+    _read_version = {"oneOf": [_ref("Version"), _ref("PartnerVersion")]}
     version_created = {"201": _json(_ref("Version"), "the new version (Location and ETag headers set)")}
     paths: dict[str, Any] = {
         "/contracts": {
@@ -55,14 +65,16 @@ def spec() -> dict[str, Any]:
                 "parameters": [
                     {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)},
                      "description": "derived status (as of the last lifecycle step or scheduler tick)"},
-                    {"name": "advertiser_id", "in": "query", "schema": {"type": "string"}},
-                    {"name": "partner_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "advertiser_id", "in": "query", "schema": {"type": "string", "maxLength": bounds.ID_LEN_MAX}},
+                    {"name": "partner_id", "in": "query", "schema": {"type": "string", "maxLength": bounds.ID_LEN_MAX}},
                     {"name": "contract_type", "in": "query", "schema": {"enum": ["cpm", "cpa"]}},
                     {"name": "effective_on", "in": "query", "schema": {"type": "string", "format": "date"},
                      "description": "an approved version is in force on that local date"},
-                    {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "name contains (case-insensitive)"},
+                    {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
+                     "description": "name contains (case-insensitive)"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 1024},
+                     "description": "next_cursor of the previous page"},
                 ],
                 "responses": {"200": _json(_ref("ContractPage"), "a page of contracts"), **_errors(401, 403, 422)},
             },
@@ -71,18 +83,21 @@ def spec() -> dict[str, Any]:
                           description="Roles: ops, admin."),
         },
         "/contracts/{id}": {"parameters": [ID], "get": {
-            "summary": "Get a contract", "responses": {"200": _json(_ref("Contract"), "the contract"), **_errors(401, 403, 404)}}},
+            "summary": "Get a contract", "description": "A partner user reads the partner view (PartnerContract).",
+            "responses": {"200": _json({"oneOf": [_ref("Contract"), _ref("PartnerContract")]}, "the contract"),
+                          **_errors(401, 403, 404)}}},
         "/contracts/{id}/versions": {"parameters": [ID], "get": {
-            "summary": "List versions (tenants: approved only)",
-            "responses": {"200": _json({"type": "object", "properties": {"items": {"type": "array", "items": _ref("Version")}}},
+            "summary": "List versions (tenants: approved only; partners: the partner view)",
+            "responses": {"200": _json({"type": "object", "properties": {"items": {"type": "array", "items": _read_version}}},
                                        "versions, oldest first"), **_errors(401, 403, 404)}}},
         "/contracts/{id}/versions/{version}": {
             "parameters": [ID, VERSION],
-            "get": {"summary": "Get a version", "responses": {**version_ok, **_errors(401, 403, 404)}},
+            "get": {"summary": "Get a version", "description": "A partner user reads the partner view (PartnerVersion).",
+                    "responses": {"200": _json(_read_version, "the version (ETag header set)"), **_errors(401, 403, 404)}},
             "put": {"summary": "Edit a draft (or withdrawn) version", "parameters": [{**IF_MATCH, "required": True}],
                     "description": "Replaces the terms. A withdrawn version becomes a draft again; approvals never carry over.",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("EditVersion")}}},
-                    "responses": {**version_ok, **_errors(401, 403, 404, 409, 412, 422, 428)}},
+                    "responses": {**version_ok, **_errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 428)}},
         },
         "/contracts/{id}/versions/{version}/submit": {"parameters": [ID, VERSION], "post": _post(
             "Submit for approval", None, version_ok, 412, params=[IF_MATCH],
@@ -96,8 +111,11 @@ def spec() -> dict[str, Any]:
             "Reject with a comment", "Reject", version_ok)},
         "/contracts/{id}/diff": {"parameters": [ID], "get": {
             "summary": "Diff two versions field by field",
-            "parameters": [{"name": "from", "in": "query", "required": True, "schema": {"type": "integer"}},
-                           {"name": "to", "in": "query", "required": True, "schema": {"type": "integer"}}],
+            "description": "A partner user compares the partner views of the two versions.",
+            "parameters": [{"name": "from", "in": "query", "required": True,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": bounds.VERSION_MAX}},
+                           {"name": "to", "in": "query", "required": True,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": bounds.VERSION_MAX}}],
             "responses": {"200": _json(_ref("Diff"), "changes by path"), **_errors(401, 403, 404, 422)}}},
         "/contracts/{id}/amendments": {"parameters": [ID], "post": _post(
             "Create an amendment draft", "Amend", version_created,
@@ -115,9 +133,9 @@ def spec() -> dict[str, Any]:
                         "then ended at the start of effective_date (contract time zone).")},
         "/contracts/{id}/audit": {"parameters": [ID], "get": {
             "summary": "The contract's audit trail (internal roles)",
-            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}},
-                           {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object"}, "audit entries in chain order"), **_errors(401, 403, 404)}}},
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                           {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 1024}}],
+            "responses": {"200": _json({"type": "object"}, "audit entries in chain order"), **_errors(401, 403, 404, 422)}}},
         "/audit/verify": {"get": {
             "summary": "Verify the whole audit hash chain (admin)",
             "responses": {"200": _json(_ref("AuditVerification"), "the verification result"), **_errors(401, 403)}}},
@@ -130,27 +148,45 @@ def spec() -> dict[str, Any]:
                                    "errors": {"type": "array", "items": {"type": "object", "properties": {
                                        "field": {"type": "string", "description": "path, e.g. terms.common.currency"},
                                        "message": {"type": "string"}}}}}},
-        "Terms": {"type": "object", "description": "The billing library's terms JSON (tally_billing.terms): amounts are "
-                  "decimal strings, dates YYYY-MM-DD. See libs/tally_billing/README.md."},
+        **terms_schemas(),
         "CreateContract": {"type": "object", "required": ["name", "terms"], "additionalProperties": False,
-                           "properties": {"name": {"type": "string", "maxLength": 200}, "terms": _ref("Terms"),
-                                          "partner_ids": {"type": "array", "items": {"type": "string"}},
-                                          "comment": {"type": "string"}}},
+                           "properties": {"name": {**TEXT, "maxLength": 200}, "terms": _ref("Terms"),
+                                          "partner_ids": {"type": "array", "maxItems": 100, "items": _ref("Id")},
+                                          "comment": COMMENT}},
         "Amend": {"type": "object", "required": ["terms"], "additionalProperties": False,
-                  "properties": {"terms": _ref("Terms"), "effective_from": {"type": "string", "format": "date"},
-                                 "backdated": {"type": "boolean"}, "comment": {"type": "string"}}},
+                  "properties": {"terms": _ref("Terms"), "effective_from": _ref("Day"),
+                                 "backdated": {"type": "boolean"}, "comment": COMMENT}},
         "EditVersion": {"type": "object", "required": ["terms"], "additionalProperties": False,
-                        "properties": {"terms": _ref("Terms"), "effective_from": {"type": "string", "format": "date"},
-                                       "backdated": {"type": "boolean"}, "comment": {"type": "string"}}},
+                        "properties": {"terms": _ref("Terms"), "effective_from": _ref("Day"),
+                                       "backdated": {"type": "boolean"}, "comment": COMMENT}},
         "Approve": {"type": "object", "additionalProperties": False,
-                    "properties": {"comment": {"type": "string"},
-                                   "role": {"type": "string", "description": "which required role this approval counts for"}}},
-        "Reject": {"type": "object", "required": ["comment"], "properties": {"comment": {"type": "string"}}},
-        "Renew": {"type": "object", "properties": {"apply_escalator": {"type": "boolean", "default": True},
-                                                   "comment": {"type": "string"}}},
-        "CancelAutoRenewal": {"type": "object", "properties": {"reason": {"type": "string"}}},
-        "Terminate": {"type": "object", "required": ["effective_date", "reason"],
-                      "properties": {"effective_date": {"type": "string", "format": "date"}, "reason": {"type": "string"}}},
+                    "properties": {"comment": COMMENT,
+                                   "role": {**TEXT, "maxLength": 40,
+                                            "description": "which required role this approval counts for"}}},
+        "Reject": {"type": "object", "required": ["comment"], "additionalProperties": False,
+                   "properties": {"comment": COMMENT}},
+        "Renew": {"type": "object", "additionalProperties": False,
+                  "properties": {"apply_escalator": {"type": "boolean", "default": True}, "comment": COMMENT}},
+        "CancelAutoRenewal": {"type": "object", "additionalProperties": False, "properties": {"reason": COMMENT}},
+        "Terminate": {"type": "object", "required": ["effective_date", "reason"], "additionalProperties": False,
+                      "properties": {"effective_date": _ref("Day"), "reason": COMMENT}},
+        "PartnerContract": {"type": "object", "description": "A contract as a partner named on it reads it: no staff "
+                            "names, and itself as the only partner.", "properties": {
+            "view": {"const": "partner"}, "id": {"type": "string"}, "name": {"type": "string"},
+            "contract_type": {"enum": ["cpm", "cpa"]}, "advertiser_id": {"type": "string"},
+            "partner_ids": {"type": "array", "maxItems": 1, "items": {"type": "string"}},
+            "currency": {"type": "string"}, "time_zone": {"type": "string"}, "status": {"enum": list(STATUSES)},
+            "current_version": {"type": ["integer", "null"]}, "revision": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "terminated_at": {"type": ["string", "null"], "format": "date-time"},
+            "versions": {"type": "array", "items": {"type": "object"}},
+            "renewal": {"type": "object", "description": "auto_renew, term_ends_at, notice_deadline, cancelled, cancelled_at"},
+            "published": {"type": "boolean"}}, "not": {"anyOf": [{"required": ["created_by"]}]}},
+        "PartnerVersion": {"type": "object", "additionalProperties": False,
+                           "description": "A version as a partner reads it: no authors, approvals, comments or committed "
+                                          "value; terms in the partner view.",
+                           "properties": {**{k: {} for k in PARTNER_VERSION_FIELDS}, "view": {"const": "partner"},
+                                          "terms": _ref("PartnerTerms")}},
         "Contract": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "contract_type": {"enum": ["cpm", "cpa"]},
             "advertiser_id": {"type": "string"}, "partner_ids": {"type": "array", "items": {"type": "string"}},
@@ -178,6 +214,9 @@ def spec() -> dict[str, Any]:
             "ok": {"type": "boolean"}, "checked": {"type": "integer"},
             "first_broken_link": {"type": ["object", "null"]}}},
     }
+    version_props = schemas["Version"]["properties"]
+    version_props["decided_at"] = {**ts, "type": ["string", "null"]}
+    schemas["PartnerVersion"]["properties"].update({k: version_props[k] for k in PARTNER_VERSION_FIELDS})
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tally contracts API", "version": "1.0.0",
@@ -188,4 +227,131 @@ def spec() -> dict[str, Any]:
                                                                           "bearerFormat": "JWT"}}},
         "security": [{"bearer": []}],
         "paths": paths,
+    }
+
+
+# --------------------------------------------------------------------------- the terms, typed
+
+TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "description": "no NUL character, no lone surrogate"}
+COMMENT: dict[str, Any] = {**TEXT, "maxLength": 2000}
+
+
+def _int(minimum: int, maximum: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": list(required), "properties": properties, **extra}
+
+
+def _days_map() -> dict[str, Any]:
+    return {"type": "object", "maxProperties": tb.BY_EVENT_TYPE_MAX, "propertyNames": _ref("EventType"),
+            "additionalProperties": _int(1, tb.DAYS_WINDOW_MAX)}
+
+
+def terms_schemas() -> dict[str, Any]:
+    """``Terms`` in full (``tally_billing.terms``), every bound of ``tally_billing.bounds`` as a
+    JSON Schema keyword, and the partner view of them."""
+    amount = {"type": "string", "pattern": r"^[0-9]{1,13}(\.[0-9]{1,12})?$", "maxLength": 26,
+              "description": f"a decimal string, 0 to {bounds.AMOUNT_MAX}, at most {bounds.DECIMAL_PLACES_MAX} decimals "
+                             "(money: at most the currency's minor unit)"}
+    percent = {"type": "string", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,12})?$", "description": "0 to 100"}
+    price = {"oneOf": [_obj({"kind": {"const": "flat"}, "amount": _ref("Amount")}, ("kind", "amount")),
+                       _obj({"kind": {"const": "percent"}, "percent": _ref("Percent")}, ("kind", "percent"))]}
+    caps = _obj({"max_conversions_per_period": _nullable(_int(1, tb.CONVERSIONS_MAX)),
+                 "max_amount_per_period": _nullable(_ref("Amount"))})
+    tier = _obj({"from_conversions": _int(1, tb.CONVERSIONS_MAX), "advertiser_price": _ref("Price"),
+                 "partner_payout": _ref("Price")}, ("from_conversions", "advertiser_price", "partner_payout"))
+    payout = _obj({"event_type": _ref("EventType"), "advertiser_price": _ref("Price"), "partner_payout": _ref("Price"),
+                   "tiers": {"type": "array", "maxItems": tb.TIERS_MAX, "items": tier}},
+                  ("event_type", "advertiser_price", "partner_payout"))
+    override = _obj({"partner_id": _ref("Id"), "event_type": _nullable(_ref("EventType")), "effective_from": _ref("Day"),
+                     "partner_payout": _nullable(_ref("Price")), "lookback_days": _nullable(_int(1, tb.DAYS_WINDOW_MAX)),
+                     "caps": _nullable(_ref("CapLimits"))}, ("partner_id", "effective_from"),
+                    description="replaces at least one of partner_payout, lookback_days, caps")
+    attribution = _obj({"lookback_days": _int(1, tb.DAYS_WINDOW_MAX, default=7),
+                        "lookback_days_by_event_type": _days_map(),
+                        "model": {"enum": ["last_touch", "first_touch"], "default": "last_touch"},
+                        "min_delay_seconds": _int(0, tb.DAYS_WINDOW_MAX * 86_400, default=0,
+                                                  description="shorter than the lookback window")})
+    common = _obj({
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"},
+        "time_zone": {**TEXT, "maxLength": tb.TIME_ZONE_LEN_MAX, "description": "IANA time zone"},
+        "billing_period": {"enum": ["month", "week"], "default": "month"},
+        "payment_terms_days": _int(0, tb.PAYMENT_TERMS_DAYS_MAX, default=30),
+        "flight_start": _ref("Day"),
+        "flight_end": {**_nullable(_ref("Day")), "description": f"on or after flight_start, at most "
+                       f"{bounds.FLIGHT_DAYS_MAX} days of flight; null: evergreen"},
+        "campaign_ids": {"type": "array", "minItems": 1, "maxItems": tb.CAMPAIGNS_MAX, "uniqueItems": True,
+                         "items": _ref("Id")},
+        "po_reference": _nullable({**TEXT, "maxLength": tb.PO_REFERENCE_LEN_MAX}),
+        "measurement": {"enum": ["first_party", "third_party"], "default": "first_party"},
+        "advertiser_id": _ref("Id"),
+        "auto_renew": {"type": "boolean", "default": False},
+        "renewal_term_months": {**_nullable(_int(1, tb.RENEWAL_TERM_MONTHS_MAX)), "description": "required with auto_renew"},
+        "notice_period_days": _int(0, tb.NOTICE_PERIOD_DAYS_MAX, default=0),
+        "escalator_pct": _nullable(_ref("Percent")),
+        "attribution_tail": {"type": "boolean", "default": True},
+        "committed_value": _nullable(_ref("Amount")),
+    }, ("currency", "time_zone", "advertiser_id", "flight_start", "campaign_ids"))
+    cpm = _obj({
+        "rate_card": _obj({"kind": {"enum": ["flat", "graduated", "volume"]},
+                           "tier_basis": {"enum": ["period", "lifetime"], "default": "period"},
+                           "bands": {"type": "array", "minItems": 1, "maxItems": tb.BANDS_MAX, "items": _obj(
+                               {"from_impressions": _int(0, tb.IMPRESSIONS_MAX), "rate_cpm": _ref("Amount")},
+                               ("from_impressions", "rate_cpm")),
+                               "description": "the first band starts at 0, each later one higher; flat: one band"}},
+                          ("kind", "bands")),
+        "budget_caps": _obj({"total": _nullable(_ref("Amount")), "per_period": _nullable(_ref("Amount"))}),
+        "minimum_commitment_per_period": _nullable(_ref("Amount")),
+    }, ("rate_card",))
+    cpa = _obj({
+        "payouts": {"type": "array", "minItems": 1, "maxItems": tb.PAYOUTS_MAX, "items": payout},
+        "partner_overrides": {"type": "array", "maxItems": tb.OVERRIDES_MAX, "items": override},
+        "attribution": attribution,
+        "dedupe": _obj({"household_window_days_by_event_type": _days_map()}),
+        "caps": _obj({"contract": _ref("CapLimits"), "per_partner": _ref("CapLimits")}),
+        "reversal_lock_days": _nullable(_int(1, tb.DAYS_WINDOW_MAX)),
+    }, ("payouts",))
+    partner_payout = _obj({"event_type": _ref("EventType"), "partner_payout": _ref("Price"),
+                           "tiers": {"type": "array", "items": _obj({"from_conversions": _int(1, tb.CONVERSIONS_MAX),
+                                                                     "partner_payout": _ref("Price")})}})
+    return {
+        "Id": {"type": "string", "pattern": ID_PATTERN, "maxLength": bounds.ID_LEN_MAX,
+               "description": f"1 to {bounds.ID_LEN_MAX} characters of {bounds.ID_CHARSET}"},
+        "EventType": {"type": "string", "pattern": ID_PATTERN, "maxLength": tb.EVENT_TYPE_LEN_MAX},
+        "Day": {"type": "string", "format": "date", "pattern": "^2[01][0-9]{2}-[0-9]{2}-[0-9]{2}$",
+                "description": f"YYYY-MM-DD, {bounds.DATE_MIN.isoformat()} to {bounds.DATE_MAX.isoformat()}"},
+        "Amount": amount,
+        "Percent": percent,
+        "Price": price,
+        "CapLimits": caps,
+        "CommonTerms": common,
+        "CpmTerms": cpm,
+        "CpaTerms": cpa,
+        "Terms": _obj({"contract_type": {"enum": ["cpm", "cpa"]}, "common": _ref("CommonTerms"),
+                       "cpm": _nullable(_ref("CpmTerms")), "cpa": _nullable(_ref("CpaTerms"))},
+                      ("contract_type", "common"),
+                      description="The billing library's terms (tally_billing.terms; examples in "
+                                  "libs/tally_billing/README.md): a cpm contract has cpm terms, a cpa contract cpa "
+                                  "terms. Amounts are decimal strings, dates YYYY-MM-DD; every bound is "
+                                  "tally_billing.bounds'."),
+        "PartnerTerms": {"type": "object", "description": "The terms as a partner named on the contract reads them: "
+                         "flight, currency and campaigns, its payouts (never the advertiser price), the attribution "
+                         "windows, the per-partner caps and its own overrides only.",
+                         "properties": {
+                             "view": {"const": "partner"}, "contract_type": {"enum": ["cpm", "cpa"]},
+                             "common": {"type": "object", "additionalProperties": False,
+                                        "properties": {k: common["properties"][k] for k in PARTNER_COMMON_FIELDS}},
+                             "cpa": _nullable({"type": "object", "additionalProperties": False, "properties": {
+                                 "payouts": {"type": "array", "items": partner_payout},
+                                 "partner_overrides": {"type": "array", "items": override,
+                                                       "description": "the reading partner's own overrides only"},
+                                 "attribution": _nullable(attribution),
+                                 "caps": {"type": "object", "properties": {"per_partner": _nullable(_ref("CapLimits"))}}}}),
+                         }, "additionalProperties": False},
     }

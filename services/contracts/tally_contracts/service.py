@@ -8,14 +8,16 @@ for a version they authored or submitted. Reads go through the tenant-scoped rep
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
-from tally_billing.terms import ContractTerms, parse_terms, validate_terms
+from tally_billing import bounds
+from tally_billing.terms import ContractTerms, parse_terms, read_terms
 from tally_kit import audit
 from tally_kit.auth import Principal
 from tally_kit.db import dumps
@@ -29,9 +31,13 @@ from .metrics import ContractMetrics
 from .outbox import Recorded, Step, StepWriter
 from .repo import ContractRepo, Scope
 
+log = logging.getLogger("tally.contracts.service")
+
 WRITERS = ("ops", "admin")
 READERS = ("admin", "ops", "approver", "finance", "advertiser", "partner")
 MAX_NAME = 200
+MAX_TEXT = 2000
+MAX_PARTNERS = 100
 SCHEDULER = "scheduler"
 
 
@@ -57,13 +63,13 @@ class Problems:
         if not isinstance(raw, Mapping):
             self.add("body", "must be a JSON object")
             return {}
-        for k in sorted(set(raw) - allowed):
-            self.add(k, "unknown field")
+        for k in sorted(set(raw) - allowed)[:20]:  # a body of a million unknown keys gets a short answer
+            self.add(k[:100], "unknown field")
         for k in sorted(required - set(raw)):
             self.add(k, "is required")
         return raw
 
-    def string(self, raw: Mapping[str, Any], key: str, *, required: bool = False, max_len: int = 2000) -> str | None:
+    def string(self, raw: Mapping[str, Any], key: str, *, required: bool = False, max_len: int = MAX_TEXT) -> str | None:
         v = raw.get(key)
         if v is None:
             if required and key in raw:
@@ -84,10 +90,14 @@ class Problems:
         try:
             if not isinstance(v, str) or len(v) != 10:
                 raise ValueError
-            return date.fromisoformat(v)
+            d = date.fromisoformat(v)
         except ValueError:
             self.add(key, "must be a date YYYY-MM-DD")
             return None
+        if not bounds.DATE_MIN <= d <= bounds.DATE_MAX:
+            self.add(key, f"must be from {bounds.DATE_MIN.isoformat()} to {bounds.DATE_MAX.isoformat()}")
+            return None
+        return d
 
     def boolean(self, raw: Mapping[str, Any], key: str, default: bool = False) -> bool:
         v = raw.get(key, default)
@@ -99,10 +109,10 @@ class Problems:
     def terms(self, raw: Mapping[str, Any], key: str = "terms") -> ContractTerms | None:
         if key not in raw:
             return None
-        found = validate_terms(raw[key])
+        terms, found = read_terms(raw[key])  # one pass: validating twice would double the CPU per request
         for p in found:
             self.add(key if p.path in ("", "$") else f"{key}.{p.path}", p.message)
-        return None if found else parse_terms(raw[key])
+        return terms
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -113,6 +123,8 @@ class ContractService:
     def __init__(self, pool: asyncpg.Pool, clock: Clock, policy: ApprovalPolicy, writer: StepWriter,
                  repo: ContractRepo, metrics: ContractMetrics | None = None) -> None:
         self.pool, self.clock, self.policy, self.writer, self.repo, self.metrics = pool, clock, policy, writer, repo, metrics
+        #: contract ids the last scheduler tick could not handle (retried by the next)
+        self.last_tick_failures: list[str] = []
 
     # ------------------------------------------------------------------ helpers
 
@@ -188,6 +200,10 @@ class ContractService:
                 raise ApiError(428, "editing a draft requires If-Match with the version's current ETag",
                                headers={"ETag": etag(v)})
             return
+        if required and if_match.strip() == "*":
+            # "*" matches whatever is there now: it would skip the very check the header is for
+            raise ApiError(428, "If-Match must be the version's ETag (not *): that is what prevents lost updates",
+                           headers={"ETag": etag(v)})
         if if_match.strip() not in (etag(v), "*"):
             raise ApiError(412, "the version changed since you read it (stale ETag); read it again",
                            headers={"ETag": etag(v)}, current_etag=etag(v))
@@ -215,6 +231,12 @@ class ContractService:
         }
         visible = [f for f in facts if not scope.principal.is_tenant or f.state == "approved"]
         out["versions"] = [{"version": f.version, "kind": f.kind, "state": f.state} for f in visible]
+        partner = _partner_of(scope.principal)
+        if partner is not None:
+            # a partner sees itself among the partners, and no staff name
+            out["partner_ids"] = [partner]
+            del out["created_by"]
+            out["view"] = "partner"
         if full:
             latest = await self._latest_approved(conn, c["id"])
             renewal: dict[str, Any] = {"auto_renew": False}
@@ -224,6 +246,8 @@ class ContractService:
                 renewal = {"auto_renew": t.common.auto_renew, "term_ends_at": end, "notice_deadline": None,
                            "cancelled": end is not None and c["auto_renew_cancelled_for"] == end,
                            "cancelled_at": c["auto_renew_cancelled_at"], "cancelled_by": c["auto_renew_cancelled_by"]}
+                if partner is not None:
+                    del renewal["cancelled_by"]
                 if end is not None:
                     renewal["notice_deadline"] = domain.notice_deadline(end, t.common.notice_period_days)
             out["renewal"] = renewal
@@ -268,21 +292,27 @@ class ContractService:
     async def list_versions(self, p: Principal, contract_id: str) -> list[dict[str, Any]]:
         p.require(*READERS)
         async with self.pool.acquire() as conn:
-            return [await self.version_json(conn, v) for v in await self.repo.versions(conn, Scope(p), contract_id)]
+            return [_for_viewer(p, await self.version_json(conn, v))
+                    for v in await self.repo.versions(conn, Scope(p), contract_id)]
 
     async def get_version(self, p: Principal, contract_id: str, version: int) -> dict[str, Any]:
         p.require(*READERS)
         async with self.pool.acquire() as conn:
-            return await self.version_json(conn, await self.repo.version(conn, Scope(p), contract_id, version))
+            return _for_viewer(p, await self.version_json(conn, await self.repo.version(conn, Scope(p), contract_id, version)))
 
     async def diff(self, p: Principal, contract_id: str, a: int, b: int) -> dict[str, Any]:
         p.require(*READERS)
         async with self.pool.acquire() as conn:
             va = await self.repo.version(conn, Scope(p), contract_id, a)
             vb = await self.repo.version(conn, Scope(p), contract_id, b)
-        left = {"terms": va["terms"], "effective_from": va["effective_from"].isoformat(),
+        partner = _partner_of(p)
+
+        def seen(terms: Mapping[str, Any]) -> Mapping[str, Any]:
+            return terms if partner is None else domain.partner_terms(terms, partner)
+
+        left = {"terms": seen(va["terms"]), "effective_from": va["effective_from"].isoformat(),
                 "ends_at": va["ends_at"].isoformat() if va["ends_at"] else None}
-        right = {"terms": vb["terms"], "effective_from": vb["effective_from"].isoformat(),
+        right = {"terms": seen(vb["terms"]), "effective_from": vb["effective_from"].isoformat(),
                  "ends_at": vb["ends_at"].isoformat() if vb["ends_at"] else None}
         return {"contract_id": contract_id, "from_version": a, "to_version": b, "changes": domain.diff(left, right)}
 
@@ -302,9 +332,15 @@ class ContractService:
         name = pr.string(raw, "name", max_len=MAX_NAME)
         comment = pr.string(raw, "comment")
         partners_raw = raw.get("partner_ids", [])
-        if not isinstance(partners_raw, list) or not all(isinstance(x, str) and x.strip() for x in partners_raw):
-            pr.add("partner_ids", "must be a list of non-empty strings")
+        if not isinstance(partners_raw, list):
+            pr.add("partner_ids", "must be a list of partner ids")
             partners_raw = []
+        elif len(partners_raw) > MAX_PARTNERS:
+            pr.add("partner_ids", f"must have at most {MAX_PARTNERS} partner ids")
+            partners_raw = []
+        for i, x in enumerate(partners_raw):
+            if (problem := bounds.id_problem(x)) is not None:
+                pr.add(f"partner_ids[{i}]", problem)
         terms = pr.terms(raw)
         pr.raise_if_any()
         assert terms is not None and name is not None
@@ -556,7 +592,10 @@ class ContractService:
             terms = parse_terms(latest["terms"])
             if terms.common.flight_end is None:
                 raise conflict("an evergreen contract (no flight_end) has no term to renew")
-            new = domain.renewal_terms(terms, apply_escalator=apply_escalator)
+            try:
+                new = domain.renewal_terms(terms, apply_escalator=apply_escalator)
+            except domain.RenewalImpossible as exc:
+                raise conflict(str(exc), problems=exc.problems) from None
             effective = domain.day_start(new.common.flight_start, new.common.time_zone)
             now = self.clock.now()
             n = await self._next_version(conn, contract_id)
@@ -622,7 +661,7 @@ class ContractService:
             instant: datetime | None = None
             if day is not None:
                 instant = domain.day_start(day, terms.common.time_zone)
-                earliest = now + _days(terms.common.notice_period_days)
+                earliest = domain.earliest_termination(now, terms.common.notice_period_days)
                 if instant < earliest:
                     pr.add("effective_date", f"must respect the {terms.common.notice_period_days}-day notice period: "
                                              f"the earliest termination is at {earliest.isoformat()} (contract time zone "
@@ -650,29 +689,46 @@ class ContractService:
         async with self.pool.acquire() as conn:
             ids = [r["id"] for r in await conn.fetch(
                 "SELECT id FROM contracts WHERE status IN ('scheduled', 'active', 'terminating') ORDER BY id")]
+        failed: list[str] = []
         for contract_id in ids:
-            async with self.pool.acquire() as conn, conn.transaction():
-                c = await conn.fetchrow(
-                    """SELECT id, status, current_version, terminated_at, auto_renew_cancelled_for FROM contracts
-                       WHERE id = $1 AND status IN ('scheduled', 'active', 'terminating') FOR UPDATE SKIP LOCKED""",
-                    contract_id)
-                if c is None:
-                    continue
-                done += await self._auto_renew(conn, c, at)
-                facts = await self.repo.facts(conn, contract_id)
-                derived = domain.derive_status(facts, c["terminated_at"], at)
-                if (derived.status, derived.current_version) != (c["status"], c["current_version"]):
-                    event = "contract.status_changed" if derived.status != c["status"] else "version.activated"
-                    await self._record(conn, contract_id, None, Step(
-                        event, SCHEDULER, at, version=derived.current_version, publish_terms=True,
-                        details={"status_from": c["status"], "status_to": derived.status,
-                                 "version_from": c["current_version"], "version_to": derived.current_version}))
-                    done.append(event)
+            try:
+                done += await self._tick_one(contract_id, at)
+            except Exception:
+                # one contract that cannot be handled (bad data, a bug) must not stop the others:
+                # its transaction rolled back, so the next tick retries it from the same state
+                log.exception("scheduler: contract failed; the others go on, it is retried next tick",
+                              extra={"contract_id": contract_id})
+                failed.append(contract_id)
+                if self.metrics is not None:
+                    self.metrics.scheduler_failures.inc()
+        self.last_tick_failures = failed
         async with self.pool.acquire() as conn:
             await purge_expired(conn)
         if self.metrics is not None:
             for e in done:
                 self.metrics.scheduler_actions.labels(e).inc()
+        return done
+
+    async def _tick_one(self, contract_id: str, at: datetime) -> list[str]:
+        """One contract's due steps in one transaction, under its row lock (skipped if locked)."""
+        done: list[str] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            c = await conn.fetchrow(
+                """SELECT id, status, current_version, terminated_at, auto_renew_cancelled_for FROM contracts
+                   WHERE id = $1 AND status IN ('scheduled', 'active', 'terminating') FOR UPDATE SKIP LOCKED""",
+                contract_id)
+            if c is None:
+                return done
+            done += await self._auto_renew(conn, c, at)
+            facts = await self.repo.facts(conn, contract_id)
+            derived = domain.derive_status(facts, c["terminated_at"], at)
+            if (derived.status, derived.current_version) != (c["status"], c["current_version"]):
+                event = "contract.status_changed" if derived.status != c["status"] else "version.activated"
+                await self._record(conn, contract_id, None, Step(
+                    event, SCHEDULER, at, version=derived.current_version, publish_terms=True,
+                    details={"status_from": c["status"], "status_to": derived.status,
+                             "version_from": c["current_version"], "version_to": derived.current_version}))
+                done.append(event)
         return done
 
     async def _auto_renew(self, conn: asyncpg.Connection, c: Mapping[str, Any], now: datetime) -> list[str]:
@@ -691,7 +747,12 @@ class ContractService:
                 break
             if now < domain.notice_deadline(end, terms.common.notice_period_days):
                 break
-            new = domain.renewal_terms(terms)
+            try:
+                new = domain.renewal_terms(terms)
+            except domain.RenewalImpossible as exc:
+                log.warning("auto-renewal impossible; the term ends without renewal",
+                            extra={"contract_id": c["id"], "reason": str(exc)})
+                break
             effective = domain.day_start(new.common.flight_start, new.common.time_zone)
             n = await self._next_version(conn, c["id"])
             await self._insert_version(conn, c["id"], n, "renewal", "approved", new, effective, author=SCHEDULER, now=now,
@@ -706,8 +767,14 @@ class ContractService:
         return done
 
 
-def _days(n: int) -> timedelta:
-    return timedelta(days=n)
+def _partner_of(p: Principal) -> str | None:
+    """The partner id of a partner user, whose reads are the partner view; None for anyone else."""
+    return p.tenant_id if p.tenant_type == "partner" else None
+
+
+def _for_viewer(p: Principal, version: dict[str, Any]) -> dict[str, Any]:
+    partner = _partner_of(p)
+    return version if partner is None else domain.partner_version(version, partner)
 
 
 def _json_text(value: Any) -> str:

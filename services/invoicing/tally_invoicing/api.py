@@ -8,7 +8,7 @@ The ledger and rejected records are for ``finance`` and ``admin`` only.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,10 +18,12 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
+from tally_billing import bounds
 from tally_billing.money import parse_amount
 from tally_kit import audit
 from tally_kit.auth import INTERNAL_ROLES, Principal
 from tally_kit.db import POOL_KEY
+from tally_kit.inputs import check_lengths, read_json_body
 from tally_kit.openapi import page, page_params
 from tally_kit.problems import ApiError, validation_error
 from tally_kit.web import json_ok, principal
@@ -33,6 +35,9 @@ POLICY_KEY: web.AppKey[Policy] = web.AppKey("tally_invoicing_policy", Policy)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 READERS = (*INTERNAL_ROLES, "advertiser", "partner")
 LEDGER_READERS = ("finance", "admin")
+#: ``2026-03`` (month) or ``2026-W10`` (ISO week)
+PERIOD_KEY = re.compile(r"\d{4}-(?:\d{2}|W\d{2})")
+MAX_REASON_LEN = 2000
 
 
 # ------------------------------------------------------------------ helpers
@@ -78,12 +83,11 @@ def _pool(request: web.Request) -> asyncpg.Pool:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
+    """The JSON object body ({} when empty): 415 unless JSON, 400 unparsable, 422 too deep,
+    duplicate keys, NUL or lone surrogate (``tally_kit.inputs``)."""
+    data = await read_json_body(request)
+    if data is None:
         return {}
-    try:
-        data = await request.json(loads=lambda s: json.loads(s, parse_float=Decimal))
-    except ValueError:
-        raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise validation_error([("body", "must be a JSON object")])
     for k, v in data.items():
@@ -190,6 +194,10 @@ def _finance(request: web.Request) -> Principal:
 # ------------------------------------------------------------------ lists
 
 
+#: list filters on UUID columns: a value that is not a UUID is a 422 naming the parameter
+_UUID_COLUMNS = frozenset({"invoice_id"})
+
+
 async def _list(request: web.Request, table: str, tenant_col: str, tenant_type: str,
                 filters: Mapping[str, str]) -> dict[str, Any]:
     who = _reader(request)
@@ -200,9 +208,18 @@ async def _list(request: web.Request, table: str, tenant_col: str, tenant_type: 
             return {"items": [], "next_cursor": None}
         args.append(who.tenant_id)
         where.append(f"{tenant_col} = ${len(args)}")
+    too_long = check_lengths({q: request.query.get(q) for q in filters}, bounds.ID_LEN_MAX)
+    if too_long:
+        raise validation_error(too_long, "invalid query parameters")
     for q, col in filters.items():
         if request.query.get(q):
-            args.append(request.query[q])
+            value: str | UUID = request.query[q]
+            if col in _UUID_COLUMNS:
+                try:
+                    value = UUID(request.query[q])
+                except ValueError:
+                    raise validation_error([(f"query.{q}", "is not a UUID")]) from None
+            args.append(value)
             where.append(f"{col} = ${len(args)}")
     start = after or [EPOCH.isoformat(), "00000000-0000-0000-0000-000000000000"]
     try:
@@ -395,14 +412,23 @@ async def create_manual_credit(request: web.Request) -> web.Response:
     amount = None
     try:
         amount = parse_amount(body.get("amount"))
+        if not 0 < amount <= bounds.AMOUNT_MAX or -int(amount.as_tuple().exponent) > bounds.DECIMAL_PLACES_MAX:
+            problems.append(("amount", f"must be > 0 and at most {bounds.AMOUNT_MAX}, "
+                                       f"with at most {bounds.DECIMAL_PLACES_MAX} decimals"))
+            amount = None
     except (TypeError, ValueError):
         problems.append(("amount", "required: a positive decimal string"))
     period_key = body.get("period_key")
     if not isinstance(period_key, str) or not period_key:
         problems.append(("period_key", "required: the open period whose invoice carries the credit"))
+    elif PERIOD_KEY.fullmatch(period_key) is None:
+        problems.append(("period_key", "must be a period key such as 2026-03 or 2026-W10"))
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         problems.append(("reason", "required"))
+    elif len(reason) > MAX_REASON_LEN:
+        problems.append(("reason", f"must be at most {MAX_REASON_LEN} characters"))
+
     if problems:
         raise validation_error(problems)
     assert line_id is not None and amount is not None and isinstance(period_key, str) and isinstance(reason, str)

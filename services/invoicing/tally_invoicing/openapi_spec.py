@@ -1,140 +1,245 @@
-"""The OpenAPI 3.1 description of the invoicing API (served at /openapi.json and /docs)."""
+"""The OpenAPI 3.1 description of the invoicing API (served at /openapi.json and /docs).
+
+Every operation lists every status it can answer; ``tests/unit/invoicing/test_invoicing_openapi.py``
+fails when a route and this document disagree, and ``tests/integration/fuzz`` checks every
+answer against it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-_LINE = {"name": "line_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+from tally_kit.apidoc import document, errors, json_body, ref
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+       "description": "the document's id (a UUID; anything else is 404)"}
+_LINE = {"name": "line_id", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "the line's id (a UUID; anything else is 404)"}
 _PAGE = [
-    {"name": "limit", "in": "query", "required": False, "description": "page size (1-200)", "schema": {"type": "integer"}},
+    {"name": "limit", "in": "query", "required": False, "description": "page size",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
     {"name": "cursor", "in": "query", "required": False, "description": "next_cursor of the previous page",
      "schema": {"type": "string"}},
 ]
 _IDEM = {"name": "Idempotency-Key", "in": "header", "required": False,
-         "description": "replays the first response for the same key and request", "schema": {"type": "string"}}
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+         "description": "replays the first response for the same key and request (24 h)",
+         "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+_READ = (401, 403, 404)
+_WRITE = (400, 401, 403, 404, 409, 413, 415, 422)
+_WRITE_MEANINGS = {"_403": "requires finance; or the four-eyes rule (the preparer cannot finalize)",
+                   "_409": "not allowed from the document's status, or the Idempotency-Key is still in flight",
+                   "_422": "invalid field, or the Idempotency-Key was used for a different request"}
 
 
-def _json(ref: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+def _filter(name: str, description: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+    if description:
+        out["description"] = description
+    return out
 
 
-def _get(summary: str, ref: str, params: list[dict[str, Any]], description: str = "") -> dict[str, Any]:
+def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]], *codes: int,
+         description: str = "") -> dict[str, Any]:
     return {"get": {"summary": summary, "description": description, "parameters": params,
-                    "responses": {"200": {"description": "OK", **_json(ref)}, "404": {"description": "not found", **_PROBLEM}}}}
+                    "responses": {"200": json_body(schema, "OK"), **errors(*codes)}}}
 
 
-def _post(summary: str, ref: str, params: list[dict[str, Any]], body: str | None = None, description: str = "",
-          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _post(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], body: str | None = None,
+          description: str = "") -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "description": description, "parameters": [*params, _IDEM],
-                          "responses": {"200": {"description": "OK", **_json(ref)},
-                                        "403": {"description": "role or four-eyes rule", **_PROBLEM},
-                                        "404": {"description": "not found", **_PROBLEM},
-                                        "409": {"description": "invalid transition", **_PROBLEM},
-                                        "422": {"description": "invalid field", **_PROBLEM}, **(extra or {})}}
+                          "responses": {**ok, **errors(*_WRITE, **_WRITE_MEANINGS)}}
     if body:
-        op["requestBody"] = {"required": False, **_json(body)}
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": ref(body)}}}
     return {"post": op}
 
 
 def _export(what: str) -> dict[str, Any]:
-    return {"get": {"summary": f"{what} as CSV or PDF", "parameters": [_ID, {"name": "fmt", "in": "path", "required": True,
-                                                                             "schema": {"enum": ["csv", "pdf"]}}],
+    return {"get": {"summary": f"{what} as CSV or PDF",
+                    "parameters": [_ID, {"name": "fmt", "in": "path", "required": True, "schema": {"enum": ["csv", "pdf"]}}],
                     "responses": {"200": {"description": "the document", "content": {
                         "text/csv": {"schema": {"type": "string"}},
-                        "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}}}}
+                        "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                        **errors(*_READ)}}}
+
+
+def _page_of(item: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["items", "next_cursor"],
+            "properties": {"items": {"type": "array", "items": ref(item)}, "next_cursor": {"type": ["string", "null"]}}}
 
 
 _AMOUNT = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "decimal string, never a JSON number"}
+_AMOUNT_OR_NULL = {"type": ["string", "null"], "pattern": r"^-?\d+(\.\d+)?$"}
+_MONEY = {"type": ["string", "null"], "description": "at the currency's minor unit, a decimal string"}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_TS = {"type": "string", "format": "date-time"}
+_TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_DATE_OR_NULL = {"type": ["string", "null"], "format": "date"}
+_INT_OR_NULL = {"type": ["integer", "null"]}
+_ADJUSTMENT_KINDS = ["late_event", "reversal_after_close", "ivt_credit", "backdated_amendment", "manual_credit"]
+
+
+def _schemas() -> dict[str, Any]:
+    line = {"type": "object", "required": ["id", "kind", "description", "amount_exact", "amount"], "properties": {
+        "id": {"type": "string", "format": "uuid"}, "line_no": {"type": "integer"},
+        "kind": {"enum": ["cpm_impressions", "cpm_over_delivery", "minimum_commitment_shortfall", "cpa_conversions",
+                          "adjustment", "cpa_payout"]},
+        "adjustment_kind": {"enum": [*_ADJUSTMENT_KINDS, None]}, "description": {"type": "string"},
+        "contract_id": _TEXT_OR_NULL, "contract_version": _INT_OR_NULL, "event_type": _TEXT_OR_NULL,
+        "quantity": _INT_OR_NULL, "unit_price": _AMOUNT_OR_NULL, "amount_exact": _AMOUNT,
+        "amount": {**_AMOUNT, "description": "amount_exact rounded once, half-even, to the currency's minor unit"},
+        "close_id": _TEXT_OR_NULL, "corrects_line_id": _TEXT_OR_NULL, "corrects_period_key": _TEXT_OR_NULL}}
+    party_doc = {
+        "id": {"type": "string", "format": "uuid"}, "number": _TEXT_OR_NULL, "currency": {"type": "string"},
+        "period_key": {"type": "string"}, "issue_date": _DATE_OR_NULL, "payment_reference": _TEXT_OR_NULL,
+        "prepared_by": _TEXT_OR_NULL, "prepared_at": _TS_OR_NULL, "finalized_by": _TEXT_OR_NULL,
+        "finalized_at": _TS_OR_NULL, "sent_at": _TS_OR_NULL, "paid_at": _TS_OR_NULL, "created_at": _TS, "updated_at": _TS}
+    invoice_props = {**party_doc, "advertiser_id": {"type": "string"},
+                     "status": {"enum": ["draft", "finalized", "sent", "paid", "void"]},
+                     "total": {**_MONEY, "description": "sum of the rounded lines"}, "due_date": _DATE_OR_NULL,
+                     "payment_terms_days": _INT_OR_NULL, "po_references": {"type": "array", "items": {"type": "string"}},
+                     "voided_at": _TS_OR_NULL}
+    statement_props = {**party_doc, "partner_id": {"type": "string"},
+                       "status": {"enum": ["draft", "finalized", "sent", "paid"]},
+                       "lines_total": _MONEY, "carried_in": _MONEY, "balance": _MONEY, "minimum_payout": _MONEY,
+                       "amount_payable": _MONEY, "carried_out": _MONEY, "carried_in_from": _TEXT_OR_NULL}
+    credit_note_props = {"id": {"type": "string", "format": "uuid"}, "number": {"type": "string"},
+                         "invoice_id": {"type": "string", "format": "uuid"}, "advertiser_id": {"type": "string"},
+                         "currency": {"type": "string"}, "total": _MONEY, "reason": {"type": "string"},
+                         "issue_date": {"type": "string", "format": "date"}, "created_by": {"type": "string"},
+                         "created_at": _TS}
+    audit_entry = {"type": "object", "required": ["seq", "entity_type", "entity_id", "action", "actor", "at", "hash"],
+                   "properties": {"seq": {"type": "integer"}, "entity_type": {"type": "string"},
+                                  "entity_id": {"type": "string"}, "action": {"type": "string"},
+                                  "actor": {"type": "string"}, "tenant_type": _TEXT_OR_NULL, "tenant_id": _TEXT_OR_NULL,
+                                  "before": {}, "after": {}, "at": _TS, "prev_hash": {"type": "string"},
+                                  "hash": {"type": "string"}}}
+    kafka_position = {"kafka_topic": {"type": "string"}, "kafka_partition": {"type": "integer"},
+                      "kafka_offset": {"type": "integer"}}
+    return {
+        "Line": line,
+        "Invoice": {"type": "object", "required": ["id", "advertiser_id", "currency", "status", "lines"], "properties": {
+            **invoice_props, "lines": {"type": "array", "items": ref("Line")},
+            "credit_note": {"type": ["object", "null"], "properties": {"id": {"type": "string"}, "number": {"type": "string"}}},
+            "awaiting": {"type": "string", "description": "202 only: who must finalize next"}}},
+        "InvoiceSummary": {"type": "object", "required": ["id", "advertiser_id", "currency", "status"],
+                           "properties": invoice_props},
+        "Statement": {"type": "object", "required": ["id", "partner_id", "currency", "status", "lines"], "properties": {
+            **statement_props, "lines": {"type": "array", "items": ref("Line")}}},
+        "StatementSummary": {"type": "object", "required": ["id", "partner_id", "currency", "status"],
+                             "properties": statement_props},
+        "CreditNote": {"type": "object", "required": ["id", "number", "invoice_id", "total", "lines"], "properties": {
+            **credit_note_props, "invoice_number": _TEXT_OR_NULL,
+            "lines": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "string"}, "invoice_line_id": {"type": "string"}, "description": {"type": "string"},
+                "quantity": _INT_OR_NULL, "unit_price": _AMOUNT_OR_NULL, "amount": _MONEY, "kind": {"const": "credit"}}}}}},
+        "CreditNoteSummary": {"type": "object", "required": ["id", "number", "invoice_id", "total"],
+                              "properties": credit_note_props},
+        "Lineage": {"type": "object", "required": ["line_id", "close", "adjustments"], "properties": {
+            "line_id": {"type": "string"}, "corrects_line_id": _TEXT_OR_NULL, "corrects_period_key": _TEXT_OR_NULL,
+            "close": {"type": ["object", "null"], "properties": {
+                "close_id": {"type": "string"}, "contract_id": {"type": "string"}, "period_key": {"type": "string"},
+                "closed_at": _TS, "source_offsets": {"type": "array"}, **kafka_position}},
+            "adjustments": {"type": "array", "items": {"type": "object", "properties": {
+                "adjustment_id": {"type": "string"}, "kind": {"type": "string"}, "corrects_period_key": {"type": "string"},
+                "amount_exact": _AMOUNT, "partner_payout_exact": _AMOUNT_OR_NULL, **kafka_position,
+                "source_event_id": _TEXT_OR_NULL, "source_topic": _TEXT_OR_NULL}}}}},
+        "AuditEntries": {"type": "object", "required": ["items"],
+                         "properties": {"items": {"type": "array", "items": audit_entry}}},
+        "AuditVerify": {"type": "object", "required": ["ok", "checked", "broken"], "properties": {
+            "ok": {"type": "boolean"}, "checked": {"type": "integer"},
+            "broken": {"type": ["object", "null"], "properties": {"seq": {"type": "integer"}, "reason": {"type": "string"}}}}},
+        "Balances": {"type": "object", "required": ["items"], "properties": {
+            "sign": {"type": "string"},
+            "items": {"type": "array", "items": {"type": "object", "required": ["code", "currency", "balance"], "properties": {
+                "code": {"type": "string"}, "name": {"type": "string"}, "kind": {"enum": ["asset", "liability", "revenue",
+                                                                                          "expense"]},
+                "currency": {"type": "string"}, "party_type": _TEXT_OR_NULL, "party_id": _TEXT_OR_NULL,
+                "debits": _AMOUNT, "credits": _AMOUNT, "balance": _AMOUNT}}}}},
+        "TrialBalance": {"type": "object", "required": ["currencies", "balanced"], "properties": {
+            "balanced": {"type": "boolean"},
+            "currencies": {"type": "array", "items": {"type": "object", "properties": {
+                "currency": {"type": "string"}, "balanced": {"type": "boolean"}, "total_debits": _AMOUNT,
+                "total_credits": _AMOUNT, "accounts": {"type": "array"}}}}}},
+        "JournalEntry": {"type": "object", "required": ["id", "entry_no", "currency", "lines"], "properties": {
+            "id": {"type": "string", "format": "uuid"}, "entry_no": {"type": "integer"}, "currency": {"type": "string"},
+            "description": {"type": "string"}, "source_type": {"type": "string"}, "source_id": {"type": "string"},
+            "posted_by": {"type": "string"}, "posted_at": _TS,
+            "lines": {"type": "array", "items": {"type": "object", "properties": {
+                "account_code": {"type": "string"}, "party_type": _TEXT_OR_NULL, "party_id": _TEXT_OR_NULL,
+                "amount": _AMOUNT}}}}},
+        "RejectedRecords": {"type": "object", "required": ["items"], "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                **kafka_position, "natural_key": _TEXT_OR_NULL, "error_kind": {"type": "string"},
+                "reason": {"type": "string"}, "rejected_at": _TS}}}}},
+        "PaymentBody": {"type": "object", "properties": {
+            "payment_reference": {"type": "string", "minLength": 1, "maxLength": 500}}},
+        "VoidBody": {"type": "object", "required": ["reason"], "properties": {
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500}}},
+        "ManualCredit": {"type": "object", "required": ["corrects_line_id", "amount", "period_key", "reason"],
+                         "properties": {"corrects_line_id": {"type": "string", "format": "uuid"},
+                                        "amount": {**_AMOUNT, "description": "positive, at most the currency's minor unit"},
+                                        "period_key": {"type": "string", "minLength": 1},
+                                        "reason": {"type": "string", "minLength": 1}}},
+    }
 
 
 def build_spec() -> dict[str, Any]:
+    finalize_note = ("Above the four-eyes threshold the first finance user prepares (202) and a second finance user, "
+                     "not the preparer, finalizes.")
     paths: dict[str, Any] = {
-        "/invoices": _get("List invoices (an advertiser sees its own)", "Page",
-                          [*_PAGE, *({"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                                     for n in ("status", "advertiser_id", "period_key", "currency"))]),
-        "/invoices/{id}": _get("An invoice with its lines", "Invoice", [_ID]),
+        "/invoices": _get("List invoices (an advertiser sees its own)", _page_of("InvoiceSummary"),
+                          [*_PAGE, *(_filter(n) for n in ("status", "advertiser_id", "period_key", "currency"))], 401, 403, 422),
+        "/invoices/{id}": _get("An invoice with its lines", ref("Invoice"), [_ID], *_READ),
         "/invoices/{id}/export.{fmt}": _export("An invoice"),
-        "/invoices/{id}/history": _get("The invoice's audit entries", "AuditEntries", [_ID]),
+        "/invoices/{id}/history": _get("The invoice's audit entries", ref("AuditEntries"), [_ID], *_READ),
         "/invoices/{id}/lines/{line_id}/lineage": _get(
-            "Where a line comes from: its closed period and source offsets, or its adjustments", "Lineage", [_ID, _LINE]),
+            "Where a line comes from: its closed period and source offsets, or its adjustments", ref("Lineage"),
+            [_ID, _LINE], *_READ),
         "/invoices/{id}/finalize": _post(
-            "Finalize a draft: gap-free number, journal entry", "Invoice", [_ID],
-            description="Above the four-eyes threshold the first finance user prepares (202) and a second finance "
-                        "user, not the preparer, finalizes.",
-            extra={"202": {"description": "prepared; awaiting a second finance user", **_json("Invoice")}}),
-        "/invoices/{id}/send": _post("Mark a finalized invoice sent", "Invoice", [_ID]),
-        "/invoices/{id}/mark-paid": _post("Record the payment", "Invoice", [_ID], "PaymentBody"),
-        "/invoices/{id}/void": _post("Void through a full credit note", "CreditNote", [_ID], "VoidBody",
-                                     extra={"201": {"description": "credit note issued", **_json("CreditNote")}}),
-        "/manual-credits": _post("Credit granted by finance on the advertiser's open draft", "Invoice", [], "ManualCredit",
-                                 extra={"201": {"description": "credit line added", **_json("Invoice")}}),
-        "/credit-notes": _get("List credit notes", "Page", _PAGE),
-        "/credit-notes/{id}": _get("A credit note", "CreditNote", [_ID]),
+            "Finalize a draft: gap-free number, journal entry",
+            {"200": json_body(ref("Invoice"), "finalized"),
+             "202": json_body(ref("Invoice"), "prepared; awaiting a second finance user")}, [_ID], description=finalize_note),
+        "/invoices/{id}/send": _post("Mark a finalized invoice sent", {"200": json_body(ref("Invoice"), "sent")}, [_ID]),
+        "/invoices/{id}/mark-paid": _post("Record the payment", {"200": json_body(ref("Invoice"), "paid")}, [_ID],
+                                          "PaymentBody"),
+        "/invoices/{id}/void": _post("Void through a full credit note",
+                                     {"201": json_body(ref("CreditNote"), "credit note issued (Location set)")}, [_ID],
+                                     "VoidBody"),
+        "/manual-credits": _post("Credit granted by finance on the advertiser's open draft",
+                                 {"201": json_body(ref("Invoice"), "credit line added (Location set)")}, [], "ManualCredit"),
+        "/credit-notes": _get("List credit notes (an advertiser sees its own)", _page_of("CreditNoteSummary"),
+                              [*_PAGE, _filter("advertiser_id"),
+                               {**_filter("invoice_id"), "schema": {"type": "string", "format": "uuid"}}], 401, 403, 422),
+        "/credit-notes/{id}": _get("A credit note", ref("CreditNote"), [_ID], *_READ),
         "/credit-notes/{id}/export.{fmt}": _export("A credit note"),
-        "/statements": _get("List payout statements (a partner sees its own)", "Page", _PAGE),
-        "/statements/{id}": _get("A payout statement with its lines", "Statement", [_ID]),
+        "/statements": _get("List payout statements (a partner sees its own)", _page_of("StatementSummary"),
+                            [*_PAGE, *(_filter(n) for n in ("status", "partner_id", "period_key", "currency"))], 401, 403, 422),
+        "/statements/{id}": _get("A payout statement with its lines", ref("Statement"), [_ID], *_READ),
         "/statements/{id}/export.{fmt}": _export("A payout statement"),
-        "/statements/{id}/history": _get("The statement's audit entries", "AuditEntries", [_ID]),
-        "/statements/{id}/lines/{line_id}/lineage": _get("Where a statement line comes from", "Lineage", [_ID, _LINE]),
-        "/statements/{id}/finalize": _post("Finalize: carry-forward, number, journal entry", "Statement", [_ID]),
-        "/statements/{id}/send": _post("Mark sent", "Statement", [_ID]),
-        "/statements/{id}/mark-paid": _post("Record the payout", "Statement", [_ID], "PaymentBody"),
-        "/ledger/accounts": _get("Account balances (by currency; ?by=party per advertiser/partner)", "Balances",
-                                 [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                                  for n in ("currency", "party_id", "account", "by")]),
-        "/ledger/trial-balance": _get("Trial balance per currency", "TrialBalance", []),
-        "/ledger/entries": _get("Journal entries with their lines", "Page", _PAGE),
-        "/rejected-records": _get("Consumed records that could not be applied, with the reason", "Page", []),
-        "/audit/verify": _get("Verify the hash-chained audit log", "AuditVerify", []),
+        "/statements/{id}/history": _get("The statement's audit entries", ref("AuditEntries"), [_ID], *_READ),
+        "/statements/{id}/lines/{line_id}/lineage": _get("Where a statement line comes from", ref("Lineage"),
+                                                         [_ID, _LINE], *_READ),
+        "/statements/{id}/finalize": _post(
+            "Finalize: carry-forward, number, journal entry",
+            {"200": json_body(ref("Statement"), "finalized"),
+             "202": json_body(ref("Statement"), "prepared; awaiting a second finance user")}, [_ID],
+            description=finalize_note),
+        "/statements/{id}/send": _post("Mark sent", {"200": json_body(ref("Statement"), "sent")}, [_ID]),
+        "/statements/{id}/mark-paid": _post("Record the payout", {"200": json_body(ref("Statement"), "paid")}, [_ID],
+                                            "PaymentBody"),
+        "/ledger/accounts": _get("Account balances (by currency; ?by=party per advertiser/partner)", ref("Balances"),
+                                 [_filter("currency"), _filter("party_id"), _filter("account", "account code"),
+                                  _filter("by", "party: one row per advertiser/partner")], 401, 403, 422),
+        "/ledger/trial-balance": _get("Trial balance per currency", ref("TrialBalance"), [], 401, 403),
+        "/ledger/entries": _get("Journal entries with their lines", _page_of("JournalEntry"),
+                                [*_PAGE, _filter("source_id", "the invoice, statement or credit note id")], 401, 403, 422),
+        "/rejected-records": _get("Consumed records that could not be applied, with the reason (newest 500)",
+                                  ref("RejectedRecords"), [], 401, 403),
+        "/audit/verify": _get("Verify the hash-chained audit log", ref("AuditVerify"), [], 401, 403),
     }
-    line = {"type": "object", "properties": {
-        "id": {"type": "string"}, "kind": {"enum": ["cpm_impressions", "cpm_over_delivery", "minimum_commitment_shortfall",
-                                                     "cpa_conversions", "adjustment", "cpa_payout"]},
-        "adjustment_kind": {"type": ["string", "null"]}, "description": {"type": "string"},
-        "quantity": {"type": ["integer", "null"]}, "unit_price": _AMOUNT, "amount_exact": _AMOUNT,
-        "amount": {**_AMOUNT, "description": "amount_exact rounded once, half-even, to the currency's minor unit"},
-        "close_id": {"type": ["string", "null"]}, "corrects_line_id": {"type": ["string", "null"]},
-        "corrects_period_key": {"type": ["string", "null"]}}}
-    schemas: dict[str, Any] = {
-        "Problem": {"type": "object", "description": "RFC 9457 problem details",
-                    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                                   "detail": {"type": "string"}, "errors": {"type": "array"}}},
-        "Page": {"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}},
-        "Line": line,
-        "Invoice": {"type": "object", "properties": {
-            "id": {"type": "string"}, "number": {"type": ["string", "null"]}, "status": {
-                "enum": ["draft", "finalized", "sent", "paid", "void"]}, "advertiser_id": {"type": "string"},
-            "currency": {"type": "string"}, "period_key": {"type": "string"},
-            "total": {**_AMOUNT, "description": "sum of the rounded lines"},
-            "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}}}},
-        "Statement": {"type": "object", "properties": {
-            "id": {"type": "string"}, "number": {"type": ["string", "null"]}, "partner_id": {"type": "string"},
-            "lines_total": _AMOUNT, "carried_in": _AMOUNT, "balance": _AMOUNT, "amount_payable": _AMOUNT,
-            "carried_out": _AMOUNT, "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}}}},
-        "CreditNote": {"type": "object", "properties": {
-            "id": {"type": "string"}, "number": {"type": "string"}, "invoice_id": {"type": "string"}, "total": _AMOUNT,
-            "reason": {"type": "string"}, "lines": {"type": "array"}}},
-        "Lineage": {"type": "object", "properties": {"close": {"type": ["object", "null"]}, "adjustments": {"type": "array"}}},
-        "AuditEntries": {"type": "object", "properties": {"items": {"type": "array"}}},
-        "AuditVerify": {"type": "object", "properties": {"ok": {"type": "boolean"}, "checked": {"type": "integer"}}},
-        "Balances": {"type": "object", "properties": {"items": {"type": "array"}}},
-        "TrialBalance": {"type": "object", "properties": {"currencies": {"type": "array"}, "balanced": {"type": "boolean"}}},
-        "PaymentBody": {"type": "object", "properties": {"payment_reference": {"type": "string"}}},
-        "VoidBody": {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}},
-        "ManualCredit": {"type": "object", "required": ["corrects_line_id", "amount", "period_key", "reason"],
-                         "properties": {"corrects_line_id": {"type": "string"}, "amount": _AMOUNT,
-                                        "period_key": {"type": "string"}, "reason": {"type": "string"}}},
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Tally invoicing", "version": "1",
-                 "description": "Invoices, payout statements, credit notes, the double-entry ledger and exports. "
-                                "Bearer JWT; amounts are decimal strings."},
-        "servers": [{"url": "http://127.0.0.1:8084"}],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-                       "schemas": schemas},
-        "security": [{"bearer": []}],
-        "paths": paths,
-    }
+    return document(
+        title="Tally invoicing", version="1",
+        description="Invoices, payout statements, credit notes, the double-entry ledger and exports. Bearer JWT; "
+                    "amounts are decimal strings; errors are application/problem+json; a path called with a method "
+                    "it does not serve answers 405 with Allow.",
+        server="http://127.0.0.1:8084", paths=paths, schemas=_schemas())

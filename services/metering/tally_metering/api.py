@@ -9,8 +9,9 @@ wakes the server-sent-event streams on every change. Any number of API processes
   then one per change, as they are committed.
 
 An advertiser token sees only its own advertiser's totals (a filter naming another advertiser
-answers an empty list, never someone else's data); partner tokens are refused (spend is
-advertiser data); internal roles see everything.
+answers an empty list, never someone else's data; ``contract_id`` naming another advertiser's
+contract answers 404, like every Tally API for an id outside the caller's scope); partner
+tokens are refused (spend is advertiser data); internal roles see everything.
 """
 
 from __future__ import annotations
@@ -26,13 +27,18 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from tally_billing.bounds import ID_LEN_MAX
 from tally_kit import web as kweb
 from tally_kit.auth import Principal, TokenVerifier
 from tally_kit.db import dumps
+from tally_kit.inputs import check_lengths
+from tally_kit.openapi import add_openapi
 from tally_kit.problems import ApiError, validation_error
 from tally_kit.settings import Settings
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import consumer_config
+
+from .openapi_spec import spec
 
 log = logging.getLogger("tally.metering.api")
 
@@ -124,7 +130,23 @@ def _filters(request: web.Request, who: Principal) -> dict[str, str]:
     status = request.query.get("status")
     if status is not None and status not in {"open", "closed"}:
         raise validation_error([("status", "must be open or closed")])
-    return {k: v for k, v in request.query.items() if k in FILTERS}
+    too_long = check_lengths({k: request.query.get(k) for k in FILTERS}, ID_LEN_MAX, prefix="")
+    if too_long:
+        raise validation_error(too_long, "invalid query parameters")
+    filters = {k: v for k, v in request.query.items() if k in FILTERS}
+    _contract_in_scope(request.app[VIEW_KEY], who, filters.get("contract_id"))
+    return filters
+
+
+def _contract_in_scope(view: TotalsView, who: Principal, contract_id: str | None) -> None:
+    """404 for a contract whose totals belong to another advertiser, as every Tally API answers
+    for an id outside the caller's scope. The spend API knows a contract only by its totals, so
+    one with none yet is an empty list for everyone (its id alone reveals nothing)."""
+    if contract_id is None or not who.is_tenant:
+        return
+    of_contract = [r for r in list(view.totals.values()) if r.get("contract_id") == contract_id]
+    if of_contract and not any(who.sees_advertiser(r["advertiser_id"]) for r in of_contract):
+        raise ApiError(404, "contract not found")
 
 
 def _visible(rec: dict[str, Any], who: Principal, filters: dict[str, str]) -> bool:
@@ -197,6 +219,7 @@ def create_api(settings: Settings, *, verifier: TokenVerifier | None = None, cat
     kweb.add_readiness_check(app, caught_up)
     app.router.add_get("/v1/spend", list_spend)
     app.router.add_get("/v1/spend/stream", stream_spend)
+    add_openapi(app, spec())
     return app
 
 
