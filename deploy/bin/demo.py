@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("TALLY_STATE_DIR", ROOT / ".state"))
 RUN, LOGS = STATE / "run", STATE / "logs"
 PROCFILE = ROOT / "deploy" / "Procfile.demo"
+#: pacing and Prometheus, added when TALLY_DEMO_PACING is true (`make demo` sets it); the processes
+#: run are then those of RUN / "Procfile", written at `up`
+EXTRAS = ROOT / "deploy" / "Procfile.demo-observability"
 
 #: the HTTP processes: (Procfile name, what, port setting, default port)
 HTTP = (
@@ -43,6 +46,8 @@ HTTP = (
     ("spend", "metering spend API", "TALLY_METERING_PORT", 8083),
     ("invoicing", "invoicing API", "TALLY_INVOICING_PORT", 8084),
 )
+#: the HTTP process of the extras
+PACING_HTTP = ("pacing", "pacing API (faust worker)", "TALLY_PACING_PORT", 8085)
 #: settings the demo gives its processes unless the caller's environment sets them
 DEFAULTS = {
     "TALLY_CONSOLE_DEMO": "true",  # the console's one-click users per role
@@ -71,7 +76,7 @@ def port(setting: str, default: int) -> int:
 
 
 def url(name: str) -> str:
-    for n, _, setting, default in HTTP:
+    for n, _, setting, default in (*HTTP, PACING_HTTP):
         if n == name:
             return f"http://127.0.0.1:{port(setting, default)}"
     raise KeyError(name)
@@ -94,8 +99,32 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def with_extras() -> bool:
+    return os.environ.get("TALLY_DEMO_PACING", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def active_procfile() -> Path:
+    """The Procfile the supervisor runs: the demo's own, or the one `up` wrote with the extras."""
+    written = RUN / "Procfile"
+    return written if written.exists() else PROCFILE
+
+
+def write_procfile() -> Path:
+    if not with_extras():
+        (RUN / "Procfile").unlink(missing_ok=True)
+        return PROCFILE
+    RUN.mkdir(parents=True, exist_ok=True)
+    out = RUN / "Procfile"
+    out.write_text(PROCFILE.read_text() + EXTRAS.read_text())
+    return out
+
+
+def http_processes() -> tuple[tuple[str, str, str, int], ...]:
+    return (*HTTP, PACING_HTTP) if active_procfile() != PROCFILE else HTTP
+
+
 def procfile_names() -> list[str]:
-    return [line.split(":", 1)[0].strip() for line in PROCFILE.read_text().splitlines()
+    return [line.split(":", 1)[0].strip() for line in active_procfile().read_text().splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -125,6 +154,7 @@ def down(timeout_s: float = 60.0) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         (RUN / f"{name}.pid").unlink(missing_ok=True)
+    (RUN / "Procfile").unlink(missing_ok=True)
     if sup is None and not left:
         say("no demo processes were running")
     return 0
@@ -187,13 +217,14 @@ def up(ready_timeout_s: float) -> int:
     os.environ.setdefault("TALLY_SIM_CONTRACTS_URL", url("contracts"))
     os.environ.setdefault("TALLY_SIM_INGEST_URL", url("ingest"))
     LOGS.mkdir(parents=True, exist_ok=True)
+    procfile = write_procfile()
     say(f"starting {', '.join(procfile_names())} under deploy/bin/supervise.py")
     supervisor = subprocess.Popen(
-        [sys.executable, str(ROOT / "deploy/bin/supervise.py"), str(PROCFILE)], cwd=ROOT,
+        [sys.executable, str(ROOT / "deploy/bin/supervise.py"), str(procfile)], cwd=ROOT,
         stdout=(LOGS / "supervisor.log").open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,  # it outlives `make demo`; `make down` stops it
     )
-    for name, what, _, _ in HTTP:
+    for name, what, _, _ in http_processes():
         _wait(f"{what} at {url(name)}/readyz", lambda n=name: _get(f"{url(n)}/readyz")[0] == 200, ready_timeout_s,
               supervisor)
         say(f"ready: {what} {url(name)}")
@@ -219,12 +250,15 @@ def print_ready(toks: dict[str, str], contracts: list[dict[str, Any]] | None) ->
     out.write_text("".join(f"TALLY_TOKEN_{r.upper()}={t}\n" for r, t in toks.items()))
     out.chmod(0o600)
     lines = ["", "Tally is running (`make down` stops everything; `make logs` follows every log).", ""]
-    lines += [f"  {what:<34} {url(name)}" for name, what, _, _ in HTTP]
+    lines += [f"  {what:<34} {url(name)}" for name, what, _, _ in http_processes()]
     lines += [f"  {'Kafka':<34} {os.environ.get('TALLY_KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
               f"  {'PostgreSQL':<34} 127.0.0.1:{os.environ.get('TALLY_PG_PORT', '5433')} (tally / tally)",
               f"  {'metrics':<34} each API's /metrics; attribution processor :9182, metering worker "
               f":{os.environ.get('TALLY_METERING_METRICS_PORT', '9183')}",
               f"  {'logs':<34} {LOGS}/<process>.log (supervisor.log: starts and restarts)", ""]
+    if active_procfile() != PROCFILE:
+        lines[-1:-1] = [f"  {'Prometheus (deploy/prometheus)':<34} "
+                        f"http://127.0.0.1:{os.environ.get('TALLY_PROMETHEUS_PORT', '9090')}"]
     if contracts:
         lines += ["Demo contracts:"] + [f"  {c['id']}  {c['name']}  ({c['advertiser_id']})" for c in contracts] + [""]
     lines += [f"Sign in at {url('console')}/ with a one-click user, or use a ready token "

@@ -49,6 +49,8 @@ RUNNING_TOTALS = TopicSpec("billing.running_totals", "contract id + period", "ru
 PERIODS_CLOSED = TopicSpec("billing.periods_closed", "contract id", "period_closed", retention_ms=LONG)
 ADJUSTMENTS = TopicSpec("billing.adjustments", "contract id", "adjustment", retention_ms=LONG)
 BUDGET_ALERTS = TopicSpec("billing.budget_alerts", "contract id", "budget_alert", retention_ms=30 * DAY_MS)
+#: the pacing service's alerts for ad servers: cap exhaustion projected, under-pacing, back on pace
+PACING_ALERTS = TopicSpec("billing.pacing_alerts", "contract id", "pacing_alert", retention_ms=30 * DAY_MS)
 #: a verification vendor's invalid-traffic reports (through the ingest API); metering applies each once
 IVT_REPORTS = TopicSpec("ads.ivt_reports", "report id", "ivt_report", retention_ms=LONG)
 IVT_REPORT_OUTCOMES = TopicSpec("billing.ivt_report_outcomes", "report id", "ivt_report_outcome", retention_ms=LONG)
@@ -67,6 +69,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     PERIODS_CLOSED,
     ADJUSTMENTS,
     BUDGET_ALERTS,
+    PACING_ALERTS,
     IVT_REPORTS,
     IVT_REPORT_OUTCOMES,
     DLQ_INGEST,

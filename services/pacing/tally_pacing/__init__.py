@@ -1,0 +1,1 @@
+"""Tally pacing: the read side for dashboards and ad servers — spend per hour, pacing, forecasts, alerts."""

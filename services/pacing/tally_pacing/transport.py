@@ -1,0 +1,35 @@
+"""faust's aiokafka transport, reading only committed records.
+
+faust 0.15.3 builds its consumer with ``isolation_level="read_uncommitted"`` unless the app runs
+``processing_guarantee="exactly_once"`` (``faust/transport/drivers/aiokafka.py``,
+``_create_worker_consumer``). Metering writes ``billing.running_totals`` in Kafka transactions,
+so a read-uncommitted reader would take the totals of an aborted transaction (a metering worker
+killed mid-batch) into the series. Tally does not use faust's exactly-once mode (see DESIGN:
+faust-streaming issues #517, #323, #177), so this transport keeps faust's at-least-once
+processing and only changes what the consumer may see: committed records, like every other
+Tally reader. Registered as the ``tallykafka://`` broker scheme by ``tally_pacing.app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiokafka
+from faust.transport.drivers import aiokafka as driver
+
+
+class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka keeps the level as given and hands it to its Fetcher in start(), which runs after this
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(driver.Transport):
+    Consumer = Consumer
