@@ -8,7 +8,7 @@ export TALLY_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
 export TALLY_PG_PORT ?= 5433
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status logs lint test test-unit demo bench clean-state
+.PHONY: help setup up down status logs lint test test-unit test-rules demo bench clean-state up-cluster down-cluster render-manifests
 
 include services/console/Makefile.inc
 
@@ -32,12 +32,37 @@ up: setup ## start Kafka (KRaft) and PostgreSQL, create topics, apply migrations
 	@echo "PostgreSQL  127.0.0.1:$(TALLY_PG_PORT)  user tally / password tally  databases tally_contracts, tally_invoicing"
 	@echo "logs        .state/logs/"
 
-down: ## stop every process started by `make up` / `make demo` (data is kept in .state/)
+down: ## stop every process started by `make up` / `make demo` / `make up-cluster` (data is kept in .state/)
 	@python3 deploy/bin/demo.py down
+	@$(STACK) cluster-down
 	@$(STACK) down
+
+# The three-broker cluster: its own ports and data (.state/cluster), beside the single broker.
+CLUSTER_BOOTSTRAP := 127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
+
+up-cluster: setup ## start three KRaft brokers (RF 3, min.insync.replicas=2) on 19092-19094 beside `make up`'s
+	@$(STACK) pg-up
+	@$(STACK) cluster-up
+	@TALLY_KAFKA_BOOTSTRAP=$(CLUSTER_BOOTSTRAP) TALLY_TOPIC_REPLICATION=3 TALLY_TOPIC_MIN_INSYNC_REPLICAS=2 \
+		$(PY) deploy/bin/bootstrap.py
+	@echo "Kafka       $(CLUSTER_BOOTSTRAP) (3 brokers, PLAINTEXT, KRaft): run a service with TALLY_KAFKA_BOOTSTRAP=$(CLUSTER_BOOTSTRAP)"
+
+down-cluster: ## stop the three-broker cluster only (data is kept in .state/cluster)
+	@$(STACK) cluster-down
+
+# kustomize as a Go module (the Go module proxy serves it; no binary download).
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := .state/bin/kustomize
+
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/.state/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+render-manifests: $(KUSTOMIZE) ## render deploy/k8s's overlays with kustomize (installed into .state/bin on first use)
+	@for overlay in deploy/k8s/overlays/*/; do echo "kustomize build $$overlay"; $(KUSTOMIZE) build $$overlay >/dev/null || exit 1; done
 
 status: ## what is running
 	@$(STACK) status
+	@$(STACK) cluster-status
 	@python3 deploy/bin/demo.py status
 
 logs: ## follow the logs of everything (Ctrl-C to stop)
@@ -50,6 +75,9 @@ lint: setup ## ruff on everything, mypy on every library and service package
 	$(PY) -m ruff check .
 	@for p in $(MYPY_PACKAGES); do echo "mypy $$p"; $(PY) -m mypy $$p || exit 1; done
 
+test-rules: ## promtool: the Prometheus config and a unit test of every alert rule (installs Debian's prometheus as root)
+	deploy/prometheus/test.sh
+
 test-unit: setup ## unit tests only (no Kafka, no PostgreSQL)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
@@ -59,13 +87,14 @@ TEST_NOW_AT ?= 2026-11-01T03:59:30Z
 CLOCK_TESTS := tests/integration/attribution tests/e2e/test_e2e_billing.py
 
 test: up lint console-setup ## the full suite against the real stack: lint, console + browser, unit, integration, end-to-end
+	deploy/prometheus/test.sh
 	services/console/bin/test.sh all
 	TALLY_TEST_NOW=$(TEST_NOW_AT) TZ=America/New_York $(PY) -m pytest -q $(CLOCK_TESTS)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: up console-setup ## run everything under a supervisor with simulated traffic; prints URLs and a token per role
 	cd services/console/web && npm run build
-	$(PY) deploy/bin/demo.py up
+	TALLY_DEMO_PACING=$${TALLY_DEMO_PACING:-true} $(PY) deploy/bin/demo.py up
 
 BENCH_ARGS ?=
 bench: up ## benchmarks: Tally beside Kafka's own perf tools and a Kafka Streams peer (~15 min; figures in results/)

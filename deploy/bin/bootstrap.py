@@ -1,13 +1,20 @@
 """`make up`'s last step: wait for Kafka, create the catalog's topics, apply every service's
 migrations to its own database (``services/<name>/migrations`` -> ``tally_<name>``).
-Idempotent: running it twice changes nothing the second time."""
+Idempotent: running it twice changes nothing the second time.
+
+``TALLY_TOPIC_REPLICATION`` and ``TALLY_TOPIC_MIN_INSYNC_REPLICAS`` (default 1 and 1, the single
+local broker) set the catalog's replication; `make up-cluster` passes the production 3 and 2 and
+waits for that many brokers first."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
 
 from tally_kit.migrations import migrate
 from tally_streams.kafka import ensure_topics, wait_for_broker
@@ -28,11 +35,25 @@ async def migrate_all() -> None:
         print(f"[bootstrap] {service}: {len(applied)} migration(s) applied")
 
 
+def wait_for_brokers(bootstrap: str, count: int, timeout_s: float) -> None:
+    """Until ``count`` brokers are registered: a topic with replication factor N needs N of them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while len(admin.list_topics(timeout=5).brokers) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} brokers at {bootstrap} after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
 def main() -> int:
     bootstrap = os.environ.get("TALLY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    replication = int(os.environ.get("TALLY_TOPIC_REPLICATION", "1"))
+    min_insync = int(os.environ.get("TALLY_TOPIC_MIN_INSYNC_REPLICAS", "1"))
     wait_for_broker(bootstrap, timeout_s=120)
-    created = ensure_topics(bootstrap, CATALOG)
-    print(f"[bootstrap] kafka {bootstrap}: {len(CATALOG)} catalog topics ({len(created)} created now)")
+    wait_for_brokers(bootstrap, replication, timeout_s=120)
+    created = ensure_topics(bootstrap, CATALOG, replication_factor=replication, min_insync_replicas=min_insync)
+    print(f"[bootstrap] kafka {bootstrap}: {len(CATALOG)} catalog topics ({len(created)} created now, "
+          f"replication {replication}, min.insync.replicas {min_insync})")
     asyncio.run(migrate_all())
     return 0
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,9 @@ import pytest
 from .e2e_stack import Stack
 
 
-@pytest.fixture
-async def stack(tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path, kafka_bootstrap)
+@asynccontextmanager
+async def created(s: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """``s``'s databases and topics for one test; its service logs printed if the test failed."""
     await s.create()
     try:
         yield s
@@ -19,6 +20,12 @@ async def stack(tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureReq
         if report is not None and report.failed:
             print(s.log_tail())
         await s.destroy()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    async with created(Stack(tmp_path, kafka_bootstrap), request) as s:
+        yield s
 
 
 @pytest.hookimpl(hookwrapper=True)

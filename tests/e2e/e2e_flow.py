@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from tally_sim.client import ContractsClient, Http, IngestClient
 from tally_sim.expected import Expected, recompute
@@ -133,7 +133,10 @@ async def run_month(stack: Stack, *, impressions: int, seed: int, rate_per_s: fl
             n_conversion_records = sum(1 for e in events if e["kind"] == "conversion")
 
             async def all_decided() -> bool:
-                outcomes = read_topic(stack, stack.topic["billing.conversion_outcomes"], "conversion_outcome")
+                try:
+                    outcomes = read_topic(stack, stack.topic["billing.conversion_outcomes"], "conversion_outcome")
+                except KafkaException:  # chaos is still running: a broker failing over answers nothing yet
+                    return False
                 return len({o["outcome_id"] for o in outcomes}) >= n_conversion_records
 
             await wait_until(all_decided, 300, "attribution to decide every conversion")

@@ -56,6 +56,9 @@ class Stack:
     bootstrap: str
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     supervisor: subprocess.Popen[bytes] | None = None
+    #: the catalog topics' replication: 1 on the single local broker, 3 and 2 on the cluster (production)
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
 
     def __post_init__(self) -> None:
         self.topic = {spec.name: f"e2e-{self.run}-{spec.name}" for spec in topics.CATALOG}
@@ -66,7 +69,8 @@ class Stack:
 
     # ------------------------------------------------------------------ set-up
     async def create(self) -> None:
-        ensure_topics(self.bootstrap, [spec.renamed(self.topic[spec.name]) for spec in topics.CATALOG])
+        ensure_topics(self.bootstrap, [spec.renamed(self.topic[spec.name]) for spec in topics.CATALOG],
+                      replication_factor=self.replication_factor, min_insync_replicas=self.min_insync_replicas)
         admin = await asyncpg.connect(pg_dsn("tally_contracts"))
         try:
             for db in self.dbs.values():
