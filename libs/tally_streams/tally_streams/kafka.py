@@ -8,9 +8,10 @@ caller to dead-letter, and consumption carries on with the next record.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -57,6 +58,13 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     return cfg
 
 
+def skip_end_of_partition(err: KafkaError) -> None:
+    """A consumed event that carries an error: end of partition is news, not a failure (return);
+    anything else is raised."""
+    if err.code() != KafkaError._PARTITION_EOF:
+        raise KafkaException(err)
+
+
 def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> Iterable[Message]:
     """Every committed record of ``topic``, each partition from its first retained offset to the
     end it had when called (read_committed; no group offsets are used or committed)."""
@@ -65,29 +73,52 @@ def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> Iter
     c = Consumer(consumer_config(bootstrap, f"tally-read-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
     try:
         parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        pending = {p for p, high in ends.items() if high > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in pending])
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its end within {timeout_s}s")
-            for m in c.consume(5000, 0.5):
-                err, partition, offset = m.error(), m.partition(), m.offset()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(partition)
-                        continue
-                    raise KafkaException(err)
-                assert partition is not None and offset is not None
-                if offset >= ends[partition]:
-                    pending.discard(partition)
-                    continue
-                yield m
-                if offset >= ends[partition] - 1:
-                    pending.discard(partition)
+        tps = [TopicPartition(topic, p, 0) for p in parts]
+        c.assign(tps)
+        yield from consume_to_end(c, tps, timeout_s=timeout_s)
     finally:
         c.close()
+
+
+def consume_to_end(consumer: Consumer, partitions: Sequence[TopicPartition], *,
+                   timeout_s: float = 300.0) -> Iterator[Message]:
+    """The records of ``partitions`` (already assigned to ``consumer`` at their start offsets),
+    up to the end each had when called: its high watermark, or partition EOF when the consumer
+    has ``enable.partition.eof`` (under read_committed the last offsets may be transaction
+    markers, never delivered: EOF, or the position passing the end, says the partition is done).
+    The one way Tally reads a topic or a changelog to its end."""
+    ends: dict[tuple[str, int], int] = {}
+    for tp in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+        if high > low and (tp.offset < 0 or tp.offset < high):
+            ends[(tp.topic, tp.partition)] = high
+    deadline = time.monotonic() + timeout_s
+    while ends:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sorted(ends)} not read to the end within {timeout_s}s")
+        msgs = consumer.consume(5000, 0.5)
+        for m in msgs:
+            err, topic, partition, offset = m.error(), m.topic(), m.partition(), m.offset()
+            key = (topic, partition)
+            if err is not None:
+                skip_end_of_partition(err)
+                ends.pop(key, None)  # type: ignore[arg-type]
+                continue
+            end = ends.get(key)  # type: ignore[arg-type]
+            if end is None:
+                continue  # already done: past the end it had when called
+            assert offset is not None
+            if offset >= end:
+                del ends[key]  # type: ignore[arg-type]
+                continue
+            yield m
+            if offset >= end - 1:
+                del ends[key]  # type: ignore[arg-type]
+        if not msgs and ends:
+            # nothing came: the rest may be transaction markers, never delivered
+            for pos in consumer.position([TopicPartition(t, p) for t, p in ends]):
+                if pos.offset >= 0 and pos.offset >= ends[(pos.topic, pos.partition)]:
+                    del ends[(pos.topic, pos.partition)]
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
@@ -110,11 +141,19 @@ def ensure_topics(
     bootstrap: str,
     specs: Iterable[TopicSpec],
     *,
-    replication_factor: int = 1,
-    min_insync_replicas: int = 1,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
     timeout_s: float = 60.0,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created. Safe to run twice."""
+    """Create the topics that do not exist yet; returns the names created. Safe to run twice.
+
+    Replication defaults to ``TALLY_TOPIC_REPLICATION`` / ``TALLY_TOPIC_MIN_INSYNC_REPLICAS``
+    (1 and 1, the single local broker; production 3 and 2), so the topics a service creates for
+    itself (state changelogs, deltas, its dead letters) are replicated like the catalog's."""
+    if replication_factor is None:
+        replication_factor = int(os.environ.get("TALLY_TOPIC_REPLICATION", "1"))
+    if min_insync_replicas is None:
+        min_insync_replicas = int(os.environ.get("TALLY_TOPIC_MIN_INSYNC_REPLICAS", "1"))
     admin = AdminClient({"bootstrap.servers": bootstrap})
     specs = list(specs)
     existing = set(admin.list_topics(timeout=10).topics)
@@ -219,9 +258,8 @@ class AvroConsumer:
         for m in msgs:
             err = m.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
+                skip_end_of_partition(err)
+                continue
             topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
             raw = m.value()
             try:
@@ -245,6 +283,32 @@ class AvroConsumer:
         self._consumer.close()
 
 
+#: Error kinds of a record that decodes but breaks a rule (beside ``DecodeError.kind``: not_single_object,
+#: truncated, unknown_schema, corrupt, incompatible). ``classify_rejection`` is the one place that picks them.
+FUTURE_EVENT_TIME = "future_event_time"
+STALE_EVENT_TIME = "stale_event_time"
+INVALID = "invalid"
+
+
+def classify_rejection(error: DecodeError | None = None, *, field: str | None = None, event_time: datetime | None = None,
+                       now: datetime | None = None) -> str:
+    """The error kind of a record a consumer refuses, the same for the same bytes in every consumer.
+
+    Several consumers read the same topic (attribution and metering both read impressions) and
+    each dead-letters what it cannot take; an operator must be able to group their dead letters
+    by kind. So the kind follows from what is wrong with the record, never from which consumer
+    saw it: bytes that do not decode get their ``DecodeError`` kind (same bytes, same catalog,
+    same kind); an event time a consumer refuses is ``future_event_time`` when it is ahead of
+    that consumer's clock and ``stale_event_time`` when it is behind it (each consumer keeps its
+    own limits, but not its own words); any other broken rule is ``invalid``.
+    """
+    if error is not None:
+        return error.kind
+    if field == "event_time" and event_time is not None and now is not None:
+        return FUTURE_EVENT_TIME if event_time > now else STALE_EVENT_TIME
+    return INVALID
+
+
 def dead_letter_record(
     source: str,
     *,
@@ -256,7 +320,11 @@ def dead_letter_record(
     offset: int | None = None,
     field: str | None = None,
     failed_at: datetime | None = None,
+    consumer_group: str | None = None,
 ) -> dict[str, Any]:
+    """A ``dead_letter`` record (v2). ``consumer_group``: the group of the consumer refusing it
+    (None for the ingest API, which consumes nothing), so the dead letters of two consumers of one
+    topic say which one refused the record."""
     return {
         "source": source,
         "partition": partition,
@@ -267,13 +335,14 @@ def dead_letter_record(
         "reason": reason,
         "field": field,
         "failed_at": failed_at or datetime.now(UTC),
+        "consumer_group": consumer_group,
     }
 
 
-def dead_letter_for(failed: FailedRecord) -> dict[str, Any]:
+def dead_letter_for(failed: FailedRecord, *, consumer_group: str | None = None) -> dict[str, Any]:
     return dead_letter_record(
-        failed.topic, error_kind=failed.error.kind, reason=failed.error.reason, key=failed.key,
-        value=failed.raw, partition=failed.partition, offset=failed.offset,
+        failed.topic, error_kind=classify_rejection(failed.error), reason=failed.error.reason, key=failed.key,
+        value=failed.raw, partition=failed.partition, offset=failed.offset, consumer_group=consumer_group,
     )
 
 
@@ -300,8 +369,9 @@ class SyncProducer:
                 self._producer.poll(0.1)  # backpressure: wait for the queue to drain
         self._producer.poll(0)
 
-    def dead_letter(self, failed: FailedRecord) -> None:
-        self.produce(dead_letter_topic(failed.topic), "dead_letter", dead_letter_for(failed), key=failed.key)
+    def dead_letter(self, failed: FailedRecord, *, consumer_group: str | None = None) -> None:
+        self.produce(dead_letter_topic(failed.topic), "dead_letter", dead_letter_for(failed, consumer_group=consumer_group),
+                     key=failed.key)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:

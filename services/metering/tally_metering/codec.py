@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib
 import io
-from typing import Any
+import sys
+from array import array
+from typing import Any, cast
 
 import fastavro
 
+from tally_billing.usage import BUCKETS_PER_DAY
 from tally_streams.avro import HEADER_LEN, MAGIC, DecodeError, SchemaCatalog
 
 
@@ -149,7 +152,7 @@ class ImpressionDecoder(RawDecoder):
             if not self._identity:
                 fast = [None if r is None else tuple(r[i] for i in self._perm) for r in fast]
             if None not in fast:
-                return fast
+                return cast("list[tuple[Any, ...] | DecodeError]", fast)  # every record read by the C reader
         else:
             fast = [None] * len(values)
         out: list[tuple[Any, ...] | DecodeError] = []
@@ -163,3 +166,114 @@ class ImpressionDecoder(RawDecoder):
         except DecodeError as exc:
             return exc
         return tuple(rec[name] for name in self.FIELDS)
+
+
+# --------------------------------------------------------------------------- metering.deltas
+
+
+class DeltaCodec:
+    """The values of ``metering.deltas`` (``schemas/metering_delta``), and the payload stage two
+    (``engine.StageTwo.apply``) receives for each.
+
+    Usage is packed: per group six int64 (campaign and class as indexes into two short lists,
+    day, number of cells, newest event time, next offset), per cell a bucket byte and an int64
+    count — a few array copies in C where one object per cell cost a Python call each (JSON
+    before: 25 µs to encode a delta of 20 groups, against 5 µs). Conversions and IVT reports
+    travel as the bytes stage one consumed and are decoded (any catalog version) where they are
+    applied.
+    """
+
+    def __init__(self, catalog: SchemaCatalog) -> None:
+        self.codec = catalog.codec("metering_delta")
+        self._schema = self.codec.schema.schema
+        self._header = self.codec.schema.header
+        namespace = self.codec.schema.full_name.rsplit(".", 1)[0]
+        self._usage_branch = f"{namespace}.UsageDelta"
+        self._forwarded_branch = f"{namespace}.ForwardedRecord"
+
+    def usage(self, topic: str, partition: int, first: int, last: int, advertiser_id: str, first_id: str,
+              campaigns: list[str], classes: list[str], groups: array[int], buckets: bytes | bytearray,
+              counts: array[int]) -> bytes:
+        """``groups``: 6 int64 per group (see the schema); ``buckets``/``counts``: the cells in group order."""
+        if sys.byteorder != "little":  # pragma: no cover - every machine Tally runs on is little-endian
+            groups, counts = array("q", groups), array("q", counts)
+            groups.byteswap()
+            counts.byteswap()
+        return self._write({
+            "source_topic": topic, "source_partition": partition, "first_offset": first, "last_offset": last,
+            "body": (self._usage_branch, {
+                "advertiser_id": advertiser_id, "first_impression_id": first_id, "campaigns": campaigns,
+                "ledger_classes": classes, "groups": groups.tobytes(), "buckets": bytes(buckets),
+                "counts": counts.tobytes(),
+            }),
+        })
+
+    def forwarded(self, kind: str, topic: str, partition: int, offset: int, value: bytes) -> bytes:
+        """``kind``: ``attributed_conversion`` or ``ivt_report``."""
+        return self._write({
+            "source_topic": topic, "source_partition": partition, "first_offset": offset, "last_offset": offset,
+            "body": (self._forwarded_branch, {"kind": kind, "value": value}),
+        })
+
+    def _write(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self._schema, record)
+        return buf.getvalue()
+
+    def _read(self, data: bytes | None) -> dict[str, Any]:
+        """The record; one of the current version is read without schema resolution (the hot path)."""
+        if data is None or data[:HEADER_LEN] != self._header:
+            return self.codec.decode(data)
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            record = fastavro.schemaless_reader(buf, self._schema, None)
+        except Exception as exc:  # fastavro raises several types for garbage input
+            raise DecodeError("corrupt", f"cannot read body as metering_delta: {exc}") from exc
+        if buf.tell() != len(data) or not isinstance(record, dict):
+            raise DecodeError("corrupt", "metering_delta: trailing bytes after the record")
+        return record
+
+    def decode(self, data: bytes | None) -> tuple[dict[str, Any], str | None, bytes | None]:
+        """``(payload, kind, value)``: for usage the whole payload stage two applies (``kind``
+        None); for a forwarded record its ``src`` only, with the kind and the record's bytes,
+        which the caller decodes into ``payload["rec"]``. Raises DecodeError for a record that is
+        not a delta, or whose packed parts do not add up."""
+        d = self._read(data)
+        body = d["body"]
+        if "groups" not in body:
+            kind = "cpa" if body["kind"] == "attributed_conversion" else "ivt"
+            return ({"kind": kind, "src": {"topic": d["source_topic"], "partition": d["source_partition"],
+                                           "offset": d["first_offset"]}}, body["kind"], body["value"])
+        g, c = array("q"), array("q")
+        try:
+            g.frombytes(body["groups"])
+            c.frombytes(body["counts"])
+        except ValueError as exc:
+            raise DecodeError("corrupt", f"metering_delta: packed groups or counts: {exc}") from exc
+        if sys.byteorder != "little":  # pragma: no cover
+            g.byteswap()
+            c.byteswap()
+        fields, counts, buckets = g.tolist(), c.tolist(), body["buckets"]
+        campaigns, classes = body["campaigns"], body["ledger_classes"]
+        if (len(fields) % 6 or len(buckets) != len(counts) or sum(fields[3::6]) != len(counts)
+                or (fields and min(min(fields[0::6]), min(fields[1::6]), min(fields[3::6])) < 0)
+                or (buckets and max(buckets) >= BUCKETS_PER_DAY)):
+            raise DecodeError("corrupt", "metering_delta: groups, buckets and counts do not add up")
+        cells = list(zip(buckets, counts, strict=True))
+        groups = []
+        k = 0
+        try:
+            for ci, li, day, n, newest, next_offset in zip(fields[0::6], fields[1::6], fields[2::6], fields[3::6],
+                                                           fields[4::6], fields[5::6], strict=True):
+                groups.append((campaigns[ci], day, classes[li], cells[k:k + n], newest, next_offset))
+                k += n
+        except IndexError as exc:
+            raise DecodeError("corrupt", "metering_delta: a group names a campaign or class it does not list") from exc
+        return {
+            "kind": "usage", "advertiser_id": body["advertiser_id"],
+            "src": {"topic": d["source_topic"], "partition": d["source_partition"], "first": d["first_offset"],
+                    "last": d["last_offset"], "first_id": body["first_impression_id"]},
+            "groups": groups,
+        }, None, None

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from tally_billing.attribution import DecidedConversion, Repriced, reprice, reprice_reversal
 from tally_billing.money import exact
 from tally_billing.periods import Period, close_time, next_period, period_by_key
 from tally_billing.routing import Contract, ContractBook, Route, from_micros, to_micros
@@ -318,6 +319,8 @@ class StageTwo:
                 self._check_alerts(store, contract, ps, now)
         for contract in contracts:
             cs = store.contract(contract.contract_id)
+            if contract.contract_type == "cpa" and (cs.revision is None or cs.revision < contract.revision):
+                self._reprice_cpa(store, contract, now)
             cs.revision = contract.revision
             store.mark(cs)
 
@@ -335,47 +338,126 @@ class StageTwo:
             self.metrics.events.labels(rec["kind"], "duplicate").inc()
             return
         amount, payout = Decimal(rec["advertiser_amount"]), Decimal(rec["partner_payout"])
-        version, event_type, partner = int(rec["contract_version"]), rec["event_type"], rec.get("partner_id")
-        quantity = 1
+        ov = rec.get("order_value")
+        cv = ConversionState(contract.contract_id, rec["conversion_id"], rec["kind"], "", int(rec["contract_version"]),
+                             rec["event_type"], rec.get("partner_id"), amount, payout, quantity=0,
+                             decided_version=int(rec["contract_version"]), decided_amount=amount, decided_payout=payout,
+                             event_us=rec["event_time_us"], order_value=None if ov is None else Decimal(ov),
+                             tier=rec.get("tier_position"), original_id=rec.get("original_conversion_id"),
+                             completes=rec.get("reversal_completes"))
         original = None
-        if rec["kind"] == "reversal":
-            original = store.conversions.get((contract.contract_id, rec.get("original_conversion_id") or ""))
-            quantity = 0
+        if rec["kind"] == "conversion":
+            cv.quantity = 1
+        else:
+            original = store.conversions.get((contract.contract_id, cv.original_id or ""))
             if original is not None:
-                version, event_type, partner = original.version, original.event_type, original.partner_id
+                cv.event_type, cv.partner_id = original.event_type, original.partner_id
                 with exact():
                     original.reversed_amount += amount
                     original.reversed_payout += payout
-                    remaining = original.advertiser_amount + original.reversed_amount
-                if not original.fully_reversed and remaining == 0 and original.advertiser_amount != 0:
+                    remaining = original.decided_amount + original.reversed_amount
+                # v2 says whether it completes the conversion; a v1 record leaves it to the amounts
+                completes = cv.completes if cv.completes is not None else (remaining == 0 and original.decided_amount != 0)
+                if completes and not original.fully_reversed:
                     original.fully_reversed = True
-                    quantity = -1
+                    cv.quantity = -1
                 store.mark(original)
+        cv.version, cv.advertiser_amount, cv.partner_payout = self._price(contract, cv, original)
         ps = self._cpa_period(store, contract, rec, original)
-        ps.totals.add_cpa(version, event_type, quantity, amount, partner, payout)
+        cv.period_key = ps.period_key
+        ps.totals.add_cpa(cv.version, cv.event_type, cv.quantity, cv.advertiser_amount, cv.partner_id, cv.partner_payout)
         ps.totals.count(d.CONVERSIONS_ATTRIBUTED if rec["kind"] == "conversion" else d.REVERSAL_RECORDS)
-        if quantity == -1:
+        if cv.quantity == -1:
             ps.totals.count(d.CONVERSIONS_REVERSED)
         ps.totals.include_offset(src["topic"], src["partition"], src["offset"] + 1)
         ps.totals.max_event_us = max(ps.totals.max_event_us, rec["event_time_us"])
-        cv = ConversionState(contract.contract_id, rec["conversion_id"], rec["kind"], ps.period_key, version, event_type,
-                             partner, amount, payout)
         store.conversions[conv_key] = cv
         store.mark(cv)
         self.metrics.events.labels(rec["kind"], "counted").inc()
         if ps.closed:
             kind = "late_event" if rec["kind"] == "conversion" else "reversal_after_close"
-            line = d.Line("cpa_conversions", version, f"event:{event_type}", event_type, quantity, "per_unit",
-                          d.display_unit_price(amount, quantity) if quantity else amount, amount)
+            line = _cpa_line(cv.version, cv.event_type, cv.quantity, cv.advertiser_amount)
             what = "conversion" if rec["kind"] == "conversion" else f"reversal of {rec.get('original_conversion_id')}"
-            self._adjustment(contract, ps, now, kind=kind, line=line, payout=payout if partner else None,
-                             partner_id=partner, source_event_id=rec["conversion_id"], id_part=rec["conversion_id"],
+            self._adjustment(contract, ps, now, kind=kind, line=line,
+                             payout=cv.partner_payout if cv.partner_id else None,
+                             partner_id=cv.partner_id, source_event_id=rec["conversion_id"], id_part=rec["conversion_id"],
                              topic=src["topic"], partition=src["partition"], offset=src["offset"],
                              reason=f"{what} {rec['conversion_id']} for {ps.period_key} arrived after it closed")
         store.mark(ps)
         self.dirty_totals.add((ps.contract_id, ps.period_key))
         if not ps.closed:
             self._check_alerts(store, contract, ps, now)
+
+    def _price(self, contract: Contract, cv: ConversionState, original: ConversionState | None
+               ) -> tuple[int, Decimal, Decimal]:
+        """The version and exact amounts ``cv`` contributes under the contract's versions as they
+        stand now (``tally_billing.attribution.reprice``): a conversion at its tier position, a
+        reversal at its original's new prices. What the terms cannot price, or a v1 record
+        without the facts, keeps what attribution decided."""
+        if cv.kind == "conversion":
+            priced = self._repriced(contract, cv)
+            if priced is None:
+                return cv.decided_version, cv.decided_amount, cv.decided_payout
+            return priced.version, priced.advertiser_amount, priced.partner_amount
+        if original is None:
+            return cv.decided_version, cv.decided_amount, cv.decided_payout
+        priced = self._repriced(contract, original) if cv.completes is not None else None
+        amounts = None if priced is None else reprice_reversal(
+            priced.priced, refunded_order_value=cv.order_value, completes=cv.completes is True)
+        if priced is None or amounts is None:
+            return original.version, cv.decided_amount, cv.decided_payout
+        return priced.version, amounts[0], amounts[1]
+
+    @staticmethod
+    def _repriced(contract: Contract, cv: ConversionState) -> Repriced | None:
+        if cv.tier is None:
+            return None
+        return reprice(contract.versions, DecidedConversion(
+            decided_version=cv.decided_version, event_type=cv.event_type, partner_id=cv.partner_id,
+            order_value=cv.order_value, occurred_at=from_micros(cv.event_us), tier_position=cv.tier))
+
+    def _reprice_cpa(self, store: TotalsStore, contract: Contract, now: datetime) -> None:
+        """Re-price every conversion (and reversal) of a CPA contract under its terms as they stand
+        now. Open periods get new running totals; each changed price point of a closed period
+        becomes a ``backdated_amendment`` adjustment per (version, event type, partner). Who a
+        conversion is attributed to, and whether it was billed, is never re-decided."""
+        locked_before = to_micros(now) - self.rerate_horizon_us
+        mine = sorted((cv for (cid, _), cv in store.conversions.items() if cid == contract.contract_id),
+                      key=lambda cv: (cv.kind != "conversion", cv.conversion_id))  # originals before reversals
+        deltas: dict[tuple[str, int, str, str | None], list[Any]] = {}
+        for cv in mine:
+            period = self._period(contract, cv.period_key)
+            if to_micros(period.end) <= locked_before:
+                continue  # locked: past the re-rating horizon
+            original = store.conversions.get((contract.contract_id, cv.original_id or "")) if cv.kind == "reversal" else None
+            new = self._price(contract, cv, original)
+            old = (cv.version, cv.advertiser_amount, cv.partner_payout)
+            if new == old:
+                continue
+            for (v, a, p), sign in ((old, -1), (new, 1)):
+                acc = deltas.setdefault((cv.period_key, v, cv.event_type, cv.partner_id), [0, Decimal(0), Decimal(0)])
+                with exact():
+                    acc[0] += sign * cv.quantity
+                    acc[1] += a if sign > 0 else -a
+                    acc[2] += p if sign > 0 else -p
+            cv.version, cv.advertiser_amount, cv.partner_payout = new
+            store.mark(cv)
+        for (pkey, v, event_type, partner), (q, a, p) in sorted(deltas.items(), key=lambda x: (x[0][0], x[0][1], x[0][2], x[0][3] or "")):
+            if q == 0 and a == 0 and p == 0:
+                continue
+            ps = store.period(contract.contract_id, pkey)
+            ps.totals.add_cpa(v, event_type, q, a, partner, p)
+            store.mark(ps)
+            self.dirty_totals.add((ps.contract_id, ps.period_key))
+            if ps.closed:
+                self._adjustment(contract, ps, now, kind="backdated_amendment", line=_cpa_line(v, event_type, q, a),
+                                 payout=p if partner else None, partner_id=partner,
+                                 source_event_id=f"{contract.contract_id}@{contract.revision}",
+                                 id_part=f"rev{contract.revision}/{partner or '-'}", topic=self.t_terms, partition=0,
+                                 offset=0, reason=f"contract terms revision {contract.revision} re-priced conversions "
+                                                  f"of {pkey} after it closed")
+            else:
+                self._check_alerts(store, contract, ps, now)
 
     def _cpa_period(self, store: TotalsStore, contract: Contract, rec: dict[str, Any],
                     original: ConversionState | None = None) -> PeriodState:
@@ -536,6 +618,11 @@ class StageTwo:
         cutoff_day = (to_micros(now) - self.rerate_horizon_us) // DAY_US
         for store in self.stores.values():
             store.forget_usage_before(cutoff_day)
+
+
+def _cpa_line(version: int, event_type: str, quantity: int, amount: Decimal) -> d.Line:
+    return d.Line("cpa_conversions", version, f"event:{event_type}", event_type, quantity, "per_unit",
+                  d.display_unit_price(amount, quantity) if quantity else amount, amount)
 
 
 def _needs_chain(contract: Contract) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from tally_billing.attribution import DecidedConversion, reprice, reprice_reversal
 from tally_billing.money import exact
 from tally_billing.periods import period_by_key
 from tally_billing.routing import ContractBook, contract_from_record, to_micros
@@ -97,10 +98,12 @@ def ledger_for(bootstrap: str, settings: Settings, catalog: SchemaCatalog, adver
 
 def cpa_totals(bootstrap: str, topic: str, catalog: SchemaCatalog, contract_id: str, contract: Any
                ) -> dict[str, d.PeriodTotals]:
-    """Per period: the contract's conversions, each conversion id once; a reversal belongs to its
-    original's period and ends it (quantity −1) when it gives back the whole amount."""
+    """Per period: the contract's conversions, each conversion id once, priced under the final
+    terms (``tally_billing.attribution.reprice`` from the facts attribution recorded, so a
+    backdated amendment's re-pricing is included); a reversal belongs to its original's period,
+    follows its original's price, and ends it (quantity −1) when it completes it."""
     out: dict[str, d.PeriodTotals] = {}
-    originals: dict[str, list[Any]] = {}  # id -> [period, version, event type, partner, amount, given back]
+    originals: dict[str, list[Any]] = {}  # id -> [period, version, event type, partner, amount, given back, full, priced]
     seen: set[str] = set()
     for rec in _decoded(bootstrap, topic, catalog.codec("attributed_conversion")):
         if rec["contract_id"] != contract_id or rec["conversion_id"] in seen:
@@ -110,7 +113,12 @@ def cpa_totals(bootstrap: str, topic: str, catalog: SchemaCatalog, contract_id: 
         if rec["kind"] == "conversion":
             pkey = contract.period_at(to_micros(rec["event_time"])).key
             version, event_type, partner = rec["contract_version"], rec["event_type"], rec.get("partner_id")
-            originals[rec["conversion_id"]] = [pkey, version, event_type, partner, amount, Decimal(0), False]
+            priced = None if rec.get("tier_position") is None else reprice(contract.versions, DecidedConversion(
+                decided_version=version, event_type=event_type, partner_id=partner, order_value=rec.get("order_value"),
+                occurred_at=rec["event_time"], tier_position=rec["tier_position"]))
+            originals[rec["conversion_id"]] = [pkey, version, event_type, partner, amount, Decimal(0), False, priced]
+            if priced is not None:
+                version, amount, payout = priced.version, priced.advertiser_amount, priced.partner_amount
             quantity = 1
         else:
             orig = originals.get(rec.get("original_conversion_id") or "")
@@ -123,9 +131,19 @@ def cpa_totals(bootstrap: str, topic: str, catalog: SchemaCatalog, contract_id: 
                 pkey, version, event_type, partner = orig[:4]
                 with exact():
                     orig[5] += amount
-                if not orig[6] and orig[4] + orig[5] == 0 and orig[4] != 0:
+                completes = rec.get("reversal_completes")
+                if completes is None:  # a v1 record: the amounts tell
+                    completes = orig[4] + orig[5] == 0 and orig[4] != 0
+                if completes and not orig[6]:
                     orig[6] = True
                     quantity = -1
+                priced = orig[7]
+                amounts = None if priced is None or rec.get("reversal_completes") is None else reprice_reversal(
+                    priced.priced, refunded_order_value=rec.get("order_value"), completes=bool(rec["reversal_completes"]))
+                if priced is not None:
+                    version = priced.version
+                if amounts is not None:
+                    amount, payout = amounts
         out.setdefault(pkey, d.PeriodTotals()).add_cpa(int(version), event_type, quantity, amount, partner, payout)
     return out
 

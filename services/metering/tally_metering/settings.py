@@ -45,7 +45,8 @@ SPEC: tuple[Setting, ...] = (
     Setting("TALLY_METERING_DELTA_PARTITIONS", "Partitions of the deltas and state topics (created if missing)", "4", positive_int),
     Setting("TALLY_METERING_GRACE_SECONDS", "Grace after a period's end before it closes", "7200", _non_negative),
     Setting("TALLY_METERING_CLOCK_FILE", "Tests: a file holding the current instant (ISO 8601); empty = wall clock", ""),
-    Setting("TALLY_METERING_BATCH_MAX", "Records consumed per transaction at most", "5000", positive_int),
+    Setting("TALLY_METERING_BATCH_MAX", "Records consumed per transaction at most (a backlog is read in batches this "
+            "large: fewer, larger usage deltas and commits)", "20000", positive_int),
     Setting("TALLY_METERING_BATCH_WAIT_MS", "Longest wait for BATCH_MAX records before the batch is processed and committed "
             "(each of the two stages adds up to this to an event's latency)", "50", positive_int),
     Setting("TALLY_METERING_DEDUPE_HORIZON_DAYS", "Impression ids are remembered this long (event time); older events are refused",

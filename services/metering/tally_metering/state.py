@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeAlias
 
-from tally_streams.avro import AvroCodec, SchemaCatalog
+from tally_streams.avro import MAGIC, AvroCodec, SchemaCatalog
 
 from .domain import SEP, Line, PeriodTotals, UsageDay
 
@@ -48,11 +48,16 @@ class DedupeStore:
 
     @staticmethod
     def encode(ids: list[str]) -> bytes:
-        return "\n".join(ids).encode()
+        """A dedupe changelog value: ``schemas/metering_dedupe_ids`` (the key is the event day)."""
+        return _codec("metering_dedupe_ids").encode({"impression_ids": ids})
 
     @staticmethod
-    def decode(value: bytes) -> list[str]:
-        return value.decode().split("\n") if value else []
+    def decode(value: bytes | None) -> list[str]:
+        if not value:
+            return []
+        if value[:2] != MAGIC:  # newline-joined ids, from a worker before the changelog had its schema
+            return value.decode().split("\n")
+        return list(_codec("metering_dedupe_ids").decode(value)["impression_ids"])
 
 
 @dataclass
@@ -82,12 +87,47 @@ class PeriodState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PeriodState:
+        """A changelog value of a worker before the state had its schema."""
         billed = None
         if d.get("billed") is not None:
             billed = [Line(t, int(v), pp, None, int(q), "per_thousand", Decimal(up), Decimal(a))
                       for t, v, pp, q, up, a in d["billed"]]
         return cls(d["c"], d["p"], PeriodTotals.from_json(d["t"]), bool(d["closed"]), d.get("closed_at_us"),
                    set(d.get("alerts", [])), billed)
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``metering_period_state`` record (schemas/)."""
+        t = self.totals
+        return {
+            "contract_id": self.contract_id, "period_key": self.period_key,
+            "totals": {
+                "counts": t.counts,
+                "in_scope_by_version": [{"version": v, "impressions": n} for v, n in sorted(t.in_scope_by_version.items())],
+                "cpa": {k: {"quantity": q, "amount_exact": str(a)} for k, (q, a) in t.cpa.items()},
+                "payouts": {k: {"quantity": q, "amount_exact": str(a)} for k, (q, a) in t.payouts.items()},
+                "offsets": t.offsets, "max_event_us": t.max_event_us,
+            },
+            "closed": self.closed, "closed_at_us": self.closed_at_us, "alerts": sorted(self.alerts),
+            "billed": None if self.billed is None else [
+                {"line_type": ln.line_type, "contract_version": ln.contract_version, "price_point": ln.price_point,
+                 "quantity": ln.quantity, "unit_price": str(ln.unit_price), "amount_exact": str(ln.amount_exact)}
+                for ln in self.billed],
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> PeriodState:
+        t = r["totals"]
+        totals = PeriodTotals(
+            counts=dict(t["counts"]),
+            in_scope_by_version={e["version"]: e["impressions"] for e in t["in_scope_by_version"]},
+            cpa={k: (c["quantity"], Decimal(c["amount_exact"])) for k, c in t["cpa"].items()},
+            payouts={k: (c["quantity"], Decimal(c["amount_exact"])) for k, c in t["payouts"].items()},
+            offsets=dict(t["offsets"]), max_event_us=t["max_event_us"],
+        )
+        billed = None if r["billed"] is None else [
+            Line(b["line_type"], b["contract_version"], b["price_point"], None, b["quantity"], "per_thousand",
+                 Decimal(b["unit_price"]), Decimal(b["amount_exact"])) for b in r["billed"]]
+        return cls(r["contract_id"], r["period_key"], totals, r["closed"], r["closed_at_us"], set(r["alerts"]), billed)
 
 
 @dataclass
@@ -107,27 +147,56 @@ class ContractState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ContractState:
+        """A changelog value of a worker before the state had its schema."""
         rev = d.get("rev")
         return cls(d["c"], {int(x) for x in d.get("total_alerts", [])}, int(rev) if rev is not None else None)
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``metering_contract_state`` record (schemas/)."""
+        return {"contract_id": self.contract_id, "total_alerts": sorted(self.total_alerts), "revision": self.revision}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> ContractState:
+        return cls(r["contract_id"], set(r["total_alerts"]), r["revision"])
 
 
 @dataclass
 class ConversionState:
-    """A CPA conversion (or reversal) already counted."""
+    """A CPA conversion (or reversal) already counted: what attribution decided, and what it
+    contributes to its period now (``version``/amounts: re-priced when the contract's terms change).
+
+    The decided facts (``tier``, ``order_value``, ``completes``) come from attributed_conversion
+    v2; a v1 record has none, so it keeps the price it was decided at."""
 
     contract_id: str
     conversion_id: str
     kind: str
     period_key: str
+    #: what it contributes now: the version whose terms price it, and its exact amounts
     version: int
     event_type: str
     partner_id: str | None
     advertiser_amount: Decimal
     partner_payout: Decimal
-    #: for an original conversion: exact amounts given back so far by reversals
+    #: for an original conversion: exact amounts given back so far by reversals (v1 inference)
     reversed_amount: Decimal = Decimal(0)
     reversed_payout: Decimal = Decimal(0)
     fully_reversed: bool = False
+    #: net conversions it contributes: 1 for a conversion, -1 for the reversal that completes one
+    quantity: int = 1
+    #: as decided by attribution (what it keeps when the terms can no longer price it)
+    decided_version: int = 0
+    decided_amount: Decimal = Decimal(0)
+    decided_payout: Decimal = Decimal(0)
+    #: its own event time (µs)
+    event_us: int = 0
+    #: conversion: its order value; reversal: the order value it refunded
+    order_value: Decimal | None = None
+    #: conversion: tier position (None: a v1 record, not re-priceable)
+    tier: int | None = None
+    #: reversal: the conversion it reverses, and whether it completes it (None: v1)
+    original_id: str | None = None
+    completes: bool | None = None
 
     @property
     def key(self) -> str:
@@ -137,30 +206,69 @@ class ConversionState:
         return {"c": self.contract_id, "id": self.conversion_id, "kind": self.kind, "p": self.period_key,
                 "v": self.version, "et": self.event_type, "partner": self.partner_id,
                 "adv": str(self.advertiser_amount), "pay": str(self.partner_payout),
-                "radv": str(self.reversed_amount), "rpay": str(self.reversed_payout), "full": self.fully_reversed}
+                "radv": str(self.reversed_amount), "rpay": str(self.reversed_payout), "full": self.fully_reversed,
+                "q": self.quantity, "dv": self.decided_version, "dadv": str(self.decided_amount),
+                "dpay": str(self.decided_payout), "t": self.event_us,
+                "ov": None if self.order_value is None else str(self.order_value), "tier": self.tier,
+                "of": self.original_id, "done": self.completes}
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``metering_conversion_state`` record (schemas/)."""
+        return {"contract_id": self.contract_id, "conversion_id": self.conversion_id, "kind": self.kind,
+                "period_key": self.period_key, "version": self.version, "event_type": self.event_type,
+                "partner_id": self.partner_id, "advertiser_amount": str(self.advertiser_amount),
+                "partner_payout": str(self.partner_payout), "reversed_amount": str(self.reversed_amount),
+                "reversed_payout": str(self.reversed_payout), "fully_reversed": self.fully_reversed,
+                "quantity": self.quantity, "decided_version": self.decided_version,
+                "decided_amount": str(self.decided_amount), "decided_payout": str(self.decided_payout),
+                "event_us": self.event_us, "order_value": None if self.order_value is None else str(self.order_value),
+                "tier_position": self.tier, "original_conversion_id": self.original_id, "completes": self.completes}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> ConversionState:
+        ov = r["order_value"]
+        return cls(r["contract_id"], r["conversion_id"], r["kind"], r["period_key"], int(r["version"]), r["event_type"],
+                   r["partner_id"], Decimal(r["advertiser_amount"]), Decimal(r["partner_payout"]),
+                   Decimal(r["reversed_amount"]), Decimal(r["reversed_payout"]), bool(r["fully_reversed"]),
+                   quantity=int(r["quantity"]), decided_version=int(r["decided_version"]),
+                   decided_amount=Decimal(r["decided_amount"]), decided_payout=Decimal(r["decided_payout"]),
+                   event_us=int(r["event_us"]), order_value=None if ov is None else Decimal(ov),
+                   tier=r["tier_position"], original_id=r["original_conversion_id"], completes=r["completes"])
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ConversionState:
+        """A changelog value of a worker before the state had its schema."""
+        ov = d.get("ov")
         return cls(d["c"], d["id"], d["kind"], d["p"], int(d["v"]), d["et"], d.get("partner"), Decimal(d["adv"]),
-                   Decimal(d["pay"]), Decimal(d["radv"]), Decimal(d["rpay"]), bool(d["full"]))
+                   Decimal(d["pay"]), Decimal(d["radv"]), Decimal(d["rpay"]), bool(d["full"]),
+                   quantity=int(d.get("q", 1 if d["kind"] == "conversion" else 0)),
+                   decided_version=int(d.get("dv", d["v"])), decided_amount=Decimal(d.get("dadv", d["adv"])),
+                   decided_payout=Decimal(d.get("dpay", d["pay"])), event_us=int(d.get("t", 0)),
+                   order_value=None if ov is None else Decimal(ov), tier=d.get("tier"), original_id=d.get("of"),
+                   completes=d.get("done"))
 
 
 _Entry: TypeAlias = "PeriodState | ContractState | ConversionState | UsageDay"
 
 
 @functools.cache
-def _ledger_codec() -> AvroCodec:
-    return SchemaCatalog.load().codec("metering_ledger_day")
+def _codec(name: str) -> AvroCodec:
+    return SchemaCatalog.load().codec(name)
 
 
 def _encode(entry: _Entry | bytes | None) -> bytes | None:
-    """A changelog value: ledger days in Avro (``schemas/metering_ledger_day``, the hot path: 96
-    counts per class as packed bytes), the other entries as compact JSON."""
+    """A changelog value in Avro: ledger days (``schemas/metering_ledger_day``, the hot path: 96
+    counts per class as packed bytes), period, contract and conversion state
+    (``metering_period_state``, ``metering_contract_state``, ``metering_conversion_state``)."""
     if entry is None or isinstance(entry, bytes):
         return entry
     if isinstance(entry, UsageDay):
-        return _ledger_codec().encode(entry.to_record())
-    return json.dumps(entry.to_json(), separators=(",", ":")).encode()
+        return _codec("metering_ledger_day").encode(entry.to_record())
+    if isinstance(entry, PeriodState):
+        return _codec("metering_period_state").encode(entry.to_record())
+    if isinstance(entry, ContractState):
+        return _codec("metering_contract_state").encode(entry.to_record())
+    return _codec("metering_conversion_state").encode(entry.to_record())
 
 
 class TotalsStore:
@@ -225,7 +333,7 @@ class TotalsStore:
 
     def decide_ivt_report(self, report_id: str, status: str) -> None:
         self.ivt_reports[report_id] = status
-        self.dirty[f"ir{SEP}{report_id}"] = json.dumps({"id": report_id, "status": status}).encode()
+        self.dirty[f"ir{SEP}{report_id}"] = _codec("metering_ivt_decision").encode({"report_id": report_id, "status": status})
 
     def take_dirty(self) -> dict[str, bytes | None]:
         """The changelog records of everything changed since the last call, each encoded once."""
@@ -239,22 +347,30 @@ class TotalsStore:
                 _, adv, campaign, day = key.split(SEP)
                 self.usage.get((adv, campaign), {}).pop(int(day), None)
             return
+        # Avro (schemas/metering_*); a JSON object from a worker before the state had its schemas
+        legacy = value[:1] == b"{"
         if kind == "ug":
-            # Avro metering_ledger_day; a JSON object from a worker before the ledger had its schema
-            u = UsageDay.from_json(json.loads(value)) if value[:1] == b"{" else UsageDay.from_record(_ledger_codec().decode(value))
+            u = UsageDay.from_json(json.loads(value)) if legacy else UsageDay.from_record(
+                _codec("metering_ledger_day").decode(value))
             self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
-            return
-        d = json.loads(value)
-        if kind == "ir":
-            self.ivt_reports[d["id"]] = d["status"]
+        elif kind == "ir":
+            if legacy:
+                d = json.loads(value)
+                self.ivt_reports[d["id"]] = d["status"]
+            else:
+                r = _codec("metering_ivt_decision").decode(value)
+                self.ivt_reports[r["report_id"]] = r["status"]
         elif kind == "cp":
-            ps = PeriodState.from_json(d)
+            ps = PeriodState.from_json(json.loads(value)) if legacy else PeriodState.from_record(
+                _codec("metering_period_state").decode(value))
             self.periods[(ps.contract_id, ps.period_key)] = ps
         elif kind == "ct":
-            cs = ContractState.from_json(d)
+            cs = ContractState.from_json(json.loads(value)) if legacy else ContractState.from_record(
+                _codec("metering_contract_state").decode(value))
             self.contracts[cs.contract_id] = cs
         elif kind == "cv":
-            cv = ConversionState.from_json(d)
+            cv = ConversionState.from_json(json.loads(value)) if legacy else ConversionState.from_record(
+                _codec("metering_conversion_state").decode(value))
             self.conversions[(cv.contract_id, cv.conversion_id)] = cv
         else:
             raise ValueError(f"unknown changelog key {key!r}")

@@ -24,24 +24,26 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
-from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
+from tally_billing.usage import BUCKET_US
 from tally_streams import topics as catalog_topics
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
-from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
+from tally_streams.eos import ChangelogRecord, Consumed, ExactlyOnceLoop, TableFollower, TransactionFailed, restore
+from tally_streams.kafka import classify_rejection, consumer_config, dead_letter_record, ensure_topics, producer_config
 from tally_streams.topics import TopicSpec
 
 from . import domain as d
 from .clock import Clock
-from .codec import ImpressionDecoder
+from .codec import DeltaCodec, ImpressionDecoder
 from .engine import StageTwo, delta_partition
 from .metrics import WorkerMetrics
 from .state import DAY_US, DedupeStore, TotalsStore
@@ -59,9 +61,6 @@ def _where(m: Message) -> tuple[str, int, int]:
     topic, partition, offset = m.topic(), m.partition(), m.offset()
     assert topic is not None and partition is not None and offset is not None
     return topic, partition, offset
-
-
-_offset: Callable[[Message], int] = Message.offset  # type: ignore[assignment]
 
 
 def _value(m: Message) -> bytes:
@@ -83,33 +82,9 @@ class _Usage:
     first_offset: int
     first_id: str
     last_offset: int = 0
-    #: (campaign, bucket, ledger class) -> [count, newest event time µs, offset of its last record]
-    rows: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
-
-
-def _read_to_end(consumer: Consumer, partitions: list[TopicPartition], on_record: Callable[[Message], None],
-                 timeout_s: float = 120.0) -> int:
-    """Read ``partitions`` from the beginning to their end (partition EOF); returns the record count."""
-    if not partitions:
-        return 0
-    consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions])
-    pending = {(tp.topic, tp.partition) for tp in partitions}
-    deadline = time.monotonic() + timeout_s
-    n = 0
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"changelog restore did not reach the end of {sorted(pending)} in {timeout_s}s")
-        for m in consumer.consume(5000, 0.5):
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((m.topic(), m.partition()))
-                    continue
-                raise KafkaException(err)
-            on_record(m)
-            n += 1
-    consumer.unassign()
-    return n
+    #: (campaign, ledger class, UTC day) -> [{bucket of the day: count}, newest event time µs,
+    #: offset of its last record]
+    groups: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)
 
 
 class Worker:
@@ -128,6 +103,7 @@ class Worker:
         self.t_deltas = settings.metering_topic_deltas
         self.n_deltas = settings.metering_delta_partitions
         self.imp_decoder = ImpressionDecoder(self.catalog)
+        self.delta_codec = DeltaCodec(self.catalog)
         self.att_codec: AvroCodec = self.catalog.codec("attributed_conversion")
         self.ivt_codec: AvroCodec = self.catalog.codec("ivt_report")
         self.terms_codec = self.catalog.codec("contract_terms")
@@ -135,8 +111,6 @@ class Worker:
                                                            "dead_letter", "ivt_report_outcome")}
         self.book = ContractBook()
         self.dedupe: dict[int, DedupeStore] = {}
-        #: next offset committed by us, per input (topic, partition), to tell whether held state is still current
-        self.committed_by_us: dict[tuple[str, int], int] = {}
         self.topic_of = {"running_total": settings.metering_topic_running_totals,
                          "period_closed": settings.metering_topic_periods_closed,
                          "adjustment": settings.metering_topic_adjustments,
@@ -146,7 +120,8 @@ class Worker:
         self.two = StageTwo(settings, self.book, self._emit_effect, self.metrics, lookup_contract=self.contract)
         self.stores = self.two.stores  # the same dict: the rebalance code below keeps it current
         self._last_housekeeping = 0.0
-        self._txn_open = False
+        #: impression ids first seen in the open batch, per impressions partition and event day
+        self._new_ids: dict[int, dict[int, list[str]]] = {}
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ setup
@@ -161,9 +136,12 @@ class Worker:
         ensure_topics(self.s.kafka_bootstrap, [
             catalog_topics.IVT_REPORTS.renamed(self.t_ivt),
             catalog_topics.IVT_REPORT_OUTCOMES.renamed(self.s.metering_topic_ivt_outcomes),
-            TopicSpec(self.t_deltas, "contract id", "internal-json", partitions=self.n_deltas, retention_ms=7 * 86_400_000),
-            TopicSpec(self.s.metering_topic_state, "state key", "internal-json", partitions=self.n_deltas, compacted=True),
-            TopicSpec(self.s.metering_topic_dedupe, "event day", "internal-ids", partitions=n_imp,
+            TopicSpec(self.t_deltas, "advertiser id", "metering_delta", partitions=self.n_deltas, retention_ms=7 * 86_400_000),
+            # one schema per key prefix: ug metering_ledger_day, cp metering_period_state, ct
+            # metering_contract_state, ir metering_ivt_decision (cv: ConversionState, still JSON)
+            TopicSpec(self.s.metering_topic_state, "state key", "metering_period_state", partitions=self.n_deltas,
+                      compacted=True),
+            TopicSpec(self.s.metering_topic_dedupe, "event day", "metering_dedupe_ids", partitions=n_imp,
                       retention_ms=self.s.metering_dedupe_horizon_days * 86_400_000 + 7 * 86_400_000),
             TopicSpec(self.s.metering_topic_dlq_impressions, "as source", "dead_letter", partitions=1, retention_ms=-1),
             TopicSpec(self.s.metering_topic_dlq_attributed, "as source", "dead_letter", partitions=1, retention_ms=-1),
@@ -183,11 +161,14 @@ class Worker:
             "transaction.timeout.ms": s.metering_txn_timeout_ms, "message.timeout.ms": s.metering_txn_timeout_ms,
             "linger.ms": 10,
         }))
-        self.producer.init_transactions(60)
+        self.producer.init_transactions(60)  # fences an earlier incarnation and aborts its open transaction
+        #: the exactly-once loop: every effect of a step and its offsets in one transaction
+        self.loop = ExactlyOnceLoop(self.producer, self.consumer)
         self.restorer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.metering_group}-restore",
                                                  **{"enable.partition.eof": True}))
         self.terms_consumer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.metering_group}-terms",
                                                        **{"enable.partition.eof": True}))
+        self.terms = TableFollower(self.terms_consumer, s.metering_topic_terms, self._apply_terms)
 
     def _close_clients(self) -> None:
         for closer in (getattr(self, "consumer", None), getattr(self, "restorer", None), getattr(self, "terms_consumer", None)):
@@ -200,30 +181,10 @@ class Worker:
     # ------------------------------------------------------------------ terms
 
     def catch_up_terms(self) -> None:
-        md = self.terms_consumer.list_topics(self.s.metering_topic_terms, timeout=10)
-        parts = [TopicPartition(self.s.metering_topic_terms, p) for p in md.topics[self.s.metering_topic_terms].partitions]
-        self.terms_consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-        pending = {tp.partition for tp in parts}
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for m in self.terms_consumer.consume(1000, 0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                        continue
-                    raise KafkaException(err)
-                self._apply_terms(m)
-        if pending:
-            raise TimeoutError("contract terms not read to the end within 60 s")
+        self.terms.catch_up(timeout_s=60)
 
     def poll_terms(self, timeout_s: float = 0.0) -> int:
-        n = 0
-        for m in self.terms_consumer.consume(1000, timeout_s):
-            if m.error() is None:
-                self._apply_terms(m)
-                n += 1
-        return n
+        return self.terms.poll(timeout_s)
 
     def _apply_terms(self, m: Message) -> None:
         try:
@@ -249,7 +210,7 @@ class Worker:
         imp_restore, state_restore = [], []
         for tp in partitions:
             k = (tp.topic, tp.partition)
-            current = self.committed_by_us.get(k) == committed.get(k) and k in self.committed_by_us
+            current = k in self.loop.committed and self.loop.committed[k] == committed.get(k)
             if tp.topic == self.t_imp and not (current and tp.partition in self.dedupe):
                 imp_restore.append(tp.partition)
             elif tp.topic == self.t_deltas and not (current and tp.partition in self.stores):
@@ -261,7 +222,7 @@ class Worker:
         for q in list(self.stores):
             if (self.t_deltas, q) not in assigned or q in state_restore:
                 del self.stores[q]
-        self.committed_by_us = {k: v for k, v in self.committed_by_us.items() if k in assigned}
+        self.loop.forget(assigned.__contains__)
         self._restore_dedupe(imp_restore)
         self._restore_state(state_restore)
         log.info("partitions assigned", extra={"worker": self.s.metering_worker_id, "partitions": sorted(f"{t}[{p}]" for t, p in assigned),
@@ -273,8 +234,9 @@ class Worker:
         log.info("partitions revoked", extra={"worker": self.s.metering_worker_id, "count": len(partitions)})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.loop.forget(lambda k: k not in lost)
         for tp in partitions:
-            self.committed_by_us.pop((tp.topic, tp.partition), None)
             if tp.topic == self.t_imp:
                 self.dedupe.pop(tp.partition, None)
             elif tp.topic == self.t_deltas:
@@ -291,7 +253,7 @@ class Worker:
             if day >= cutoff_day:
                 stores[_where(m)[1]].add(day, DedupeStore.decode(_value(m)))
 
-        _read_to_end(self.restorer, [TopicPartition(self.s.metering_topic_dedupe, p) for p in partitions], apply)
+        restore(self.restorer, self.s.metering_topic_dedupe, partitions, apply)
         self.dedupe.update(stores)
         self.metrics.restores.labels("dedupe").inc(len(partitions))
 
@@ -303,7 +265,7 @@ class Worker:
         def apply(m: Message) -> None:
             stores[_where(m)[1]].apply_changelog(_key(m).decode(), m.value())
 
-        _read_to_end(self.restorer, [TopicPartition(self.s.metering_topic_state, q) for q in partitions], apply)
+        restore(self.restorer, self.s.metering_topic_state, partitions, apply)
         self.stores.update(stores)
         self.two.empty_checked.clear()  # re-derived from the restored state on the next step
         self.two.terms_changed.update(self.book.contracts)  # the next step compares each contract's revision
@@ -330,26 +292,11 @@ class Worker:
                 log.warning("transaction failed; rebuilding state from the changelogs")
                 self.dedupe.clear()
                 self.two.reset()
-                self.committed_by_us.clear()
             finally:
                 self._close_clients()
 
-    def _begin(self) -> None:
-        if not self._txn_open:
-            self.producer.begin_transaction()
-            self._txn_open = True
-
     def _produce(self, topic: str, value: bytes | None, key: str | bytes, partition: int | None = None) -> None:
-        self._begin()
-        while True:
-            try:
-                if partition is None:
-                    self.producer.produce(topic, value=value, key=key)
-                else:
-                    self.producer.produce(topic, value=value, key=key, partition=partition)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        self.loop.produce(topic, value, key, partition)
 
     def _emit_effect(self, kind: str, record: dict[str, Any], key: str) -> None:
         self._emit(kind, self.topic_of[kind], record, key)
@@ -359,82 +306,60 @@ class Worker:
         self.metrics.outputs.labels(kind).inc()
 
     def step(self) -> None:
+        """One batch: consume, stage one and stage two, housekeeping; every effect, the changelog
+        records and the offsets in one transaction (``tally_streams.eos``)."""
         self.poll_terms()
         msgs = self.consumer.consume(self.s.metering_batch_max, self.batch_wait_s)
         started = time.perf_counter()
-        now = self.clock.now()
-        now_us = to_micros(now)
-        # Records grouped per (topic, partition), each group in offset order as consumed; a
-        # partition's records mostly come in runs, so the key is built once per run.
-        groups: dict[tuple[str, int], list[Message]] = {}
-        group: list[Message] = []
-        last_topic, last_partition = "", -1
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
-            topic, partition = m.topic(), m.partition()
-            if partition != last_partition or topic != last_topic:
-                key = (topic, partition)
-                group = groups.setdefault(key, [])  # type: ignore[arg-type]
-                last_topic, last_partition = topic, partition  # type: ignore[assignment]
-            group.append(m)
-        offsets: dict[tuple[str, int], int] = {}
-        by_topic: dict[str, list[Message]] = {self.t_imp: [], self.t_att: [], self.t_ivt: [], self.t_deltas: []}
-        imp_groups: list[tuple[int, list[Message]]] = []
-        for (topic, partition), group in groups.items():
-            offsets[(topic, partition)] = max(map(_offset, group)) + 1
-            if topic == self.t_imp:
-                imp_groups.append((partition, group))
-            else:
-                by_topic[topic].extend(group)
         try:
-            if imp_groups:
-                self.stage_one_impressions(imp_groups, now_us)
-            if by_topic[self.t_att]:
-                self.stage_one_conversions(by_topic[self.t_att], now_us)
-            if by_topic[self.t_ivt]:
-                self.stage_one_ivt_reports(by_topic[self.t_ivt])
-            if by_topic[self.t_deltas]:
-                for m in by_topic[self.t_deltas]:
-                    self.two.apply(_where(m)[1], json.loads(_value(m)), now)
-            if self.two.terms_changed:
-                self.two.rederive_changed_terms(now)
-            self.housekeeping(now)
-            self._flush_changelogs()
-            if offsets:
-                self._begin()  # a batch that produced nothing (e.g. only uncovered campaigns) still commits
-            if self._txn_open:
-                if offsets:
-                    tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-                    self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 60)
-                self.producer.commit_transaction(60)
-                self._txn_open = False
-                self.committed_by_us.update(offsets)
-        except KafkaException as exc:
-            log.warning("transaction failed", extra={"error": str(exc)})
-            self._abort()
+            self.loop.step(msgs, self._process, self._changelog)
+        except TransactionFailed as exc:
+            log.warning("transaction failed", extra={"error": str(exc), "fenced": exc.fenced})
             raise ResetRequired from exc
-        except Exception:
-            self._abort()
-            raise
         if msgs:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    def _abort(self) -> None:
-        if self._txn_open:
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException:
-                log.exception("abort failed")
-            self._txn_open = False
+    def _process(self, consumed: Consumed) -> None:
+        """The effects of one batch, handed to the loop (``_produce``)."""
+        now = self.clock.now()
+        now_us = to_micros(now)
+        self._new_ids = {}
+        imp_groups: list[tuple[int, list[Message]]] = []
+        att: list[Message] = []
+        ivt: list[Message] = []
+        deltas: list[tuple[int, list[Message]]] = []
+        for (topic, partition), group in consumed.by_partition.items():
+            if topic == self.t_imp:
+                imp_groups.append((partition, group))
+            elif topic == self.t_deltas:
+                deltas.append((partition, group))
+            elif topic == self.t_att:
+                att.extend(group)
+            elif topic == self.t_ivt:
+                ivt.extend(group)
+        if imp_groups:
+            self.stage_one_impressions(imp_groups, now_us)
+        if att:
+            self.stage_one_conversions(att, now_us)
+        if ivt:
+            self.stage_one_ivt_reports(ivt)
+        for partition, group in deltas:
+            for m in group:
+                self.two.apply(partition, self._decode_delta(m.value()), now)
+        if self.two.terms_changed:
+            self.two.rederive_changed_terms(now)
+        self.housekeeping(now)
 
-    def _flush_changelogs(self) -> None:
+    def _changelog(self) -> Iterator[ChangelogRecord]:
+        """What changed in this batch's state: the dedupe ids seen, then every stage-two entry
+        (each encoded once however often it changed; None: a tombstone)."""
+        new_ids, self._new_ids = self._new_ids, {}
+        for partition, days in new_ids.items():
+            for day, ids in days.items():
+                yield self.s.metering_topic_dedupe, partition, str(day), DedupeStore.encode(ids)
         for q, store in self.stores.items():
             for key, value in store.take_dirty().items():
-                self._produce(self.s.metering_topic_state, value, key, partition=q)  # None: a tombstone
+                yield self.s.metering_topic_state, q, key, value
 
     # ------------------------------------------------------------------ stage one
 
@@ -462,11 +387,11 @@ class Worker:
             for m, rec in zip(msgs, decoded, strict=True):
                 if rec.__class__ is not tuple:
                     assert isinstance(rec, DecodeError)
-                    self._dead_letter(self.s.metering_topic_dlq_impressions, m, rec.kind, rec.reason)
+                    self._dead_letter(self.s.metering_topic_dlq_impressions, m, classify_rejection(rec), rec.reason)
                     continue
                 iid, t, advertiser, campaign, ivt, source = rec
                 if t > hi or t < lo:
-                    why = "future_event_time" if t > hi else "beyond_dedupe_horizon"
+                    why = classify_rejection(field="event_time", event_time=from_micros(t), now=from_micros(now_us))
                     self._dead_letter(self.s.metering_topic_dlq_impressions, m, why,
                                       f"event_time {from_micros(t).isoformat()} is outside what metering can count exactly",
                                       field="event_time")
@@ -477,56 +402,36 @@ class Worker:
                     u = usage[advertiser] = _Usage(advertiser, partition, offset, iid)
                 u.last_offset = offset
                 received += 1
+                day = t // DAY_US
                 if iid in seen or iid in batch_seen:
                     cls = duplicate
                     dupes += 1
                 else:
                     batch_seen.add(iid)
-                    day = t // DAY_US
                     day_ids = ids_by_day.get(day)
                     if day_ids is None:
                         day_ids = ids_by_day[day] = []
                     day_ids.append(iid)
                     cls = valid_first_party if ivt == "none" and source == "first_party" else classes[(ivt, source)]
-                key = (campaign, t // BUCKET_US, cls)
-                row = u.rows.get(key)
-                if row is None:
-                    u.rows[key] = [1, t, offset]
-                else:
-                    row[0] += 1
-                    row[2] = offset  # in offset order: the row's last record
-                    if t > row[1]:
-                        row[1] = t
-        for u in (x for usage in all_usage for x in usage.values()):
-            # one group per (campaign, UTC day, ledger class): its buckets' counts, its newest event
-            # time, and the next offset after the day's last record in the batch
-            day_last: dict[tuple[str, int], int] = {}
-            for (c, b, _), (_, _, last) in u.rows.items():
-                k = (c, b // BUCKETS_PER_DAY)
-                if last > day_last.get(k, -1):
-                    day_last[k] = last
-            by_day: dict[tuple[str, int, str], list[Any]] = {}
-            for (c, b, cls), (n, newest, _) in u.rows.items():
-                day, i = divmod(b, BUCKETS_PER_DAY)
-                g = by_day.get((c, day, cls))
+                bucket = (t - day * DAY_US) // BUCKET_US
+                key = (campaign, cls, day)
+                g = u.groups.get(key)
                 if g is None:
-                    g = by_day[(c, day, cls)] = [c, day, cls, [], newest, day_last[(c, day)] + 1]
-                g[3].append([i, n])
-                if newest > g[4]:
-                    g[4] = newest
-            for g in by_day.values():
-                g[3].sort()
-            self._produce_delta({
-                "kind": "usage", "advertiser_id": u.advertiser_id,
-                "src": {"topic": self.t_imp, "partition": u.partition, "first": u.first_offset, "last": u.last_offset,
-                        "first_id": u.first_id},
-                "groups": list(by_day.values()),
-            }, u.advertiser_id)
+                    u.groups[key] = [{bucket: 1}, t, offset]
+                else:
+                    cells = g[0]
+                    cells[bucket] = cells.get(bucket, 0) + 1
+                    if t > g[1]:
+                        g[1] = t
+                    g[2] = offset  # in offset order: the group's last record
+        for u in (x for usage in all_usage for x in usage.values()):
+            self._produce(self.t_deltas, self._usage_delta(u), u.advertiser_id,
+                          partition=delta_partition(u.advertiser_id, self.n_deltas))
         for partition, days in new_ids.items():
             store = self.dedupe[partition]
             for day, ids in days.items():
                 store.add(day, ids)
-                self._produce(self.s.metering_topic_dedupe, DedupeStore.encode(ids), str(day), partition=partition)
+        self._new_ids = new_ids  # written by _changelog, with the batch's other changelog records
         if received:
             self.metrics.events.labels("impression", d.RECEIVED).inc(received)
         if dupes:
@@ -537,17 +442,14 @@ class Worker:
             try:
                 rec = self.att_codec.decode(m.value())
             except DecodeError as exc:
-                self._dead_letter(self.s.metering_topic_dlq_attributed, m, exc.kind, exc.reason)
+                self._dead_letter(self.s.metering_topic_dlq_attributed, m, classify_rejection(exc), exc.reason)
                 continue
             if to_micros(rec["event_time"]) > now_us + self.future_us:
-                self._dead_letter(self.s.metering_topic_dlq_attributed, m, "future_event_time",
+                self._dead_letter(self.s.metering_topic_dlq_attributed, m, classify_rejection(
+                                      field="event_time", event_time=rec["event_time"], now=from_micros(now_us)),
                                   "event_time is ahead of the clock", field="event_time")
                 continue
-            self._produce_delta({
-                "kind": "cpa",
-                "src": {"topic": m.topic(), "partition": m.partition(), "offset": m.offset()},
-                "rec": _conversion_json(rec),
-            }, rec["advertiser_id"])
+            self._forward("attributed_conversion", m, rec["advertiser_id"])
 
     def stage_one_ivt_reports(self, msgs: list[Message]) -> None:
         """IVT reports go, whole, to the stage-two partition that owns their advertiser's ledger."""
@@ -555,24 +457,54 @@ class Worker:
             try:
                 rec = self.ivt_codec.decode(m.value())
             except DecodeError as exc:
-                self._dead_letter(self.s.metering_topic_dlq_impressions, m, exc.kind, exc.reason)
+                self._dead_letter(self.s.metering_topic_dlq_impressions, m, classify_rejection(exc), exc.reason)
                 continue
-            self._produce_delta({
-                "kind": "ivt",
-                "src": {"topic": m.topic(), "partition": m.partition(), "offset": m.offset()},
-                "rec": {"report_id": rec["report_id"], "vendor": rec["vendor"], "advertiser_id": rec["advertiser_id"],
-                        "entries": [[e["campaign_id"], to_micros(e["window_start"]), to_micros(e["window_end"]),
-                                     e["ivt_class"], e["measurement_source"], e["count"]] for e in rec["entries"]]},
-            }, rec["advertiser_id"])
+            self._forward("ivt_report", m, rec["advertiser_id"])
 
-    def _produce_delta(self, payload: dict[str, Any], advertiser_id: str) -> None:
-        self._produce(self.t_deltas, json.dumps(payload, separators=(",", ":")).encode(), advertiser_id,
+    def _usage_delta(self, u: _Usage) -> bytes:
+        """One usage delta (``schemas/metering_delta``): a group per (campaign, UTC day, ledger
+        class) with its buckets' counts, its newest event time, and the next offset after the
+        day's last record in the batch (any class)."""
+        day_last: dict[tuple[str, int], int] = {}
+        for (c, _, day), (_, _, last) in u.groups.items():
+            k = (c, day)
+            if last > day_last.get(k, -1):
+                day_last[k] = last
+        campaigns: dict[str, int] = {}
+        classes: dict[str, int] = {}
+        packed, counts, buckets = array("q"), array("q"), bytearray()
+        for (c, cls, day), (cells, newest, _) in u.groups.items():
+            ascending = sorted(cells)
+            packed.extend((campaigns.setdefault(c, len(campaigns)), classes.setdefault(cls, len(classes)), day,
+                           len(ascending), newest, day_last[(c, day)] + 1))
+            buckets += bytes(ascending)
+            counts.extend(map(cells.__getitem__, ascending))
+        return self.delta_codec.usage(self.t_imp, u.partition, u.first_offset, u.last_offset, u.advertiser_id, u.first_id,
+                                      list(campaigns), list(classes), packed, buckets, counts)
+
+    def _forward(self, kind: str, m: Message, advertiser_id: str) -> None:
+        """A validated input record, as consumed, to the stage-two partition of its advertiser."""
+        topic, partition, offset = _where(m)
+        self._produce(self.t_deltas, self.delta_codec.forwarded(kind, topic, partition, offset, _value(m)), advertiser_id,
                       partition=delta_partition(advertiser_id, self.n_deltas))
+
+    def _decode_delta(self, value: bytes | None) -> dict[str, Any]:
+        """A delta as the payload stage two applies (``StageTwo.apply``)."""
+        if value is not None and value[:1] == b"{":  # JSON, from a worker before the deltas had their schema
+            legacy: dict[str, Any] = json.loads(value)
+            return legacy
+        payload, kind, raw = self.delta_codec.decode(value)
+        if kind == "attributed_conversion":
+            payload["rec"] = _conversion_json(self.att_codec.decode(raw))
+        elif kind == "ivt_report":
+            payload["rec"] = _ivt_json(self.ivt_codec.decode(raw))
+        return payload
 
     def _dead_letter(self, topic: str, m: Message, kind: str, reason: str, field: str | None = None) -> None:
         src, partition, offset = _where(m)
         rec = dead_letter_record(src, error_kind=kind, reason=reason, key=m.key(), value=m.value(),
-                                 partition=partition, offset=offset, field=field, failed_at=self.clock.now())
+                                 partition=partition, offset=offset, field=field, failed_at=self.clock.now(),
+                                 consumer_group=self.s.metering_group)
         self._emit("dead_letter", topic, rec, _key(m))
 
     # ------------------------------------------------------------------ stage two
@@ -619,7 +551,18 @@ def _conversion_json(rec: dict[str, Any]) -> dict[str, Any]:
     out["original_event_time_us"] = to_micros(rec["original_event_time"]) if rec.get("original_event_time") else None
     out["advertiser_amount"] = str(rec["advertiser_amount"])
     out["partner_payout"] = str(rec["partner_payout"])
+    # v2 facts (absent from v1 records): what a backdated amendment re-prices the conversion from
+    out["order_value"] = None if rec.get("order_value") is None else str(rec["order_value"])
+    out["tier_position"] = rec.get("tier_position")
+    out["reversal_completes"] = rec.get("reversal_completes")
     return out
+
+
+def _ivt_json(rec: dict[str, Any]) -> dict[str, Any]:
+    """An IVT report as stage two applies it (window times as micros)."""
+    return {"report_id": rec["report_id"], "vendor": rec["vendor"], "advertiser_id": rec["advertiser_id"],
+            "entries": [[e["campaign_id"], to_micros(e["window_start"]), to_micros(e["window_end"]),
+                         e["ivt_class"], e["measurement_source"], e["count"]] for e in rec["entries"]]}
 
 
 def now_utc() -> datetime:

@@ -9,7 +9,9 @@ from typing import Any
 
 
 def sample(schema: Any, rng: random.Random, named: dict[str, Any] | None = None) -> Any:
-    named = {} if named is None else named
+    if named is None:
+        named = {}
+        _register(schema, named)  # a named type may be defined where no value was sampled (an empty map)
     if isinstance(schema, str):
         if schema in named:
             return sample(named[schema], rng, named)
@@ -38,6 +40,21 @@ def sample(schema: Any, rng: random.Random, named: dict[str, Any] | None = None)
     if t == "fixed":
         return bytes(rng.randrange(256) for _ in range(schema["size"]))
     return sample(t, rng, named)
+
+
+def _register(schema: Any, named: dict[str, Any]) -> None:
+    """Every named type (record, enum, fixed) defined anywhere in ``schema``, by name."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _register(branch, named)
+    elif isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum", "fixed"):
+            named[schema["name"]] = schema
+        for f in schema.get("fields", []):
+            _register(f["type"], named)
+        for k in ("items", "values"):
+            if k in schema:
+                _register(schema[k], named)
 
 
 def _primitive(name: str, rng: random.Random) -> Any:
