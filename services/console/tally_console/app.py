@@ -22,6 +22,9 @@ from .settings import upstream_urls
 #: hashed build outputs never change under the same name; everything else is revalidated
 IMMUTABLE_PREFIX = "assets/"
 
+#: never served, even if a build left one behind: a source map publishes the whole source
+PRIVATE_SUFFIXES = frozenset({".map"})
+
 
 def api_auth_middleware(verifier: TokenVerifier, public: frozenset[str]) -> Middleware:
     """Reject a missing or invalid token at the gateway (the services check it again and authorize)."""
@@ -46,15 +49,18 @@ def static_handler(static_dir: Path) -> Handler:
         if not index.is_file():
             raise ApiError(503, "the console is not built: run `npm run build` in services/console/web")
         if rel:
+            if Path(rel).suffix in PRIVATE_SUFFIXES:
+                raise ApiError(404, f"no file {request.path}")
             candidate = (root / rel).resolve()
             if candidate.is_relative_to(root) and candidate.is_file():
                 cache = "public, max-age=31536000, immutable" if rel.startswith(IMMUTABLE_PREFIX) else "no-cache"
-                return web.FileResponse(candidate, headers={"Cache-Control": cache})
+                # FileResponse sends the build's precompressed name.br / name.gz when the browser accepts it
+                return web.FileResponse(candidate, headers={"Cache-Control": cache, "Vary": "Accept-Encoding"})
             if rel.startswith(IMMUTABLE_PREFIX) or Path(rel).suffix in {".js", ".css", ".map", ".png", ".svg", ".ico"}:
                 # a missing asset is a 404, not the app shell (which would confuse the browser)
                 raise ApiError(404, f"no file {request.path}")
         # client-side routes (/contracts/42, /invoices, ...) all get the app shell
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(index, headers={"Cache-Control": "no-cache", "Vary": "Accept-Encoding"})
 
     return serve
 

@@ -1,7 +1,9 @@
-import { NavLink, Navigate, Outlet, Route, Routes } from "react-router"
+import { useEffect } from "react"
+import { NavLink, Navigate, Outlet, Route, Routes, useLocation } from "react-router"
 import { useAppDispatch, useAppSelector } from "./hooks"
 import { apiSlice } from "./api"
-import { can, saveSession, selectUser, signedOut } from "../features/session/sessionSlice"
+import { usePageTitle } from "../components/ui"
+import { can, homeOf, saveSession, selectUser, sessionExpired, signedOut } from "../features/session/sessionSlice"
 import { SignIn } from "../features/session/SignIn"
 import { Overview } from "../features/overview/Overview"
 import { ContractsList } from "../features/contracts/ContractsList"
@@ -11,9 +13,52 @@ import { ApprovalsQueue } from "../features/approvals/ApprovalsQueue"
 import { InvoicesList, StatementsList } from "../features/invoices/DocumentsList"
 import { InvoiceDetail, StatementDetail } from "../features/invoices/DocumentDetail"
 
+/** After a route change the keyboard and screen-reader focus moves to the new page (its heading, else main). */
+function useFocusOnRouteChange() {
+  const { pathname } = useLocation()
+  useEffect(() => {
+    const main = document.getElementById("main")
+    const heading = main?.querySelector<HTMLElement>("h1")
+    if (heading) {
+      if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1")
+      heading.focus()
+    } else main?.focus()
+  }, [pathname])
+}
+
+function NotFound() {
+  usePageTitle("No such page")
+  return <h1>There is no such page.</h1>
+}
+
+/** "/" is the spend overview, except for partners (the spend API refuses them): they land on their statements. */
+function Home() {
+  const user = useAppSelector(selectUser)
+  if (!can.seeSpend(user)) return <Navigate to={homeOf(user)} replace />
+  return <Overview />
+}
+
 function Layout() {
   const user = useAppSelector(selectUser)
   const dispatch = useAppDispatch()
+  useFocusOnRouteChange()
+  const expiresAt = user?.expiresAt
+  useEffect(() => {
+    if (expiresAt === undefined) return
+    const expire = () => {
+      saveSession(null)
+      dispatch(apiSlice.util.resetApiState())
+      dispatch(sessionExpired("Your session has expired: sign in again."))
+    }
+    const left_ms = expiresAt * 1000 - Date.now()
+    if (left_ms <= 0) {
+      expire()
+      return
+    }
+    // setTimeout holds at most ~24.8 days; a longer token is checked again on the next render
+    const timer = setTimeout(expire, Math.min(left_ms, 2 ** 31 - 1))
+    return () => clearTimeout(timer)
+  }, [expiresAt, dispatch])
   if (!user) return <Navigate to="/signin" replace />
   const signOut = () => {
     saveSession(null)
@@ -30,16 +75,19 @@ function Layout() {
       <header className="topbar">
         <span className="brand">Tally</span>
         <nav aria-label="Main">
-          <NavLink to="/" end>
-            Overview
-          </NavLink>
+          {can.seeSpend(user) && (
+            <NavLink to="/" end>
+              Overview
+            </NavLink>
+          )}
           <NavLink to="/contracts">Contracts</NavLink>
           {can.approve(user) && <NavLink to="/approvals">Approvals</NavLink>}
           {seesInvoices && <NavLink to="/invoices">Invoices</NavLink>}
           {seesStatements && <NavLink to="/statements">Payout statements</NavLink>}
         </nav>
         <div className="who">
-          <span aria-label="Signed in as">
+          <span>
+            <span className="sr-only">Signed in as </span>
             {user.subject} · {user.roles.join(", ")}
             {user.tenantId ? ` · ${user.tenantId}` : ""}
           </span>
@@ -60,7 +108,7 @@ export function App() {
     <Routes>
       <Route path="/signin" element={<SignIn />} />
       <Route element={<Layout />}>
-        <Route index element={<Overview />} />
+        <Route index element={<Home />} />
         <Route path="contracts" element={<ContractsList />} />
         <Route path="contracts/new" element={<NewContract />} />
         <Route path="contracts/:contractId" element={<ContractDetail />} />
@@ -69,7 +117,7 @@ export function App() {
         <Route path="invoices/:id" element={<InvoiceDetail />} />
         <Route path="statements" element={<StatementsList />} />
         <Route path="statements/:id" element={<StatementDetail />} />
-        <Route path="*" element={<p>There is no such page.</p>} />
+        <Route path="*" element={<NotFound />} />
       </Route>
     </Routes>
   )

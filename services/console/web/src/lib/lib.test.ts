@@ -63,3 +63,67 @@ describe("server-sent events", () => {
     expect(rest).toBe('event: total\ndata: {"a"')
   })
 })
+
+describe("percent and time for display", () => {
+  it("floors the burn so it never shows a threshold the spend has not reached", async () => {
+    const { formatPercent } = await import("./money")
+    expect(formatPercent(ratioBasisPoints("24.99975", "25.00"))).toBe("99.9 %")
+    expect(formatPercent(10_000)).toBe("100.0 %")
+    expect(formatPercent(8_550)).toBe("85.5 %")
+    expect(formatPercent(5)).toBe("0.0 %")
+  })
+  it("shows an instant in the contract's zone, labelled, whatever the viewer's zone", async () => {
+    const { formatDateTime, formatDate } = await import("./money")
+    // a New York midnight is 00:00 EST there, not 05:00
+    expect(formatDateTime("2026-12-01T05:00:00Z", "America/New_York")).toBe("1 Dec 2026, 00:00 EST")
+    expect(formatDateTime("2026-07-01T04:00:00Z", "America/New_York")).toBe("1 Jul 2026, 00:00 EDT")
+    expect(formatDateTime("2026-12-01T05:00:00Z", "UTC")).toBe("1 Dec 2026, 05:00 UTC")
+    expect(formatDate("2026-12-01T05:00:00Z", "Europe/Berlin")).toBe("1 Dec 2026")
+    expect(formatDateTime(null)).toBe("—")
+  })
+})
+
+describe("field labels", () => {
+  it("name API paths in words and show values with their units", async () => {
+    const { formatFieldValue, labelFor } = await import("../features/contracts/fieldLabels")
+    expect(labelFor("terms.common.campaign_ids")).toBe("Campaigns")
+    expect(labelFor("terms.cpm.rate_card.bands[0].rate_cpm")).toBe("Band 1 rate per thousand")
+    expect(labelFor("terms.cpa.payouts[1].partner_payout.amount")).toBe("Payout 2 partner payout")
+    expect(formatFieldValue("terms.cpm.rate_card.bands[0].rate_cpm", "12.5", "EUR", "UTC").replace(/\u00a0/g, " ")).toBe("EUR 12.50")
+    expect(formatFieldValue("terms.common.payment_terms_days", 45, "EUR", "UTC")).toBe("45 days")
+    expect(formatFieldValue("effective_from", "2026-12-01T05:00:00+00:00", "USD", "America/New_York")).toBe("1 Dec 2026, 00:00 EST")
+    expect(formatFieldValue("terms.common.auto_renew", true, "USD", "UTC")).toBe("yes")
+    expect(formatFieldValue("terms.common.flight_end", null, "USD", "UTC")).toBe("—")
+  })
+})
+
+describe("pickers", () => {
+  it("offer ISO 4217 currencies and IANA zones, and keep a value the tables lack", async () => {
+    const { currencyChoices, timeZoneChoices, withValue } = await import("./choices")
+    expect(currencyChoices().find((c) => c.code === "EUR")?.label).toBe("EUR — Euro")
+    expect(timeZoneChoices()).toEqual(expect.arrayContaining(["America/New_York", "Europe/Berlin", "UTC"]))
+    expect(withValue(["A"], "B", (v) => v, (v) => v)).toEqual(["B", "A"])
+  })
+})
+
+describe("period ends", () => {
+  it("end a month at the next month's first midnight in the contract's zone, across DST and year ends", async () => {
+    const { periodEndMs } = await import("./periods")
+    expect(new Date(periodEndMs("2026-12", "America/New_York") ?? 0).toISOString()).toBe("2027-01-01T05:00:00.000Z")
+    expect(new Date(periodEndMs("2026-03", "Europe/Berlin") ?? 0).toISOString()).toBe("2026-03-31T22:00:00.000Z")
+    expect(new Date(periodEndMs("2028-02", "America/New_York") ?? 0).toISOString()).toBe("2028-03-01T05:00:00.000Z")
+    expect(new Date(periodEndMs("2026-10", "UTC") ?? 0).toISOString()).toBe("2026-11-01T00:00:00.000Z")
+    expect(periodEndMs("2026-W49", "UTC")).toBeNull()
+  })
+})
+
+describe("csv", () => {
+  it("quotes per RFC 4180 and never lets a cell run as a spreadsheet formula", async () => {
+    const { csvCell, toCsv } = await import("./csv")
+    expect(csvCell('Acme, "Q4"')).toBe('"Acme, ""Q4"""')
+    expect(csvCell("=HYPERLINK(1)")).toBe("'=HYPERLINK(1)")
+    expect(csvCell("-12.50")).toBe("-12.50")
+    expect(csvCell(null)).toBe("")
+    expect(toCsv(["a", "b"], [["1", 2]])).toBe("a,b\r\n1,2\r\n")
+  })
+})

@@ -1,8 +1,8 @@
 import { useState, type FormEvent } from "react"
 import { Link, useParams } from "react-router"
 import { useAppSelector } from "../../app/hooks"
-import { Field, Loading, ProblemAlert, StatusBadge } from "../../components/ui"
-import { formatDateTime, formatMoney } from "../../lib/money"
+import { Field, Loading, ProblemAlert, StatusBadge, usePageTitle, When } from "../../components/ui"
+import { formatMoney } from "../../lib/money"
 import { fieldErrors, toProblem } from "../../lib/problems"
 import { can, selectUser } from "../session/sessionSlice"
 import {
@@ -20,7 +20,11 @@ import { ErrorSummary } from "./ErrorSummary"
 import { TermsEditor } from "./TermsEditor"
 import { TermsView } from "./TermsView"
 import type { Contract, ContractTerms, ContractVersion } from "./types"
-import { canDecide, canEdit, isOwnVersion } from "./versionRules"
+import { canDecide, canEdit, describeMissing, isOwnVersion, shownState, whyNoDecision } from "./versionRules"
+
+/** After an action the focus moves to what changed (the version's heading), once React has rendered it. */
+const focusVersionHeading = () =>
+  setTimeout(() => document.getElementById("version-heading")?.focus(), 0)
 
 function DecisionPanel({ v }: { v: ContractVersion }) {
   const user = useAppSelector(selectUser)
@@ -28,10 +32,13 @@ function DecisionPanel({ v }: { v: ContractVersion }) {
   const [comment, setComment] = useState("")
   const [rejecting, setRejecting] = useState(false)
   const problem = toProblem(error)
-  if (!canDecide(user, v)) return null
+  if (!canDecide(user, v)) {
+    if (v.state === "submitted" && can.approve(user) && !isOwnVersion(user, v)) return <p className="notice">{whyNoDecision(user, v)}</p>
+    return null
+  }
   const onReject = (e: FormEvent) => {
     e.preventDefault()
-    void act({ contractId: v.contract_id, version: v.version, action: "reject", comment })
+    void act({ contractId: v.contract_id, version: v.version, action: "reject", comment }).then((r) => { if ("data" in r) focusVersionHeading() })
   }
   return (
     <div className="decision">
@@ -39,7 +46,7 @@ function DecisionPanel({ v }: { v: ContractVersion }) {
       {!rejecting ? (
         <div className="actions">
           <button type="button" className="primary" disabled={isLoading}
-            onClick={() => void act({ contractId: v.contract_id, version: v.version, action: "approve", etag: v.etag })}>
+            onClick={() => void act({ contractId: v.contract_id, version: v.version, action: "approve", etag: v.etag }).then((r) => { if ("data" in r) focusVersionHeading() })}>
             Approve v{v.version}
           </button>
           <button type="button" onClick={() => setRejecting(true)}>
@@ -78,13 +85,13 @@ function AuthorPanel({ v, onEdit }: { v: ContractVersion; onEdit: () => void }) 
             Edit v{v.version}
           </button>
           <button type="button" className="primary" disabled={isLoading}
-            onClick={() => void act({ contractId: v.contract_id, version: v.version, action: "submit", etag: v.etag })}>
+            onClick={() => void act({ contractId: v.contract_id, version: v.version, action: "submit", etag: v.etag }).then((r) => { if ("data" in r) focusVersionHeading() })}>
             Submit v{v.version} for approval
           </button>
         </>
       )}
       {v.state === "submitted" && (
-        <button type="button" disabled={isLoading} onClick={() => void act({ contractId: v.contract_id, version: v.version, action: "withdraw" })}>
+        <button type="button" disabled={isLoading} onClick={() => void act({ contractId: v.contract_id, version: v.version, action: "withdraw" }).then((r) => { if ("data" in r) focusVersionHeading() })}>
           Withdraw v{v.version}
         </button>
       )}
@@ -99,12 +106,15 @@ function EditVersion({ v, onDone }: { v: ContractVersion; onDone: () => void }) 
   const onSubmit = async (e: FormEvent) => {
     e.preventDefault()
     const r = await edit({ contractId: v.contract_id, version: v.version, etag: v.etag, terms })
-    if ("data" in r) onDone()
+    if ("data" in r) {
+      onDone()
+      focusVersionHeading()
+    }
   }
   return (
     <form onSubmit={(e) => void onSubmit(e)} noValidate aria-label={`Edit version ${v.version}`}>
       <ErrorSummary problem={problem} />
-      <TermsEditor terms={terms} onChange={setTerms} errors={fieldErrors(problem)} lockAdvertiser />
+      <TermsEditor terms={terms} onChange={setTerms} errors={fieldErrors(problem)} lockAdvertiser lockCurrencyAndZone={v.version > 1} />
       <div className="actions">
         <button type="submit" className="primary" disabled={isLoading}>
           Save v{v.version}
@@ -135,7 +145,7 @@ function ContractActions({ contract, latest }: { contract: Contract; latest: Con
 
   return (
     <section className="card" aria-labelledby="lifecycle-heading">
-      <h3 id="lifecycle-heading">Lifecycle</h3>
+      <h2 id="lifecycle-heading">Lifecycle</h2>
       <div className="actions">
         <button type="button" onClick={() => { setTerms(latest?.terms ?? null); setMode("amend") }}>Amend…</button>
         <button type="button" onClick={() => setMode("renew")}>Renew…</button>
@@ -144,13 +154,14 @@ function ContractActions({ contract, latest }: { contract: Contract; latest: Con
       {mode === "amend" && terms && (
         <form noValidate aria-label="Amendment" onSubmit={(e) => {
           e.preventDefault()
-          void amend({ contractId: contract.id, terms, effective_from: effective }).then((r) => { if ("data" in r) close() })
+          void amend({ contractId: contract.id, terms, effective_from: effective }).then((r) => { if ("data" in r) { close(); focusVersionHeading() } })
         }}>
           <ErrorSummary problem={amendProblem} />
-          <Field label="Effective from" error={fieldErrors(amendProblem).effective_from} hint="On or after the start of the open billing period.">
+          <Field label="Effective from" required error={fieldErrors(amendProblem).effective_from}
+            hint={`A date in the contract's time zone (${contract.time_zone}), on or after the start of the open billing period.`}>
             {(p) => <input {...p} data-field="effective_from" type="date" value={effective} onChange={(e) => setEffective(e.target.value)} />}
           </Field>
-          <TermsEditor terms={terms} onChange={setTerms} errors={fieldErrors(amendProblem)} lockAdvertiser />
+          <TermsEditor terms={terms} onChange={setTerms} errors={fieldErrors(amendProblem)} lockAdvertiser lockCurrencyAndZone />
           <div className="actions">
             <button type="submit" className="primary" disabled={amendState.isLoading}>Draft amendment</button>
             <button type="button" onClick={close}>Cancel</button>
@@ -160,7 +171,7 @@ function ContractActions({ contract, latest }: { contract: Contract; latest: Con
       {mode === "renew" && (
         <form aria-label="Renewal" onSubmit={(e) => {
           e.preventDefault()
-          void renew({ contractId: contract.id, apply_escalator: escalate }).then((r) => { if ("data" in r) close() })
+          void renew({ contractId: contract.id, apply_escalator: escalate }).then((r) => { if ("data" in r) { close(); focusVersionHeading() } })
         }}>
           <ProblemAlert error={renewState.error} what="renew" />
           <div className="field checkbox">
@@ -176,13 +187,13 @@ function ContractActions({ contract, latest }: { contract: Contract; latest: Con
       {mode === "terminate" && (
         <form noValidate aria-label="Termination" onSubmit={(e) => {
           e.preventDefault()
-          void terminate({ contractId: contract.id, effective_date: effective, reason }).then((r) => { if ("data" in r) close() })
+          void terminate({ contractId: contract.id, effective_date: effective, reason }).then((r) => { if ("data" in r) { close(); focusVersionHeading() } })
         }}>
           <ErrorSummary problem={terminateProblem} />
-          <Field label="Termination date" error={fieldErrors(terminateProblem).effective_date} hint="The notice period applies.">
+          <Field label="Termination date" required error={fieldErrors(terminateProblem).effective_date} hint="The notice period applies.">
             {(p) => <input {...p} data-field="effective_date" type="date" value={effective} onChange={(e) => setEffective(e.target.value)} />}
           </Field>
-          <Field label="Reason" error={fieldErrors(terminateProblem).reason}>
+          <Field label="Reason" required error={fieldErrors(terminateProblem).reason}>
             {(p) => <textarea {...p} data-field="reason" value={reason} onChange={(e) => setReason(e.target.value)} />}
           </Field>
           <div className="actions">
@@ -195,7 +206,7 @@ function ContractActions({ contract, latest }: { contract: Contract; latest: Con
   )
 }
 
-function AuditTrail({ contractId }: { contractId: string }) {
+function AuditTrail({ contractId, zone }: { contractId: string; zone: string }) {
   const { data, error, isLoading } = useAuditTrailQuery(contractId)
   if (isLoading) return <Loading what="audit trail" />
   if (error) return <ProblemAlert error={error} what="load the audit trail" />
@@ -203,7 +214,7 @@ function AuditTrail({ contractId }: { contractId: string }) {
     <ol className="audit">
       {(data ?? []).map((e) => (
         <li key={e.seq}>
-          <time dateTime={e.at}>{formatDateTime(e.at)}</time> <strong>{e.action}</strong> by {e.actor}{" "}
+          <When at={e.at} zone={zone} /> <strong>{e.action}</strong> by {e.actor}{" "}
           <code title={`hash ${e.hash}`}>#{e.seq}</code>
         </li>
       ))}
@@ -218,6 +229,7 @@ export function ContractDetail() {
   const versions = useListVersionsQuery(contractId)
   const [selected, setSelected] = useState<number | null>(null)
   const [editing, setEditing] = useState(false)
+  usePageTitle(contract.data?.name ?? "Contract")
 
   if (contract.isLoading || versions.isLoading) return <Loading what="contract" />
   if (contract.error) return <ProblemAlert error={contract.error} what="load the contract" onRetry={() => void contract.refetch()} />
@@ -243,6 +255,8 @@ export function ContractDetail() {
         <dd>{c.advertiser_id}</dd>
         <dt>Type</dt>
         <dd>{c.contract_type.toUpperCase()} · {c.currency} · {c.time_zone}</dd>
+        <dt>Times</dt>
+        <dd>shown in the contract's time zone, {c.time_zone}; hover one for yours</dd>
         <dt>Current version</dt>
         <dd>{c.current_version ? `v${c.current_version}` : "none in force"}</dd>
       </dl>
@@ -256,9 +270,9 @@ export function ContractDetail() {
                 <button type="button" className="link" aria-pressed={v.version === shown?.version} onClick={() => { setSelected(v.version); setEditing(false) }}>
                   v{v.version} · {v.kind}
                 </button>{" "}
-                <StatusBadge status={v.state} />
+                <StatusBadge status={shownState(v, list)} />
                 <div className="muted">
-                  effective {formatDateTime(v.effective_from)} · by {v.authors.join(", ")}
+                  effective <When at={v.effective_from} zone={c.time_zone} /> · by {v.authors.join(", ")}
                   {v.committed_value ? ` · committed ${formatMoney(v.committed_value, c.currency)}` : ""}
                 </div>
                 {v.decision_comment && <div className="comment">“{v.decision_comment}” — {v.decided_by}</div>}
@@ -270,15 +284,14 @@ export function ContractDetail() {
         {shown && (
           <div>
             <div className="page-head">
-              <h2>
-                Version {shown.version} <StatusBadge status={shown.state} />
+              <h2 id="version-heading" tabIndex={-1}>
+                Version {shown.version} <StatusBadge status={shownState(shown, list)} />
               </h2>
             </div>
             {shown.state === "submitted" && (
               <p className="hint">
                 Approvals: {shown.approvals.map((a) => `${a.approver} (${a.role})`).join(", ") || "none yet"}
-                {Object.keys(shown.missing_approvals).length > 0 &&
-                  ` · still needed: ${Object.entries(shown.missing_approvals).map(([r, n]) => `${n} × ${r}`).join(", ")}`}
+                {describeMissing(shown) && ` · still needed: ${describeMissing(shown)}`}
               </p>
             )}
             {shown.state === "submitted" && isOwnVersion(user, shown) && can.approve(user) && (
@@ -298,12 +311,12 @@ export function ContractDetail() {
       </div>
       <section aria-labelledby="diff-heading">
         <h2 id="diff-heading">Compare versions</h2>
-        <DiffView contractId={c.id} versions={list} />
+        <DiffView contractId={c.id} versions={list} currency={c.currency} zone={c.time_zone} />
       </section>
       {!can.isTenant(user) && (
         <section aria-labelledby="audit-heading">
           <h2 id="audit-heading">Audit trail</h2>
-          <AuditTrail contractId={c.id} />
+          <AuditTrail contractId={c.id} zone={c.time_zone} />
         </section>
       )}
     </section>

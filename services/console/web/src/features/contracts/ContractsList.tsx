@@ -1,11 +1,11 @@
 import { useState } from "react"
 import { Link } from "react-router"
 import { useAppSelector } from "../../app/hooks"
-import { Empty, Field, Loading, ProblemAlert, StatusBadge } from "../../components/ui"
-import { formatDateTime } from "../../lib/money"
-import { can, selectUser } from "../session/sessionSlice"
-import { useListContractsQuery } from "./api"
-import type { ContractFilters, ContractStatus } from "./types"
+import { Empty, ExportCsvButton, Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle, When } from "../../components/ui"
+import { fetchAllPages, toCsv } from "../../lib/csv"
+import { can, selectToken, selectUser } from "../session/sessionSlice"
+import { CONTRACTS, useListContractsQuery } from "./api"
+import type { Contract, ContractFilters, ContractStatus } from "./types"
 
 const STATUSES: ContractStatus[] = ["draft", "pending_approval", "scheduled", "active", "terminating", "ended"]
 
@@ -14,6 +14,21 @@ export function ContractsList() {
   const [filters, setFilters] = useState<ContractFilters>({ status: "", contract_type: "", name: "", advertiser_id: "" })
   const [cursors, setCursors] = useState<(string | null)[]>([null])
   const cursor = cursors.at(-1) ?? null
+  usePageTitle("Contracts")
+  const token = useAppSelector(selectToken)
+  const exportCsv = async () => {
+    const q = new URLSearchParams()
+    if (filters.status) q.set("status", filters.status)
+    if (filters.contract_type) q.set("contract_type", filters.contract_type)
+    if (filters.advertiser_id) q.set("advertiser_id", filters.advertiser_id)
+    if (filters.name) q.set("q", filters.name)
+    const all = await fetchAllPages<Contract>(CONTRACTS, q, token)
+    return {
+      fileName: "contracts.csv",
+      csv: toCsv(["id", "name", "advertiser_id", "contract_type", "currency", "time_zone", "status", "current_version", "created_at"],
+        all.map((c) => [c.id, c.name, c.advertiser_id, c.contract_type, c.currency, c.time_zone, c.status, c.current_version, c.created_at])),
+    }
+  }
   const { data, error, isFetching, isLoading, refetch } = useListContractsQuery({ ...filters, cursor })
   const change = (patch: Partial<ContractFilters>) => {
     setFilters({ ...filters, ...patch })
@@ -61,10 +76,14 @@ export function ContractsList() {
           </Field>
         )}
       </form>
+      <div className="actions">
+        <ExportCsvButton what="contracts" build={exportCsv} />
+      </div>
       {isLoading && <Loading what="contracts" />}
       <ProblemAlert error={error} what="load contracts" onRetry={() => void refetch()} />
       {data && data.items.length === 0 && <Empty>No contracts match.</Empty>}
       {data && data.items.length > 0 && (
+        <TableScroll label="Contracts">
         <table className="table" aria-busy={isFetching}>
           <thead>
             <tr>
@@ -90,12 +109,14 @@ export function ContractsList() {
                   <StatusBadge status={c.status} />
                 </td>
                 <td>{c.current_version ? `v${c.current_version}` : "—"}</td>
-                <td>{formatDateTime(c.created_at)}</td>
+                <td><When at={c.created_at} zone={c.time_zone} /></td>
               </tr>
             ))}
           </tbody>
         </table>
+        </TableScroll>
       )}
+      {(cursors.length > 1 || data?.next_cursor) && (
       <nav className="pager" aria-label="Pages">
         <button type="button" disabled={cursors.length <= 1} onClick={() => setCursors(cursors.slice(0, -1))}>
           ← Previous
@@ -105,6 +126,7 @@ export function ContractsList() {
           Next →
         </button>
       </nav>
+      )}
     </section>
   )
 }

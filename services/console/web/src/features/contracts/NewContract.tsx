@@ -1,10 +1,10 @@
 import { useState, type FormEvent } from "react"
 import { useNavigate } from "react-router"
 import { useAppSelector } from "../../app/hooks"
-import { Field } from "../../components/ui"
+import { Field, RequiredNote, usePageTitle } from "../../components/ui"
 import { fieldErrors, toProblem } from "../../lib/problems"
 import { can, selectUser } from "../session/sessionSlice"
-import { useDraftContractMutation } from "./api"
+import { useDraftContractMutation, useListContractsQuery } from "./api"
 import { ErrorSummary } from "./ErrorSummary"
 import { cpaTemplate, cpmTemplate } from "./templates"
 import { TermsEditor } from "./TermsEditor"
@@ -18,6 +18,10 @@ export function NewContract() {
   const [draft, { isLoading, error }] = useDraftContractMutation()
   const problem = toProblem(error)
   const errors = fieldErrors(problem)
+  usePageTitle("New contract")
+  // the advertisers the viewer already has contracts with, suggested as they type (no advertiser directory API yet)
+  const known = useListContractsQuery({ limit: 100 }, { skip: !can.draftContracts(user) })
+  const advertisers = [...new Set((known.data?.items ?? []).map((c) => c.advertiser_id))].sort()
 
   if (!can.draftContracts(user)) return <p role="alert">Only operations users draft contracts.</p>
 
@@ -36,12 +40,13 @@ export function NewContract() {
     <section aria-labelledby="new-heading">
       <h1 id="new-heading">New contract</h1>
       <form onSubmit={(e) => void onSubmit(e)} noValidate>
+        <RequiredNote />
         <ErrorSummary problem={problem} />
         <div className="grid">
-          <Field label="Contract name" error={errors.name}>
+          <Field label="Contract name" error={errors.name} required>
             {(p) => <input {...p} data-field="name" value={name} onChange={(e) => setName(e.target.value)} />}
           </Field>
-          <Field label="Pricing model" error={errors.contract_type}>
+          <Field label="Pricing model" error={errors.contract_type} required>
             {(p) => (
               <select {...p} data-field="contract_type" value={terms.contract_type} onChange={(e) => switchType(e.target.value as "cpm" | "cpa")}>
                 <option value="cpm">CPM (per thousand impressions)</option>
@@ -50,7 +55,7 @@ export function NewContract() {
             )}
           </Field>
         </div>
-        <TermsEditor terms={terms} onChange={setTerms} errors={errors} />
+        <TermsEditor terms={terms} onChange={setTerms} errors={errors} advertiserOptions={advertisers} />
         <div className="actions">
           <button type="submit" className="primary" disabled={isLoading}>
             {isLoading ? "Saving…" : "Save draft"}

@@ -1,12 +1,14 @@
 import { formatMoney } from "../../lib/money"
-import type { ContractTerms, Price } from "./types"
+import { PartnerTermsView } from "./PartnerTermsView"
+import { isPartnerTerms, type ContractTerms, type PartnerTerms, type Price } from "./types"
 
 function price(p: Price, currency: string): string {
   return p.kind === "flat" ? formatMoney(p.amount ?? null, currency) : `${p.percent ?? "?"} % of order value`
 }
 
 /** The terms in words a finance team reads, not raw JSON. */
-export function TermsView({ terms }: { terms: ContractTerms }) {
+export function TermsView({ terms }: { terms: ContractTerms | PartnerTerms }) {
+  if (isPartnerTerms(terms)) return <PartnerTermsView terms={terms} />
   const c = terms.common
   const cur = c.currency
   return (
@@ -40,9 +42,9 @@ export function TermsView({ terms }: { terms: ContractTerms }) {
       </dl>
       {terms.cpm && (
         <>
-          <h4>
+          <h3>
             Rate card: {terms.cpm.rate_card.kind} ({terms.cpm.rate_card.tier_basis} basis)
-          </h4>
+          </h3>
           <table className="table compact">
             <thead>
               <tr>
@@ -78,7 +80,7 @@ export function TermsView({ terms }: { terms: ContractTerms }) {
       )}
       {terms.cpa && (
         <>
-          <h4>Payouts</h4>
+          <h3>Payouts</h3>
           <table className="table compact">
             <thead>
               <tr>

@@ -6,6 +6,7 @@ import type {
   ContractTerms,
   ContractVersion,
   Page,
+  PartnerVersion,
   VersionDiff,
 } from "./types"
 
@@ -35,6 +36,18 @@ export interface EditBody {
   comment?: string
 }
 
+/** A partner's version has no staff fields (authors, approvals, comments, committed value): the
+ * pages read them as empty. Its terms stay the partner view, which TermsView shows as such. */
+function fromPartnerView(v: ContractVersion | PartnerVersion): ContractVersion {
+  if (!("view" in v)) return v
+  return {
+    ...v, backdated: false, committed_value: null, authors: [], submitted_by: null, submitted_at: null,
+    required_approvals: {}, approvals: [], missing_approvals: {}, decided_by: null, decision_comment: null,
+    comment: null, created_at: v.effective_from, updated_at: v.effective_from,
+    terms: v.terms as unknown as ContractTerms,
+  }
+}
+
 export const contractsApi = apiSlice.injectEndpoints({
   endpoints: (build) => ({
     listContracts: build.query<Page<Contract>, ContractFilters>({
@@ -48,11 +61,14 @@ export const contractsApi = apiSlice.injectEndpoints({
     }),
     listVersions: build.query<ContractVersion[], string>({
       query: (id) => `${CONTRACTS}/${encodeURIComponent(id)}/versions`,
-      transformResponse: (r: { items: ContractVersion[] } | ContractVersion[]) => (Array.isArray(r) ? r : r.items),
+      transformResponse: (r: { items: (ContractVersion | PartnerVersion)[] } | ContractVersion[]) =>
+        (Array.isArray(r) ? r : r.items).map(fromPartnerView),
       providesTags: (_r, _e, id) => [{ type: "Contract", id }],
     }),
     diffVersions: build.query<VersionDiff, { contractId: string; from: number; to: number }>({
       query: ({ contractId, from, to }) => `${CONTRACTS}/${encodeURIComponent(contractId)}/diff${query({ from, to })}`,
+      // an edit of a draft changes what it differs in
+      providesTags: (_r, _e, a) => [{ type: "Contract", id: a.contractId }],
     }),
     auditTrail: build.query<AuditEntry[], string>({
       query: (id) => `${CONTRACTS}/${encodeURIComponent(id)}/audit`,
@@ -86,11 +102,11 @@ export const contractsApi = apiSlice.injectEndpoints({
     }),
     amendContract: build.mutation<ContractVersion, { contractId: string; terms: ContractTerms; effective_from: string; comment?: string }>({
       query: ({ contractId, ...body }) => ({ url: `${CONTRACTS}/${encodeURIComponent(contractId)}/amendments`, method: "POST", body }),
-      invalidatesTags: (_r, _e, a) => [{ type: "Contract", id: a.contractId }, "ContractList"],
+      invalidatesTags: (_r, _e, a) => [{ type: "Contract", id: a.contractId }, "ContractList", "Approvals"],
     }),
     renewContract: build.mutation<ContractVersion, { contractId: string; apply_escalator: boolean; comment?: string }>({
       query: ({ contractId, ...body }) => ({ url: `${CONTRACTS}/${encodeURIComponent(contractId)}/renew`, method: "POST", body }),
-      invalidatesTags: (_r, _e, a) => [{ type: "Contract", id: a.contractId }, "ContractList"],
+      invalidatesTags: (_r, _e, a) => [{ type: "Contract", id: a.contractId }, "ContractList", "Approvals"],
     }),
     terminateContract: build.mutation<ContractVersion, { contractId: string; effective_date: string; reason: string }>({
       query: ({ contractId, ...body }) => ({ url: `${CONTRACTS}/${encodeURIComponent(contractId)}/terminate`, method: "POST", body }),

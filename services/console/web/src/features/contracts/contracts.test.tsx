@@ -48,6 +48,25 @@ describe("contracts list", () => {
     expect(screen.getByRole("link", { name: "New contract" })).toBeInTheDocument()
   })
 
+  it("exports the list as filtered, every page, as CSV", async () => {
+    const { calls } = stubFetch((url) =>
+      url.pathname === "/api/contracts/contracts"
+        ? { body: { items: [{ ...contract, name: url.searchParams.get("cursor") ? "Second, page" : contract.name }], next_cursor: url.searchParams.get("cursor") ? null : "c2" } }
+        : undefined,
+    )
+    const saved: Blob[] = []
+    vi.stubGlobal("URL", Object.assign(URL, { createObjectURL: (b: Blob) => { saved.push(b); return "blob:x" }, revokeObjectURL: () => undefined }))
+    const { user } = renderWithProviders(<ContractsList />, { preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }) })
+    await user.selectOptions(screen.getByLabelText("Status"), "active")
+    await user.click(screen.getByRole("button", { name: "Export contracts (CSV)" }))
+    await waitFor(() => expect(saved).toHaveLength(1))
+    const exportCalls = calls.filter((c) => c.url.searchParams.get("limit") === "100")
+    expect(exportCalls.map((c) => c.url.searchParams.get("status"))).toEqual(["active", "active"])
+    const csv = await (saved[0] as Blob).text()
+    expect(csv.split("\r\n")[0]).toBe("id,name,advertiser_id,contract_type,currency,time_zone,status,current_version,created_at")
+    expect(csv).toContain('ctr_1,"Second, page",adv-acme,cpm,USD')
+  })
+
   it("gives an advertiser no write action and no advertiser filter", async () => {
     stubFetch(() => ({ body: { items: [contract], next_cursor: null } }))
     renderWithProviders(<ContractsList />, {
@@ -89,10 +108,73 @@ describe("contract editor", () => {
     await waitFor(() => expect(screen.getByLabelText("Band 1 CPM rate")).toHaveAttribute("aria-invalid", "true"))
     expect(screen.getByLabelText("Band 1 CPM rate")).toHaveAccessibleDescription(/must be a decimal string ≥ 0/)
     expect(screen.getByLabelText("Contract name")).toHaveAccessibleDescription("required")
+    // the summary takes the focus and names fields by their labels, not by API paths
+    const summary = screen.getByRole("alert", { name: "2 fields need your attention" })
+    expect(summary).toHaveFocus()
+    expect(summary).toHaveTextContent("Band 1 rate per thousand: must be a decimal string ≥ 0")
+    expect(summary).not.toHaveTextContent(/rate_card|terms\./)
+  })
+
+  it("marks required fields and offers currency and time zone pickers", () => {
+    stubFetch(() => ({ body: { items: [], next_cursor: null } }))
+    renderWithProviders(<NewContract />, { preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }) })
+    expect(screen.getByLabelText("Contract name")).toHaveAttribute("aria-required", "true")
+    expect(screen.getByLabelText("Campaign ids")).toHaveAttribute("aria-required", "true")
+    expect(screen.getByLabelText("Purchase order reference")).not.toHaveAttribute("aria-required")
+    const currency = screen.getByLabelText("Currency (ISO 4217)")
+    expect(currency.tagName).toBe("SELECT")
+    expect(within(currency).getByRole("option", { name: "EUR — Euro" })).toBeInTheDocument()
+    expect(within(screen.getByLabelText("Time zone (IANA)")).getByRole("option", { name: "Europe/Berlin" })).toBeInTheDocument()
   })
 })
 
 describe("contract detail", () => {
+  it("compares the latest two versions as soon as an amendment appears (no reload) and labels the diff", async () => {
+    const v1 = version({ state: "approved", missing_approvals: {} })
+    const v2 = version({ version: 2, kind: "amendment", state: "draft", effective_from: "2026-12-01T05:00:00Z" })
+    let versions = [v1]
+    stubFetch((url) => {
+      if (url.pathname === "/api/contracts/contracts/ctr_1") return { body: contract }
+      if (url.pathname === "/api/contracts/contracts/ctr_1/versions") return { body: { items: versions } }
+      if (url.pathname === "/api/contracts/contracts/ctr_1/audit") return { body: { items: [] } }
+      if (url.pathname === "/api/contracts/contracts/ctr_1/diff")
+        return { body: { contract_id: "ctr_1", from_version: Number(url.searchParams.get("from")), to_version: Number(url.searchParams.get("to")),
+          changes: [{ path: "terms.cpm.rate_card.bands[0].rate_cpm", from: "10.00", to: "13.00", change: "changed" },
+            { path: "effective_from", from: "2026-11-01T04:00:00+00:00", to: "2026-12-01T05:00:00+00:00", change: "changed" }] } }
+      return undefined
+    })
+    const { store } = renderWithProviders(<ContractDetail />, {
+      route: "/contracts/ctr_1", path: "/contracts/:contractId", preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }),
+    })
+    expect(await screen.findByText("One version only: nothing to compare yet.")).toBeInTheDocument()
+    versions = [v1, v2]
+    const { contractsApi } = await import("./api")
+    store.dispatch(contractsApi.util.invalidateTags([{ type: "Contract", id: "ctr_1" }]))
+    const diff = await screen.findByRole("region", { name: "Differences from v1 to v2" })
+    const rate = within(diff).getByRole("row", { name: /Band 1 rate per thousand/ })
+    expect(rate.textContent.replace(/\u00a0/g, " ")).toMatch(/USD 10\.00→ USD 13\.00/)
+    expect(within(diff).getByRole("row", { name: /Effective from/ })).toHaveTextContent("1 Dec 2026, 00:00 EST")
+  })
+
+  it("shows currency and time zone read-only in an amendment", async () => {
+    const approved = version({ state: "approved", missing_approvals: {} })
+    stubFetch((url) => {
+      if (url.pathname === "/api/contracts/contracts/ctr_1")
+        return { body: { ...contract, status: "active", current_version: 1, versions: [{ version: 1, kind: "initial", state: "approved" }] } }
+      if (url.pathname === "/api/contracts/contracts/ctr_1/versions") return { body: { items: [approved] } }
+      if (url.pathname === "/api/contracts/contracts/ctr_1/audit") return { body: { items: [] } }
+      return undefined
+    })
+    const { user } = renderWithProviders(<ContractDetail />, {
+      route: "/contracts/ctr_1", path: "/contracts/:contractId", preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }),
+    })
+    await user.click(await screen.findByRole("button", { name: "Amend…" }))
+    const form = screen.getByRole("form", { name: "Amendment" })
+    expect(within(form).getByLabelText("Currency (ISO 4217)")).toHaveAttribute("readonly")
+    expect(within(form).getByLabelText("Time zone (IANA)")).toHaveAttribute("readonly")
+    expect(within(form).getByLabelText("Effective from")).toHaveAttribute("aria-required", "true")
+  })
+
   it("lets a different approver approve", async () => {
     const { calls } = detailApi(version())
     const { user } = renderWithProviders(<ContractDetail />, {

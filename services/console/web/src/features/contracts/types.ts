@@ -164,3 +164,36 @@ export interface ContractFilters {
   cursor?: string | null
   limit?: number
 }
+
+/** The terms as a partner named on the contract reads them (contracts OpenAPI `PartnerTerms`):
+ * flight, currency, campaigns, its own payouts and overrides — never advertiser prices, the PO
+ * reference, the committed value or other partners. */
+export interface PartnerTerms {
+  view: "partner"
+  contract_type: "cpm" | "cpa"
+  common: Pick<CommonTerms, "currency" | "time_zone" | "billing_period" | "flight_start" | "flight_end" | "campaign_ids">
+  cpa: {
+    payouts: { event_type: string; partner_payout: Price; tiers: { from_conversions: number; partner_payout: Price }[] }[]
+    partner_overrides: unknown[]
+    attribution: CpaTerms["attribution"]
+    caps: { per_partner: unknown }
+  } | null
+}
+
+/** A version as a partner reads it (contracts OpenAPI `PartnerVersion`): no staff names, approvals or comments. */
+export interface PartnerVersion {
+  view: "partner"
+  contract_id: string
+  version: number
+  kind: VersionKind
+  state: VersionState
+  effective_from: string
+  ends_at: string | null
+  etag: string
+  decided_at: string | null
+  terms: PartnerTerms
+}
+
+export function isPartnerTerms(t: ContractTerms | PartnerTerms): t is PartnerTerms {
+  return "view" in t
+}

@@ -1,7 +1,7 @@
 import { useState, type FormEvent } from "react"
 import { Link, useParams } from "react-router"
 import { useAppSelector } from "../../app/hooks"
-import { Field, Loading, ProblemAlert, StatusBadge } from "../../components/ui"
+import { Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle } from "../../components/ui"
 import { downloadFile } from "../../lib/download"
 import { formatDateTime, formatMoney } from "../../lib/money"
 import { can, selectToken, selectUser } from "../session/sessionSlice"
@@ -103,6 +103,7 @@ function LineRow({ kind, docId, line, currency }: { kind: DocKind; docId: string
 
 function Lines({ kind, doc }: { kind: DocKind; doc: Invoice | Statement }) {
   return (
+    <TableScroll label="Lines">
     <table className="table">
       <caption>Lines</caption>
       <thead>
@@ -119,6 +120,7 @@ function Lines({ kind, doc }: { kind: DocKind; doc: Invoice | Statement }) {
         {doc.lines.map((l) => <LineRow key={l.id} kind={kind} docId={doc.id} line={l} currency={doc.currency} />)}
       </tbody>
     </table>
+    </TableScroll>
   )
 }
 
@@ -129,6 +131,7 @@ export function InvoiceDetail() {
   const [act, actState] = useInvoiceActionMutation()
   const [voiding, setVoiding] = useState(false)
   const [reason, setReason] = useState("")
+  usePageTitle(data ? `Invoice ${data.number ?? "(draft)"}` : "Invoice")
   if (isLoading) return <Loading what="invoice" />
   if (error) return <ProblemAlert error={error} what="load the invoice" onRetry={() => void refetch()} />
   if (!data) return null
@@ -195,6 +198,7 @@ export function StatementDetail() {
   const user = useAppSelector(selectUser)
   const { data, error, isLoading, refetch } = useGetStatementQuery(id)
   const [act, actState] = useStatementActionMutation()
+  usePageTitle(data ? `Payout statement ${data.number ?? "(draft)"}` : "Payout statement")
   if (isLoading) return <Loading what="payout statement" />
   if (error) return <ProblemAlert error={error} what="load the payout statement" onRetry={() => void refetch()} />
   if (!data) return null

@@ -1,9 +1,35 @@
 import { useState } from "react"
 import { Link } from "react-router"
-import { Empty, Field, Loading, ProblemAlert, StatusBadge } from "../../components/ui"
+import { useAppSelector } from "../../app/hooks"
+import { can, selectToken, selectUser } from "../session/sessionSlice"
+import { Empty, ExportCsvButton, Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle } from "../../components/ui"
+import { fetchAllPages, toCsv } from "../../lib/csv"
 import { formatMoney } from "../../lib/money"
-import { useListInvoicesQuery, useListStatementsQuery, type DocFilters } from "./api"
-import type { ListItem } from "./types"
+import { INVOICING, useListInvoicesQuery, useListStatementsQuery, type DocFilters } from "./api"
+import { InvoicePreview } from "./InvoicePreview"
+import type { Invoice, ListItem, Statement } from "./types"
+
+function filterParams(f: DocFilters): URLSearchParams {
+  const q = new URLSearchParams()
+  if (f.status) q.set("status", f.status)
+  if (f.period_key) q.set("period_key", f.period_key)
+  return q
+}
+
+/** The list as filtered, every page, as CSV (amounts are the API's exact decimal strings). */
+function useExport(kind: "invoices" | "statements", filters: DocFilters) {
+  const token = useAppSelector(selectToken)
+  return async () => {
+    if (kind === "invoices") {
+      const all = await fetchAllPages<Omit<Invoice, "lines">>(`${INVOICING}/invoices`, filterParams(filters), token)
+      return { fileName: "invoices.csv", csv: toCsv(["id", "number", "advertiser_id", "period_key", "status", "currency", "total", "issue_date", "due_date"],
+        all.map((d) => [d.id, d.number, d.advertiser_id, d.period_key, d.status, d.currency, d.total, d.issue_date, d.due_date])) }
+    }
+    const all = await fetchAllPages<Omit<Statement, "lines">>(`${INVOICING}/statements`, filterParams(filters), token)
+    return { fileName: "payout-statements.csv", csv: toCsv(["id", "number", "partner_id", "period_key", "status", "currency", "lines_total", "carried_in", "amount_payable", "carried_out"],
+      all.map((d) => [d.id, d.number, d.partner_id, d.period_key, d.status, d.currency, d.lines_total, d.carried_in, d.amount_payable, d.carried_out])) }
+  }
+}
 
 function Filters({ value, onChange, statuses }: { value: DocFilters; onChange: (f: DocFilters) => void; statuses: string[] }) {
   return (
@@ -27,6 +53,7 @@ function Filters({ value, onChange, statuses }: { value: DocFilters; onChange: (
 
 function DocTable({ items, kind }: { items: ListItem[]; kind: "invoices" | "statements" }) {
   return (
+    <TableScroll label={kind === "invoices" ? "Invoices" : "Payout statements"}>
     <table className="table">
       <thead>
         <tr>
@@ -53,10 +80,13 @@ function DocTable({ items, kind }: { items: ListItem[]; kind: "invoices" | "stat
         ))}
       </tbody>
     </table>
+    </TableScroll>
   )
 }
 
+/** Shown only when there is another page to go to: a pager with both buttons dead says nothing. */
 function Pager({ pages, next, onPrev, onNext }: { pages: number; next: string | null | undefined; onPrev: () => void; onNext: () => void }) {
+  if (pages <= 1 && !next) return null
   return (
     <nav className="pager" aria-label="Pages">
       <button type="button" disabled={pages <= 1} onClick={onPrev}>← Previous</button>
@@ -66,8 +96,28 @@ function Pager({ pages, next, onPrev, onNext }: { pages: number; next: string | 
   )
 }
 
+/** Why a list is empty, and when documents will appear in it. */
+function NoDocuments({ kind, filtered }: { kind: "invoices" | "statements"; filtered: boolean }) {
+  const what = kind === "invoices" ? "invoices" : "payout statements"
+  return (
+    <div className="empty-state">
+      <Empty>{filtered ? `No ${what} match these filters.` : `No ${what} yet.`}</Empty>
+      <p className="hint">
+        {kind === "invoices"
+          ? "An invoice is drafted when a billing period closes: metering closes a contract's period two hours after it ends (in the contract's time zone), and the draft appears here for finance to review and finalize."
+          : "A payout statement is drafted for each partner when a billing period closes (two hours after it ends, in the contract's time zone); it carries any balance below the minimum payout forward."}
+      </p>
+    </div>
+  )
+}
+
 export function InvoicesList() {
+  usePageTitle("Invoices")
+  const user = useAppSelector(selectUser)
+  // the spend API behind the preview serves finance, operators and the advertiser itself
+  const showPreview = can.seeSpend(user)
   const [filters, setFilters] = useState<DocFilters>({})
+  const exportCsv = useExport("invoices", filters)
   const [cursors, setCursors] = useState<(string | null)[]>([null])
   // documents appear as periods close: a change of filter always asks the server again
   const { data, error, isLoading, refetch } = useListInvoicesQuery({ ...filters, cursor: cursors.at(-1) ?? null },
@@ -76,17 +126,23 @@ export function InvoicesList() {
     <section aria-labelledby="invoices-heading">
       <h1 id="invoices-heading">Invoices</h1>
       <Filters value={filters} statuses={["draft", "finalized", "sent", "paid", "void"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
+      <div className="actions">
+        <ExportCsvButton what="invoices" build={exportCsv} />
+      </div>
       {isLoading && <Loading what="invoices" />}
       <ProblemAlert error={error} what="load invoices" onRetry={() => void refetch()} />
-      {data && (data.items.length === 0 ? <Empty>No invoices.</Empty> : <DocTable items={data.items} kind="invoices" />)}
+      {data && (data.items.length === 0 ? <NoDocuments kind="invoices" filtered={!!(filters.status || filters.period_key)} /> : <DocTable items={data.items} kind="invoices" />)}
       <Pager pages={cursors.length} next={data?.next_cursor} onPrev={() => setCursors(cursors.slice(0, -1))}
         onNext={() => data?.next_cursor && setCursors([...cursors, data.next_cursor])} />
+      {showPreview && <InvoicePreview />}
     </section>
   )
 }
 
 export function StatementsList() {
+  usePageTitle("Payout statements")
   const [filters, setFilters] = useState<DocFilters>({})
+  const exportCsv = useExport("statements", filters)
   const [cursors, setCursors] = useState<(string | null)[]>([null])
   const { data, error, isLoading, refetch } = useListStatementsQuery({ ...filters, cursor: cursors.at(-1) ?? null },
     { refetchOnMountOrArgChange: true })
@@ -94,9 +150,12 @@ export function StatementsList() {
     <section aria-labelledby="statements-heading">
       <h1 id="statements-heading">Payout statements</h1>
       <Filters value={filters} statuses={["draft", "finalized", "sent", "paid"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
+      <div className="actions">
+        <ExportCsvButton what="payout statements" build={exportCsv} />
+      </div>
       {isLoading && <Loading what="payout statements" />}
       <ProblemAlert error={error} what="load payout statements" onRetry={() => void refetch()} />
-      {data && (data.items.length === 0 ? <Empty>No payout statements.</Empty> : <DocTable items={data.items} kind="statements" />)}
+      {data && (data.items.length === 0 ? <NoDocuments kind="statements" filtered={!!(filters.status || filters.period_key)} /> : <DocTable items={data.items} kind="statements" />)}
       <Pager pages={cursors.length} next={data?.next_cursor} onPrev={() => setCursors(cursors.slice(0, -1))}
         onNext={() => data?.next_cursor && setCursors([...cursors, data.next_cursor])} />
     </section>

@@ -61,3 +61,31 @@ describe("invoice detail", () => {
     expect(screen.queryByRole("button", { name: /Finalize|Void|sent/ })).not.toBeInTheDocument()
   })
 })
+
+describe("open period invoice preview", () => {
+  it("shows the lines the invoice would carry, marked provisional, with when it was computed and when the period closes", async () => {
+    const { InvoicesList } = await import("./DocumentsList")
+    const { previewLines } = await import("./InvoicePreview")
+    expect(previewLines({ contract_id: "c", advertiser_id: "a", currency: "USD", period_key: "2026-12", amount_exact: "40.5", minimum_commitment: "100.00" }))
+      .toEqual([{ description: "Billable impressions so far", amount: "40.5" }, { description: "Minimum commitment shortfall (if nothing else arrives)", amount: "59.5" }])
+    stubFetch((url) => {
+      if (url.pathname === "/api/metering/v1/spend")
+        return { body: { items: [{ contract_id: "ctr_1", advertiser_id: "adv-acme", currency: "USD", period_key: "2026-12", status: "open",
+          amount_exact: "40.5", minimum_commitment: "100.00", counts: { billable: 3240 }, updated_at: "2026-12-10T17:00:00Z" }] } }
+      if (url.pathname === "/api/contracts/contracts")
+        return { body: { items: [{ id: "ctr_1", name: "Acme CTV Q4", time_zone: "America/New_York" }], next_cursor: null } }
+      if (url.pathname === "/api/invoicing/invoices") return { body: { items: [], next_cursor: null } }
+      return undefined
+    })
+    renderWithProviders(<InvoicesList />, { preloadedState: signedInAs({ subject: "fiona", roles: ["finance"] }) })
+    const doc = await screen.findByTestId("preview-ctr_1-2026-12")
+    await waitFor(() => expect(doc).toHaveTextContent("Acme CTV Q4"))
+    expect(screen.getByRole("heading", { name: /invoice preview\s*provisional/ })).toBeInTheDocument()
+    expect(screen.getByTestId("preview-total-ctr_1-2026-12").textContent.replace(/\u00a0/g, " ")).toBe("USD 100.00")
+    expect(doc).toHaveTextContent("Billable impressions so far (3,240)")
+    expect(doc).toHaveTextContent("running total of 10 Dec 2026, 12:00 EST")
+    expect(doc).toHaveTextContent("The period ends 1 Jan 2027, 00:00 EST")
+    expect(doc).toHaveTextContent("about 1 Jan 2027, 02:00 EST")
+    expect(await screen.findByText("No invoices yet.")).toBeInTheDocument()
+  })
+})

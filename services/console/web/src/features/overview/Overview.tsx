@@ -1,8 +1,9 @@
 import { Link } from "react-router"
 import { useAppSelector } from "../../app/hooks"
-import { Empty, Loading, ProblemAlert } from "../../components/ui"
+import { Empty, Loading, ProblemAlert, TableScroll, usePageTitle } from "../../components/ui"
 import { ratioBasisPoints } from "../../lib/decimal"
-import { formatDateTime, formatMoney, formatPercent } from "../../lib/money"
+import { formatDate, formatDateTime, formatMoney, formatPercent } from "../../lib/money"
+import { useListContractsQuery } from "../contracts/api"
 import { selectUser } from "../session/sessionSlice"
 import { useGetSpendQuery } from "./api"
 import { selectEventsReceived, selectLiveAlerts, selectSpendPoints, selectStreamStatus } from "./liveSpendSlice"
@@ -34,6 +35,7 @@ function BurnBar({ row }: { row: SpendRow }) {
   const bp = cap ? ratioBasisPoints(row.amount_exact, cap) : null
   if (bp === null) return <span className="muted">no cap</span>
   const pct = Math.min(bp, 10_000) / 100
+  // the same thresholds as the alerts, so the bar's colour and the alert list always agree
   const tone = bp >= 10_000 ? "bad" : bp >= 8_000 ? "warn" : "ok"
   return (
     <span className="burn">
@@ -52,6 +54,16 @@ export function Overview() {
   const points = useAppSelector(selectSpendPoints)
   const pushedAlerts = useAppSelector(selectLiveAlerts)
   const events = useAppSelector(selectEventsReceived)
+  usePageTitle("Running spend")
+  // names beside ids: the spend API carries contract ids only, the contracts list has the names
+  const contracts = useListContractsQuery({ limit: 100 })
+  const names = new Map((contracts.data?.items ?? []).map((c) => [c.id, c.name]))
+  const contractLink = (id: string) => (
+    <Link to={`/contracts/${encodeURIComponent(id)}`}>
+      {names.get(id) ?? id}
+      {names.has(id) && <span className="muted"> ({id})</span>}
+    </Link>
+  )
 
   const byAdvertiser = new Map<string, SpendRow[]>()
   for (const row of data?.items ?? []) {
@@ -87,7 +99,8 @@ export function Overview() {
             <div>
               <h2>By advertiser and contract</h2>
               {[...byAdvertiser.entries()].map(([advertiser, rows]) => (
-                <table key={advertiser} className="table">
+                <TableScroll key={advertiser} label={`Spend of ${advertiser}`}>
+                <table className="table">
                   <caption>{advertiser}</caption>
                   <thead>
                     <tr>
@@ -106,7 +119,7 @@ export function Overview() {
                     {rows.map((r) => (
                       <tr key={`${r.contract_id}/${r.period_key}`} data-testid={`spend-${r.contract_id}-${r.period_key}`}>
                         <td>
-                          <Link to={`/contracts/${encodeURIComponent(r.contract_id)}`}>{r.contract_id}</Link>
+                          {contractLink(r.contract_id)}
                         </td>
                         <td>
                           {r.period_key}
@@ -123,6 +136,7 @@ export function Overview() {
                     ))}
                   </tbody>
                 </table>
+                </TableScroll>
               ))}
             </div>
             <aside aria-labelledby="alerts-heading" className="card">
@@ -133,12 +147,19 @@ export function Overview() {
                 <ul className="alerts">
                   {alerts.map((a) => (
                     <li key={`${a.contract_id}/${a.period_key ?? ""}/${a.threshold_pct}`} className={a.threshold_pct >= 100 ? "bad" : "warn"}>
-                      <strong>{a.threshold_pct} %</strong> of the budget of{" "}
-                      <Link to={`/contracts/${encodeURIComponent(a.contract_id)}`}>{a.contract_id}</Link>
+                      <strong>{a.threshold_pct} %</strong> of the budget of {contractLink(a.contract_id)}
                       {a.period_key ? ` (${a.period_key})` : ""}
-                      {a.spent && a.currency ? ` · ${formatMoney(a.spent, a.currency)}` : ""}
-                      
-                      {a.at && <small>{formatDateTime(a.at)}</small>}
+                      <div className="alert-facts">
+                        {[a.spent && a.currency ? `${formatMoney(a.spent, a.currency)}${a.cap ? ` of ${formatMoney(a.cap, a.currency)}` : ""}` : null]
+                          .filter(Boolean)
+                          .join("")}
+                        {a.spent && a.currency && a.at ? " · " : ""}
+                        {a.at && (
+                          <time dateTime={a.at} title={formatDateTime(a.at)}>
+                            {formatDate(a.at)}
+                          </time>
+                        )}
+                      </div>
                     </li>
                   ))}
                 </ul>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { screen } from "@testing-library/react"
+import { screen, within } from "@testing-library/react"
 import { renderWithProviders, signedInAs } from "../../test/utils"
 import { liveSpendSlice, spendSampled, MAX_POINTS } from "./liveSpendSlice"
 import { alertsFor, Overview } from "./Overview"
@@ -67,5 +67,30 @@ describe("overview rows", () => {
     expect(screen.getByTestId("spend-amount-ctr_1-2026-12")).toHaveTextContent(/USD\s5\.00/)
     expect(screen.getByTestId("spend-ctr_1-2026-11")).toHaveTextContent(/2026-11\s·\sclosed/)
     expect(screen.getByTestId("spend-ctr_1-2026-12")).toHaveTextContent(/2026-12\s·\sopen/)
+  })
+})
+
+describe("budget burn and alerts", () => {
+  it("agree: 24.99975 of 25.00 burns 99.9 % in amber beside an 80 % alert, and the alert line keeps amount and date apart", async () => {
+    const rows = [row("24.99975", { currency: "EUR", budget_cap_per_period: "25.00", period_key: "2026-12", updated_at: "2026-12-01T12:00:00Z" })]
+    vi.stubGlobal("fetch", vi.fn((input: RequestInfo | URL) => {
+      const url = input instanceof Request ? input.url : String(input)
+      if (url.endsWith("/api/metering/v1/spend/stream"))
+        return Promise.resolve(new Response(sseBody([]).body, { headers: { "Content-Type": "text/event-stream" } }))
+      if (url.includes("/api/contracts/contracts"))
+        return Promise.resolve(new Response(JSON.stringify({ items: [{ id: "ctr_1", name: "Acme CTV Q4" }], next_cursor: null }), { headers: { "Content-Type": "application/json" } }))
+      return Promise.resolve(new Response(JSON.stringify({ items: rows, count: 1 }), { headers: { "Content-Type": "application/json" } }))
+    }))
+    renderWithProviders(<Overview />, { preloadedState: signedInAs({ subject: "olga", roles: ["ops"] }) })
+    const spend = await screen.findByTestId("spend-ctr_1-2026-12")
+    expect(spend).toHaveTextContent("99.9 %")
+    expect(spend).not.toHaveTextContent("100.0 %")
+    expect(spend.querySelector(".burn-warn")).not.toBeNull()
+    const alerts = screen.getByRole("complementary", { name: "Budget alerts" })
+    expect(alerts).toHaveTextContent("80 %")
+    expect(alerts.querySelector(".alert-facts")?.textContent.replace(/\u00a0/g, " ")).toBe("EUR 25.00 of EUR 25.00 · 1 Dec 2026")
+    // names beside ids
+    expect(await within(spend).findByRole("link", { name: /^Acme CTV Q4\s*\(ctr_1\)$/ })).toBeInTheDocument()
+    expect(document.title).toBe("Running spend · Tally console")
   })
 })

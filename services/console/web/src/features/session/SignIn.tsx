@@ -1,9 +1,9 @@
 import { useState, type FormEvent } from "react"
 import { useNavigate } from "react-router"
 import { useAppDispatch, useAppSelector } from "../../app/hooks"
-import { Field } from "../../components/ui"
+import { Field, usePageTitle } from "../../components/ui"
 import { useDemoUsersQuery } from "./api"
-import { decodeToken, saveSession, selectSessionError, signedIn, signInFailed } from "./sessionSlice"
+import { decodeToken, homeOf, saveSession, selectSessionError, signedIn, signInFailed } from "./sessionSlice"
 
 export function SignIn() {
   const dispatch = useAppDispatch()
@@ -11,13 +11,14 @@ export function SignIn() {
   const error = useAppSelector(selectSessionError)
   const [token, setToken] = useState("")
   const demo = useDemoUsersQuery()
+  usePageTitle("Sign in")
 
   const signInWith = (raw: string) => {
     try {
       const user = decodeToken(raw)
       saveSession(raw.trim())
       dispatch(signedIn({ token: raw.trim(), user }))
-      void navigate(user.tenantType ? "/" : "/")
+      void navigate(homeOf(user))
     } catch (e) {
       dispatch(signInFailed((e as Error).message))
     }
@@ -31,10 +32,15 @@ export function SignIn() {
   return (
     <main className="signin">
       <h1>Tally console</h1>
+      {error && (
+        <p className="alert alert-error" role="alert">
+          {error}
+        </p>
+      )}
       <section aria-labelledby="token-heading" className="card">
         <h2 id="token-heading">Sign in with a token</h2>
         <form onSubmit={onSubmit}>
-          <Field label="Bearer token (JWT)" error={error ?? undefined} hint="Paste the token your identity provider issued.">
+          <Field label="Bearer token (JWT)" hint="Paste the token your identity provider issued." required>
             {(p) => (
               <textarea {...p} rows={4} value={token} onChange={(e) => setToken(e.target.value)} spellCheck={false} required />
             )}

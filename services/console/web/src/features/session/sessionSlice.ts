@@ -63,6 +63,8 @@ export const sessionSlice = createSlice({
       state.error = action.payload
     },
     signedOut: () => initialState,
+    /** the services answered 401 (or the token's exp passed): back to sign-in, with the reason */
+    sessionExpired: (_state, action: PayloadAction<string>) => ({ ...initialState, error: action.payload }),
   },
   selectors: {
     selectUser: (s) => s.user,
@@ -71,7 +73,7 @@ export const sessionSlice = createSlice({
   },
 })
 
-export const { signedIn, signInFailed, signedOut } = sessionSlice.actions
+export const { signedIn, signInFailed, signedOut, sessionExpired } = sessionSlice.actions
 export const { selectUser, selectToken, selectSessionError } = sessionSlice.selectors
 
 /** What the signed-in user may do; the services enforce the same rules. */
@@ -80,7 +82,12 @@ export const can = {
   draftContracts: (u: User | null) => !!u && !u.tenantType && u.roles.some((r) => r === "ops" || r === "admin"),
   approve: (u: User | null) => !!u && !u.tenantType && u.roles.some((r) => r === "approver" || r === "finance" || r === "admin"),
   finance: (u: User | null) => !!u && !u.tenantType && u.roles.includes("finance"),
+  /** metering's spend API serves operators and advertisers; partners see their statements instead */
+  seeSpend: (u: User | null) => !!u && u.tenantType !== "partner" && !u.roles.every((r) => r === "partner"),
 }
+
+/** Where a user lands after sign-in and on "/": partners have no spend overview. */
+export const homeOf = (u: User | null): string => (can.seeSpend(u) ? "/" : "/statements")
 
 const STORAGE_KEY = "tally.console.token"
 
