@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tally_bench import common
 from tally_bench.common import NotMeasured, Report, Target
 
-SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts", "rerate")
+SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts", "rerate", "pacing")
 
 
 def declare(report: Report) -> None:
@@ -47,8 +47,17 @@ def declare(report: Report) -> None:
     f("ingest.p99", s4, "request latency p99, 2 processes", "ms")
     f("ingest.events_1p", s4, "accepted events/s, 1 process (the service's default)", "events/s")
     f("ingest.p99_1p", s4, "request latency p99, 1 process", "ms")
-    s5 = "5 Attribution"
-    f("attribution.conversions", s5, "conversions/s decided, exposure index >= 1M households", "conversions/s")
+    s5 = "5 Attribution (processor, one process)"
+    f("attribution.index", s5, "exposure index build, impressions/s", "impressions/s", target=Target(">=", 100_000, ">= 100,000"))
+    f("ratio.attribution_index_over_metering", s5, "index build / metering impressions/s, same sitting", "ratio",
+      target=Target(">=", 0.75, ">= 0.75x"), note="metering's run of the same position in this sitting (--only metering,attribution)")
+    f("attribution.uncovered", s5, "impressions of campaigns no CPA contract covers, impressions/s", "impressions/s",
+      target=Target(">=", 300_000, ">= 300,000"))
+    f("attribution.conversions", s5, "conversions/s decided, exposure index >= 1M households", "conversions/s",
+      target=Target(">=", 20_000, ">= 20,000"))
+    f("attribution.latency_p99", s5, "decision latency p99 at a steady 2,000 conversions/s, settle 0", "ms",
+      target=Target("<", 500, "< 500 ms"))
+    f("attribution.memory", s5, "memory per million households indexed (RSS growth)", "MiB")
     s6 = "6 Metering"
     f("metering.worker", s6, "impressions/s per worker process (pre-filled topic)", "impressions/s",
       target=Target(">=", 130_000, ">= 130,000"), note="to the committed running totals; totals checked per price point")
@@ -71,6 +80,12 @@ def declare(report: Report) -> None:
       note="key + value bytes of the latest record of every ug key (uncompressed Avro; the topic compresses with lz4)")
     f("rerate.ledger_memory", s9, "ledger in memory per 1,000 campaign-days", "MiB",
       note="tracemalloc: bytes allocated to rebuild the ledger days with TotalsStore.apply_changelog")
+    s10 = "10 Pacing (faust-streaming worker)"
+    f("pacing.update_p50", s10, "running-total update -> its pacing update p50 @5k/s", "ms")
+    f("pacing.update_p99", s10, "running-total update -> its pacing update p99 @5k/s", "ms",
+      target=Target("<", 2000, "< 2000 ms"), note="updated_at -> broker timestamp of the periods-changelog record")
+    f("pacing.offered", s10, "offered running-total updates achieved", "updates/s")
+    f("pacing.worker", s10, "faust worker records/s on the totals topic (pre-filled)", "records/s")
 
 
 def guarded(report: Report, keys: list[str], fn: Callable[[], None]) -> None:
@@ -232,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--invoices", type=int, default=10_000)
     ap.add_argument("--households", type=int, default=1_000_000)
     ap.add_argument("--conversions", type=int, default=10_000)
+    ap.add_argument("--uncovered", type=int, default=500_000,
+                    help="impressions of campaigns no contract covers (attribution's skip rate)")
+    ap.add_argument("--steady-rate", type=int, default=2000, help="conversions/s of attribution's latency run")
+    ap.add_argument("--steady-seconds", type=float, default=10, help="duration of attribution's latency run")
     ap.add_argument("--index-timeout-s", type=float, default=240)
     ap.add_argument("--api-seconds", type=float, default=8)
     ap.add_argument("--rerate-campaigns", type=int, default=1000, help="campaigns in the re-rating ledger (31 days each)")
@@ -239,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="impressions per campaign-hour in the re-rating ledger (4 = every 15-minute bucket)")
     ap.add_argument("--rerate-timeout-s", type=float, default=120, help="per-run deadline of a re-rating")
     ap.add_argument("--rerate-fill-timeout-s", type=float, default=900, help="deadline for building the ledger")
+    ap.add_argument("--pacing-rate", type=int, default=5000, help="running-total updates/s offered to the pacing worker")
+    ap.add_argument("--pacing-seconds", type=float, default=10)
+    ap.add_argument("--pacing-keys", type=int, default=1000, help="contract-periods the updates are spread over")
+    ap.add_argument("--pacing-records", type=int, default=100_000, help="pre-filled totals for the throughput run")
     ap.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as a Markdown table and exit")
     args = ap.parse_args(argv)
     if args.markdown:
@@ -254,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args.impressions = min(args.impressions, 50_000)
         args.ingest_seconds, args.e2e_seconds, args.api_seconds = 3, 5, 3
         args.invoices, args.households, args.conversions, args.index_timeout_s = 500, 20_000, 1_000, 120
+        args.uncovered, args.steady_seconds = 20_000, 3
         args.rerate_campaigns = min(args.rerate_campaigns, 50)
     started = time.monotonic()
     report = Report()
@@ -267,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         ingest_runs(report, args)
     if "attribution" in args.only:
         print("attribution ...", flush=True)
-        optional(report, args, "attribution", ["attribution.conversions"])
+        optional(report, args, "attribution", ["attribution.index", "ratio.attribution_index_over_metering",
+                                                "attribution.uncovered", "attribution.conversions",
+                                                "attribution.latency_p99", "attribution.memory"])
     if "e2e" in args.only:
         print("metering end to end ...", flush=True)
         e2e_runs(report, args)
@@ -280,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     if "rerate" in args.only:
         print("re-rating (usage ledger) ...", flush=True)
         optional(report, args, "rerate", ["rerate.latency", "rerate.ledger_disk", "rerate.ledger_memory"])
+    if "pacing" in args.only:
+        print("pacing (faust worker) ...", flush=True)
+        optional(report, args, "pacing", ["pacing.update_p50", "pacing.update_p99", "pacing.offered", "pacing.worker"])
     for f in report.figures.values():
         if not f.values and f.not_measured is None:
             section = f.key.split(".")[0]

@@ -1,13 +1,26 @@
-"""5. Attribution: conversions/s decided with an exposure index of >= 1 million households.
+"""5. Attribution: the processor's exposure index, its skipping of uncovered traffic, its decisions.
 
 Throwaway topics throughout. The harness publishes CPA terms (the billing library's example
 contract, one per advertiser, with its own campaigns), fills the impressions topic with one
-exposure per household (``--households``, 1,000,000 by default) and starts
-``python -m tally_attribution processor`` with a settle delay of 0 (the default 5 minutes
-would only measure the wait). Once the processor's ``tally_attribution_exposure_households``
-gauge reaches the household count, each run produces a burst of conversions (pre-encoded,
-households drawn from the index) and times from the first one handed to the producer to the
-moment every one of them has a committed outcome on the outcomes topic (read_committed).
+exposure per household (``--households``, 1,000,000 by default) and a second impressions topic
+with ``--uncovered`` impressions of campaigns no contract covers, and per run starts
+``python -m tally_attribution processor`` (fresh group, transactional id and state changelog)
+with a settle delay of 0 (the default 5 minutes would only measure the wait):
+
+- **index build**: impressions/s from the first progress of its
+  ``tally_attribution_impressions_total`` to the ``tally_attribution_exposure_households`` gauge
+  reaching the household count (process start, state restore and the terms load excluded; the
+  note gives the rate from process start too);
+- **memory**: the process's resident set (``VmRSS``) once the index is complete minus the one at
+  the first progress, per million households;
+- **conversions/s**: a burst of ``--conversions`` conversions (pre-encoded, households drawn from
+  the index), from the first one handed to the producer to the moment every one has a committed
+  outcome on the outcomes topic (read_committed);
+- **decision latency**: ``--steady-rate`` conversions/s for ``--steady-seconds``, each timed from
+  its hand-over to the producer to its outcome read back from the outcomes topic (read_committed:
+  the 200 ms transaction interval is part of it);
+- **uncovered**: a second processor on the uncovered topic, from its first progress to
+  ``tally_attribution_impressions_total{outcome="uncovered"}`` reaching the count.
 """
 
 from __future__ import annotations
@@ -19,12 +32,13 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from tally_streams.avro import SchemaCatalog
+from tally_streams.avro import AvroCodec, SchemaCatalog
 from tally_streams.kafka import consumer_config, delete_topics, ensure_topics, producer_config
 from tally_streams.topics import (
     ATTRIBUTED_CONVERSIONS,
@@ -41,6 +55,9 @@ from .common import BOOTSTRAP, NotMeasured, Report, Service, free_port, module_a
 
 MODULE = "tally_attribution"
 CONTRACTS = 4
+#: the figures this section fills (``bench/run.py`` declares them)
+KEYS = ["attribution.index", "ratio.attribution_index_over_metering", "attribution.uncovered", "attribution.conversions",
+        "attribution.latency_p99", "attribution.memory"]
 
 
 def cpa_terms(i: int, tag: str, now: datetime) -> dict[str, Any]:
@@ -53,7 +70,8 @@ def cpa_terms(i: int, tag: str, now: datetime) -> dict[str, Any]:
     return t
 
 
-def _gauge(port: int, name: str) -> float | None:
+def _metric(port: int, name: str, labels: str = "") -> float | None:
+    """The value of one sample on ``/metrics`` (``labels``: e.g. ``outcome="uncovered"``)."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         conn.request("GET", "/metrics")
@@ -61,15 +79,29 @@ def _gauge(port: int, name: str) -> float | None:
         conn.close()
     except OSError:
         return None
+    total = None
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+        if line.startswith(name + " ") or (line.startswith(name + "{") and labels in line):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
 
 
-class OutcomeCounter:
-    def __init__(self, topic: str) -> None:
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise NotMeasured("no VmRSS in /proc/<pid>/status")
+
+
+class OutcomeReader:
+    """Reads the outcomes topic (read_committed) on a thread: how many, and when each conversion's arrived."""
+
+    def __init__(self, topic: str, codec: AvroCodec) -> None:
         self.count = 0
+        self.arrived: dict[str, float] = {}
+        self.timed = False
+        self._codec = codec
         self._stop = threading.Event()
         self._c = Consumer(consumer_config(BOOTSTRAP, f"bench-outcomes-{uuid.uuid4().hex[:8]}"))
         self._c.subscribe([topic])
@@ -78,12 +110,98 @@ class OutcomeCounter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.count += sum(1 for m in self._c.consume(5000, 0.05) if m.error() is None)
+            msgs = [m for m in self._c.consume(5000, 0.05) if m.error() is None]
+            if self.timed:
+                now = time.perf_counter()
+                for m in msgs:
+                    self.arrived[self._codec.decode(m.value())["conversion_id"]] = now
+            self.count += len(msgs)
 
     def close(self) -> None:
         self._stop.set()
         self._t.join(10)
         self._c.close()
+
+
+def _produce_all(p: Producer, topic: str, records: list[tuple[bytes, str]]) -> None:
+    for value, key in records:
+        while True:
+            try:
+                p.produce(topic, value, key=key)
+                break
+            except BufferError:
+                p.poll(0.01)
+
+
+def _impressions(icodec: AvroCodec, tag: str, now: datetime, rng: random.Random, n: int, *, covered: bool) -> list[tuple[bytes, str]]:
+    out = []
+    kind = "hh" if covered else "hu"
+    for h in range(n):
+        hh = f"{kind}-{tag}-{h:07d}"
+        out.append((icodec.encode({
+            "impression_id": f"imp-{kind}-{tag}-{h:08d}", "event_time": now - timedelta(hours=2, seconds=rng.randrange(86_400)),
+            "advertiser_id": f"adv-{tag}-{h % CONTRACTS}",
+            "campaign_id": f"cmp-{tag}-{h % CONTRACTS}" if covered else f"cpm-{tag}-{h % 50}",
+            "partner_id": f"partner-{h % 3}", "household_id": hh, "device_type": "ctv", "ivt": "none",
+            "measurement_source": "first_party"}), hh))
+    return out
+
+
+class _Run:
+    """One processor process on its own group, transactional id and state changelog."""
+
+    def __init__(self, names: dict[str, str], tag: str, *, uncovered: bool = False) -> None:
+        """``uncovered``: read the uncovered impressions. Conversions and outcomes topics are the
+        run's own: a fresh group would otherwise decide an earlier run's conversions again."""
+        imp_topic = names["unc" if uncovered else "imp"]
+        self.tag = f"{tag}-{uuid.uuid4().hex[:4]}"
+        self.state = unique("attr-state")
+        self.conv, self.out = unique("attr-conv"), unique("attr-out")
+        ensure_topics(BOOTSTRAP, [CONVERSIONS.renamed(self.conv), CONVERSION_OUTCOMES.renamed(self.out)])
+        conv_topic, out_topic = self.conv, self.out
+        self.port = free_port()
+        env = {"TALLY_ATTRIBUTION_METRICS_PORT": str(self.port), "TALLY_ATTRIBUTION_SETTLE_DELAY_MS": "0",
+               "TALLY_ATTRIBUTION_GROUP": f"bench-attr-{self.tag}", "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"bench-attr-{self.tag}",
+               "TALLY_ATTRIBUTION_TOPIC_IMPRESSIONS": imp_topic, "TALLY_ATTRIBUTION_TOPIC_CONVERSIONS": conv_topic,
+               "TALLY_ATTRIBUTION_TOPIC_TERMS": names["terms"], "TALLY_ATTRIBUTION_TOPIC_ATTRIBUTED": names["att"],
+               "TALLY_ATTRIBUTION_TOPIC_OUTCOMES": out_topic, "TALLY_ATTRIBUTION_TOPIC_DLQ_INGEST": names["dlq_ing"],
+               "TALLY_ATTRIBUTION_TOPIC_DLQ_IMPRESSIONS": names["dlq_imp"],
+               "TALLY_ATTRIBUTION_TOPIC_DLQ_CONVERSIONS": names["dlq_conv"], "TALLY_ATTRIBUTION_TOPIC_STATE": self.state,
+               "TALLY_ATTRIBUTION_PORT": str(free_port()), "TALLY_LOG_LEVEL": "WARNING"}
+        why = validate_settings(MODULE, env)
+        if why:
+            raise NotMeasured(why)
+        self.svc = Service("attribution-processor", MODULE, env, args=["processor"]).start()
+        self.started = time.perf_counter()
+
+    def pid(self) -> int:
+        assert self.svc.proc is not None
+        return self.svc.proc.pid
+
+    def wait(self, name: str, labels: str, target: float, timeout_s: float, what: str) -> tuple[float, float, int]:
+        """Until metric ``name`` reaches ``target``: (seconds from its first progress, seconds from
+        process start, resident bytes at the first progress)."""
+        deadline = time.monotonic() + timeout_s
+        first: float | None = None
+        rss0 = 0
+        while True:
+            if not self.svc.alive():
+                raise NotMeasured(f"the attribution processor exited: {self.svc.log_tail()}")
+            value = _metric(self.port, name, labels) or 0
+            if first is None and _metric(self.port, "tally_attribution_impressions_total"):
+                first = time.perf_counter()
+                rss0 = _rss_bytes(self.pid())
+            if value >= target:
+                end = time.perf_counter()
+                return end - (first or self.started), end - self.started, rss0
+            if time.monotonic() > deadline:
+                raise NotMeasured(f"{what}: {value:,.0f} of {target:,.0f} after {timeout_s:.0f} s (run stopped there to "
+                                  "keep make bench bounded)")
+            time.sleep(0.2)  # /metrics is rendered by the processor: asked more often, it costs the process CPU
+
+    def stop(self) -> None:
+        self.svc.stop()
+        delete_topics(BOOTSTRAP, [self.state, self.conv, self.out])
 
 
 def measure(report: Report, args: Any) -> None:
@@ -94,12 +212,11 @@ def measure(report: Report, args: Any) -> None:
         raise NotMeasured(why)
     tag = uuid.uuid4().hex[:6]
     now = datetime.now(UTC)
-    specs = {"imp": IMPRESSIONS, "conv": CONVERSIONS, "terms": CONTRACT_TERMS, "att": ATTRIBUTED_CONVERSIONS,
-             "out": CONVERSION_OUTCOMES, "dlq_ing": DLQ_INGEST, "dlq_imp": DLQ_IMPRESSIONS, "dlq_conv": DLQ_CONVERSIONS}
+    specs = {"imp": IMPRESSIONS, "unc": IMPRESSIONS, "terms": CONTRACT_TERMS, "att": ATTRIBUTED_CONVERSIONS,
+             "dlq_ing": DLQ_INGEST, "dlq_imp": DLQ_IMPRESSIONS, "dlq_conv": DLQ_CONVERSIONS}
     names = {k: unique(f"attr-{k}") for k in specs}
-    state = unique("attr-state")
-    svc: Service | None = None
-    counter: OutcomeCounter | None = None
+    runs: list[_Run] = []
+    reader: OutcomeReader | None = None
     ensure_topics(BOOTSTRAP, [spec.renamed(names[k]) for k, spec in specs.items()])
     try:
         catalog = SchemaCatalog.load()
@@ -113,99 +230,140 @@ def measure(report: Report, args: Any) -> None:
                    "versions": [{"version": 1, "effective_from": start, "effective_to": None, "approved_at": start,
                                  "terms_json": json.dumps(terms)}]}
             p.produce(names["terms"], tcodec.encode(rec), key=f"ctr-{tag}-{i}")
-        households = args.households
+        households, uncovered = args.households, args.uncovered
         if households < 1_000_000:  # the issue asks for >= 1M; fewer is only a harness check
             report.figures["attribution.conversions"].label = f"conversions/s decided, exposure index of {households:,} households"
-        print(f"  filling {households:,} exposures (one per household) ...", flush=True)
+        print(f"  filling {households:,} exposures (one per household) and {uncovered:,} uncovered impressions ...", flush=True)
         icodec = catalog.codec("impression")
         rng = random.Random(5)
         t_fill = time.perf_counter()
-        for h in range(households):
-            hh = f"hh-{tag}-{h:07d}"
-            value = icodec.encode({
-                "impression_id": f"imp-{tag}-{h:08d}", "event_time": now - timedelta(hours=2, seconds=rng.randrange(86_400)),
-                "advertiser_id": f"adv-{tag}-{h % CONTRACTS}", "campaign_id": f"cmp-{tag}-{h % CONTRACTS}",
-                "partner_id": f"partner-{h % 3}", "household_id": hh, "device_type": "ctv", "ivt": "none",
-                "measurement_source": "first_party"})
-            while True:
-                try:
-                    p.produce(names["imp"], value, key=hh)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-            if h % 10_000 == 0:
-                p.poll(0)
-        if p.flush(120):
-            raise NotMeasured("exposures were not acknowledged by the broker")
+        _produce_all(p, names["imp"], _impressions(icodec, tag, now, rng, households, covered=True))
+        _produce_all(p, names["unc"], _impressions(icodec, tag, now, rng, uncovered, covered=False))
+        if p.flush(180):
+            raise NotMeasured("impressions were not acknowledged by the broker")
         print(f"  filled in {time.perf_counter() - t_fill:.0f} s", flush=True)
-        metrics_port = free_port()
-        env = {"TALLY_ATTRIBUTION_METRICS_PORT": str(metrics_port), "TALLY_ATTRIBUTION_SETTLE_DELAY_MS": "0",
-               "TALLY_ATTRIBUTION_GROUP": f"bench-attr-{tag}", "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"bench-attr-{tag}",
-               "TALLY_ATTRIBUTION_TOPIC_IMPRESSIONS": names["imp"], "TALLY_ATTRIBUTION_TOPIC_CONVERSIONS": names["conv"],
-               "TALLY_ATTRIBUTION_TOPIC_TERMS": names["terms"], "TALLY_ATTRIBUTION_TOPIC_ATTRIBUTED": names["att"],
-               "TALLY_ATTRIBUTION_TOPIC_OUTCOMES": names["out"], "TALLY_ATTRIBUTION_TOPIC_DLQ_INGEST": names["dlq_ing"],
-               "TALLY_ATTRIBUTION_TOPIC_DLQ_IMPRESSIONS": names["dlq_imp"],
-               "TALLY_ATTRIBUTION_TOPIC_DLQ_CONVERSIONS": names["dlq_conv"], "TALLY_ATTRIBUTION_TOPIC_STATE": state,
-               "TALLY_ATTRIBUTION_PORT": str(free_port()), "TALLY_LOG_LEVEL": "WARNING"}
-        why = validate_settings(MODULE, env)
-        if why:
-            raise NotMeasured(why)
-        counter = OutcomeCounter(names["out"])
-        svc = Service("attribution-processor", MODULE, env, args=["processor"]).start()
-        t0 = time.perf_counter()
-        deadline = time.monotonic() + args.index_timeout_s
-        while True:
-            if not svc.alive():
-                raise NotMeasured(f"the attribution processor exited: {svc.log_tail()}")
-            size = _gauge(metrics_port, "tally_attribution_exposure_households") or 0
-            if size >= households:
-                break
-            if time.monotonic() > deadline:
-                raise NotMeasured(f"the exposure index held {size:,.0f} of {households:,} households after "
-                                  f"{args.index_timeout_s:.0f} s (run stopped there to keep make bench bounded)")
-            time.sleep(0.2)
-        build_s = time.perf_counter() - t0
-        print(f"  exposure index: {households:,} households in {build_s:.1f} s", flush=True)
-        report.figures["attribution.conversions"].note = (
-            f"index of {households:,} households built in {build_s:.0f} s ({households / build_s:,.0f} impressions/s, "
-            f"from process start); settle delay 0; bursts of {args.conversions:,} conversions")
+        ocodec = catalog.codec("conversion_outcome")
         ccodec = catalog.codec("conversion")
         seq = 0
-        for r in range(args.runs):
-            burst = []
+
+        def conversions(n: int) -> list[tuple[bytes, str, str]]:
+            """(value, key, conversion id) of ``n`` new conversions of indexed households."""
+            nonlocal seq
+            out = []
             t_conv = datetime.now(UTC) - timedelta(minutes=1)
-            for _ in range(args.conversions):
+            for _ in range(n):
                 h = rng.randrange(households)
                 hh = f"hh-{tag}-{h:07d}"
-                burst.append((ccodec.encode({
-                    "conversion_id": f"conv-{tag}-{seq:08d}", "kind": "conversion", "order_id": f"ord-{tag}-{seq:08d}",
+                conversion_id = f"conv-{tag}-{seq:08d}"
+                out.append((ccodec.encode({
+                    "conversion_id": conversion_id, "kind": "conversion", "order_id": f"ord-{tag}-{seq:08d}",
                     "event_time": t_conv, "advertiser_id": f"adv-{tag}-{h % CONTRACTS}", "household_id": hh,
                     "event_type": "signup", "value": None, "currency": None, "source": "api", "partner_id": None,
-                    "reverses_conversion_id": None, "reversal_amount": None}), hh))
+                    "reverses_conversion_id": None, "reversal_amount": None}), hh, conversion_id))
                 seq += 1
-            before = counter.count
+            return out
+
+        notes: list[str] = []
+        for r in range(args.runs):
+            run = _Run(names, tag)
+            runs.append(run)
+            reader = OutcomeReader(run.out, ocodec)
+            build_s, from_start_s, rss0 = run.wait("tally_attribution_exposure_households", "", households,
+                                                   args.index_timeout_s, "exposure index households")
+            rss1 = _rss_bytes(run.pid())
+            index_rate = households / build_s
+            report.add("attribution.index", index_rate)
+            report.add("attribution.memory", (rss1 - rss0) / households * 1_000_000 / 2**20)
+            notes.append(f"{from_start_s:.0f} s from process start")
+            print(f"  round {r + 1}: index {households:,} households in {build_s:.1f} s ({index_rate:,.0f}/s; "
+                  f"{from_start_s:.1f} s from process start), RSS {rss0 / 2**20:,.0f} -> {rss1 / 2**20:,.0f} MiB", flush=True)
+            metering = report.figures["metering.worker"]
+            if metering.values:  # metering ran in this sitting (the stream rounds come first)
+                report.add("ratio.attribution_index_over_metering", index_rate / metering.values[min(r, len(metering.values) - 1)])
+            burst = conversions(args.conversions)
+            before = reader.count
             t_start = time.perf_counter()
-            for value, key in burst:
-                while True:
-                    try:
-                        p.produce(names["conv"], value, key=key)
-                        break
-                    except BufferError:
-                        p.poll(0.01)
+            _produce_all(p, run.conv, [(value, key) for value, key, _ in burst])
             p.flush(60)
             deadline = time.monotonic() + 180
-            while counter.count - before < len(burst):
-                if not svc.alive():
-                    raise NotMeasured(f"the attribution processor exited: {svc.log_tail()}")
+            while reader.count - before < len(burst):
+                if not run.svc.alive():
+                    raise NotMeasured(f"the attribution processor exited: {run.svc.log_tail()}")
                 if time.monotonic() > deadline:
-                    raise NotMeasured(f"{counter.count - before:,} of {len(burst):,} outcomes after 180 s")
-                time.sleep(0.02)
+                    raise NotMeasured(f"{reader.count - before:,} of {len(burst):,} outcomes after 180 s")
+                time.sleep(0.01)
             rate = len(burst) / (time.perf_counter() - t_start)
-            print(f"  round {r + 1}: {rate:,.0f} conversions/s", flush=True)
             report.add("attribution.conversions", rate)
+            print(f"  round {r + 1}: {rate:,.0f} conversions/s (burst of {len(burst):,})", flush=True)
+            p99 = _steady(p, run.conv, reader, conversions, args.steady_rate, args.steady_seconds, run)
+            report.add("attribution.latency_p99", p99)
+            print(f"  round {r + 1}: p99 {p99:,.0f} ms at {args.steady_rate:,}/s", flush=True)
+            reader.close()
+            reader = None
+            run.stop()
+            runs.remove(run)
+            unc = _Run(names, tag, uncovered=True)
+            runs.append(unc)
+            skip_s, _, _ = unc.wait("tally_attribution_impressions_total", 'outcome="uncovered"', uncovered,
+                                    args.index_timeout_s, "uncovered impressions")
+            report.add("attribution.uncovered", uncovered / skip_s)
+            print(f"  round {r + 1}: {uncovered:,} uncovered impressions in {skip_s:.1f} s ({uncovered / skip_s:,.0f}/s)",
+                  flush=True)
+            unc.stop()
+            runs.remove(unc)
+        if not report.figures["ratio.attribution_index_over_metering"].values:
+            report.not_measured(["ratio.attribution_index_over_metering"],
+                                "needs metering measured in the same sitting (--only metering,attribution)")
+        report.figures["attribution.index"].note = (
+            f"one exposure per household, {households:,} households; from first progress ({', '.join(notes)}); "
+            f"settle delay 0")
+        report.figures["attribution.conversions"].note = f"bursts of {args.conversions:,} conversions, settle delay 0"
+        report.figures["attribution.latency_p99"].note = (
+            f"{args.steady_rate:,} conversions/s for {args.steady_seconds:.0f} s, settle delay 0; hand-over to the producer -> "
+            "outcome read back read_committed (includes the 200 ms transaction interval)")
+        report.figures["attribution.uncovered"].note = (
+            f"{uncovered:,} impressions of campaigns no contract covers, one per household: not dropped but kept for "
+            "the pre-contract window (TALLY_ATTRIBUTION_PRECONTRACT_DAYS), so each is indexed and changelogged")
     finally:
-        if svc is not None:
-            svc.stop()
-        if counter is not None:
-            counter.close()
-        delete_topics(BOOTSTRAP, [*names.values(), state])
+        for run in runs:
+            run.stop()
+        if reader is not None:
+            reader.close()
+        delete_topics(BOOTSTRAP, list(names.values()))
+
+
+def _steady(p: Producer, topic: str, reader: OutcomeReader, make: Callable[[int], list[tuple[bytes, str, str]]], rate: int,
+            seconds: float, run: _Run) -> float:
+    """p99 (ms) from hand-over to read-back of conversions produced at ``rate``/s for ``seconds``."""
+    total = int(rate * seconds)
+    records = make(total)
+    sent: dict[str, float] = {}
+    reader.arrived.clear()
+    reader.timed = True
+    try:
+        t0 = time.perf_counter()
+        step = max(1, rate // 100)  # in slices of 10 ms
+        for i in range(0, total, step):
+            due = t0 + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            now = time.perf_counter()
+            chunk = records[i:i + step]
+            _produce_all(p, topic, [(value, key) for value, key, _ in chunk])
+            for _, _, conversion_id in chunk:
+                sent[conversion_id] = now
+            p.poll(0)
+        p.flush(60)
+        deadline = time.monotonic() + 120
+        while len(reader.arrived.keys() & sent.keys()) < total:
+            if not run.svc.alive():
+                raise NotMeasured(f"the attribution processor exited: {run.svc.log_tail()}")
+            if time.monotonic() > deadline:
+                raise NotMeasured(f"steady run: {len(reader.arrived.keys() & sent.keys()):,} of {total:,} outcomes after 120 s")
+            time.sleep(0.05)
+    finally:
+        reader.timed = False
+    latencies = sorted((reader.arrived[k] - t) * 1000 for k, t in sent.items())
+    return latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+

@@ -10,6 +10,7 @@ and tier counters, and the mapping of each decision to the output records.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,11 +39,11 @@ from tally_billing.cpa import (
     reverse,
 )
 from tally_billing.money import exact
-from tally_billing.periods import period_containing
+from tally_billing.periods import Period, PeriodKind, period_containing
 from tally_billing.terms import ContractType, Price, PriceKind
 from tally_billing.versions import ContractVersion, InvalidVersions, version_in_force, versions_from_record
 
-from .state import SEP, AttributionState
+from .state import EXPOSURE_WIDTH, SEP, AttributionState, exposure_rows
 
 log = logging.getLogger("tally.attribution.domain")
 
@@ -74,6 +75,11 @@ def from_us(us: int) -> datetime:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY_US = 86_400_000_000
+
+
+def _time_then_id(e: tuple[Any, ...]) -> tuple[int, str]:
+    return e[1], e[0]
 
 
 # --------------------------------------------------------------------------- contract book
@@ -189,6 +195,10 @@ class Indexed:
     dead_letter: DeadLetter | None = None
 
 
+#: the dead letter of an impression whose event time is beyond the clock skew allowance
+FUTURE_IMPRESSION = DeadLetter("invalid", "event_time is in the future", "event_time")
+
+
 @dataclass
 class Decision:
     outcome: dict[str, Any]
@@ -233,28 +243,49 @@ class Decider:
         impression) attributes to it. Which campaigns are covered is read from the book at
         every trim, so such an exposure becomes an ordinary one the moment its contract arrives.
         """
-        if imp["event_time"] > arrival + self.max_future:
-            return Indexed(IMPRESSION_DEAD_LETTER, DeadLetter("invalid", "event_time is in the future", "event_time"))
-        if imp["ivt"] != "none":
-            return Indexed(IMPRESSION_INVALID_TRAFFIC)  # invalid traffic never drives a payout
-        outcome = IMPRESSION_EXPOSURE if self.book.cpa_campaign(imp["campaign_id"]) else IMPRESSION_UNCOVERED
-        key = "x:" + imp["household_id"]
-        before: list[list[Any]] = self.state.get(key) or []
-        if any(e[0] == imp["impression_id"] for e in before):
-            return Indexed(IMPRESSION_DUPLICATE)  # a retried or repeated beacon: one exposure
-        t = to_us(imp["event_time"])
-        held = [*before, [imp["impression_id"], t, imp["advertiser_id"], imp["campaign_id"], imp["partner_id"]]]
-        held.sort(key=lambda e: (e[1], e[0]))
-        held = self._kept(held, to_us(arrival))
-        if held == before:
-            return Indexed(outcome)  # already beyond its horizon, nothing else to drop: no state change
-        if held:
-            self.state.put(key, held)
-        else:
-            self.state.delete(key)
-        return Indexed(outcome)
+        outcome = self.index_exposure(imp["impression_id"], to_us(imp["event_time"]), imp["advertiser_id"],
+                                      imp["campaign_id"], imp["partner_id"], imp["household_id"], imp["ivt"],
+                                      to_us(arrival))
+        return Indexed(outcome, FUTURE_IMPRESSION if outcome == IMPRESSION_DEAD_LETTER else None)
 
-    def _kept(self, held: list[list[Any]], now_us: int) -> list[list[Any]]:
+    def index_exposure(self, impression_id: str, event_us: int, advertiser_id: str, campaign_id: str,
+                       partner_id: str | None, household_id: str, ivt: str, arrival_us: int) -> str:
+        """``index_impression`` on the fields the index keeps (the processor's compiled reader
+        yields exactly these); returns the outcome (``IMPRESSION_DEAD_LETTER``: a future event
+        time, dead-lettered as ``FUTURE_IMPRESSION``)."""
+        if event_us > arrival_us + self._max_future_us:
+            return IMPRESSION_DEAD_LETTER
+        if ivt != "none":
+            return IMPRESSION_INVALID_TRAFFIC  # invalid traffic never drives a payout
+        covered = self.book.cpa_campaign(campaign_id)
+        outcome = IMPRESSION_EXPOSURE if covered else IMPRESSION_UNCOVERED
+        key = "x:" + household_id
+        state = self.state
+        before = state.exposures(key)
+        if not before:
+            # the common case, a household's first exposure: kept unless already beyond its horizon
+            horizon_us = self.exposure_horizon_us() if covered else self._precontract_us
+            if event_us >= arrival_us - horizon_us:
+                state.put_exposures(key, (impression_id, event_us, sys.intern(advertiser_id), sys.intern(campaign_id),
+                                          None if partner_id is None else sys.intern(partner_id)))
+            return outcome
+        if impression_id in before[0::EXPOSURE_WIDTH]:
+            return IMPRESSION_DUPLICATE  # a retried or repeated beacon: one exposure
+        held = exposure_rows(before)
+        held.append((impression_id, event_us, sys.intern(advertiser_id), sys.intern(campaign_id),
+                     None if partner_id is None else sys.intern(partner_id)))
+        held.sort(key=_time_then_id)
+        kept = self._kept(held, arrival_us)
+        flat = tuple(x for e in kept for x in e)
+        if flat == before:
+            return outcome  # already beyond its horizon, nothing else to drop: no state change
+        if flat:
+            state.put_exposures(key, flat)
+        else:
+            state.delete(key)
+        return outcome
+
+    def _kept(self, held: list[tuple[Any, ...]], now_us: int) -> list[tuple[Any, ...]]:
         """The exposures of one household (sorted by time) still worth keeping at ``now_us``.
 
         Horizon: the longest lookback in force plus the late allowance for a campaign some CPA
@@ -264,7 +295,7 @@ class Decider:
         """
         covered = self.book.cpa_campaign
         covered_from = now_us - self.exposure_horizon_us()
-        uncovered_from = now_us - self.precontract_window // timedelta(microseconds=1)
+        uncovered_from = now_us - self._precontract_us
         kept = [e for e in held if e[1] >= (covered_from if covered(e[3]) else uncovered_from)]
         excess = len(kept) - self.max_exposures_per_household
         if excess > 0:
@@ -273,8 +304,14 @@ class Decider:
             kept = [e for i, e in enumerate(kept) if i not in gone]
         return kept
 
+    def __post_init__(self) -> None:
+        self._max_future_us = self.max_future // timedelta(microseconds=1)
+        self._precontract_us = self.precontract_window // timedelta(microseconds=1)
+        self._late_us = self.late_allowance // timedelta(microseconds=1)
+        self._periods: dict[tuple[str, PeriodKind], Period] = {}
+
     def exposure_horizon_us(self) -> int:
-        return (timedelta(days=self.book.max_lookback_days) + self.late_allowance) // timedelta(microseconds=1)
+        return self.book.max_lookback_days * DAY_US + self._late_us
 
     def prune(self, now: datetime) -> int:
         """Drop exposures beyond their horizon (the longest lookback in force plus the late
@@ -287,10 +324,13 @@ class Decider:
         for key, value in list(self.state.kv.items()):
             prefix = key[:2]
             if prefix == "x:":
-                kept = self._kept(value, now_us)
-                if len(kept) != len(value):
+                kept = self._kept(exposure_rows(value), now_us)
+                if len(kept) * EXPOSURE_WIDTH != len(value):
                     changed += 1
-                    self.state.put(key, kept) if kept else self.state.delete(key)
+                    if kept:
+                        self.state.put_exposures(key, tuple(x for e in kept for x in e))
+                    else:
+                        self.state.delete(key)
             elif prefix == "h:":
                 kept = [p for p in value if p[2] >= household_horizon]
                 if len(kept) != len(value):
@@ -343,6 +383,14 @@ class Decider:
         if self.state.get(key) is None:
             self.state.put(key, {"s": "rejected", "t": to_us(conv["event_time"])})
 
+    def _period_key(self, at: datetime, tz: str, kind: PeriodKind) -> str:
+        """``period_containing(at, tz, kind).key``, remembering the last period per (zone, kind):
+        periods tile time, so the one whose [start, end) holds ``at`` is the answer."""
+        held = self._periods.get((tz, kind))
+        if held is None or not held.start <= at < held.end:
+            held = self._periods[(tz, kind)] = period_containing(at, tz, kind)
+        return held.key
+
     def _usage(self, contracts: list[CpaContract], at: datetime) -> tuple[UsageSnapshot, dict[str, str]]:
         """Usage of every candidate contract in the period of ``at`` (in that contract's zone)."""
         contract_usage: dict[str, CpaUsage] = {}
@@ -353,7 +401,7 @@ class Decider:
             v = rating_version(k, at)
             if v is None:
                 continue
-            period = period_containing(at, v.terms.common.time_zone, v.terms.common.billing_period).key
+            period = self._period_key(at, v.terms.common.time_zone, v.terms.common.billing_period)
             periods[k.contract_id] = period
             u = self.state.get(f"u:{k.contract_id}{SEP}{period}")
             if u is not None:
@@ -374,9 +422,10 @@ class Decider:
                 PriorConversion(p[0], p[1], from_us(p[2])) for p in self.state.get("h:" + household) or ()
             ),
         )
+        held = self.state.exposures("x:" + household)
         exposures = [
-            Exposure(e[0], household, e[3], e[4] or "", from_us(e[1]))
-            for e in self.state.get("x:" + household) or () if e[2] == adv
+            Exposure(held[i], household, held[i + 3], held[i + 4] or "", from_us(held[i + 1]))
+            for i in range(0, len(held), EXPOSURE_WIDTH) if held[i + 2] == adv
         ]
         contracts = self.book.cpa_contracts_of(adv)
         usage, periods = self._usage(contracts, at)
@@ -390,16 +439,19 @@ class Decider:
                 self._remember_rejected(conv)
             a = result.would_have_been
             return Decision(self._outcome(conv, src, now, reason=result.reason, detail=result.detail, attributed=a))
-        unfit = next((x for x in (result.advertiser_amount, result.partner_amount) if not fits_amount_scale(x)), None)
+        # each of these is computed anew on every access: once per decision
+        adv_amount, partner_amount, rule = result.advertiser_amount, result.partner_amount, rule_text(result)
+        unfit = next((x for x in (adv_amount, partner_amount) if not fits_amount_scale(x)), None)
         if unfit is not None:
             self._remember_rejected(conv)
             return Decision(self._outcome(conv, src, now, reason=RejectReason.INVALID,
                                           detail=f"amount {unfit} needs more than {AMOUNT_SCALE} decimals; fix the contract's price"))
-        self._count(conv, result, periods[result.contract_id], order_key)
+        self._count(conv, result, periods[result.contract_id], order_key, adv_amount, rule)
         version = self.book.version(result.contract_id, result.version)
         assert version is not None
         cur = version.terms.common.currency
-        outcome = self._outcome(conv, src, now, attributed=result, currency=cur)
+        outcome = self._outcome(conv, src, now, attributed=result, currency=cur,
+                                priced=(adv_amount, partner_amount, rule))
         attributed = {
             "conversion_id": cid,
             "kind": "conversion",
@@ -413,10 +465,10 @@ class Decider:
             "original_event_time": None,
             "exposure_id": result.exposure_id,
             "exposure_time": result.exposure_at,
-            "rule": rule_text(result),
+            "rule": rule,
             "currency": cur,
-            "advertiser_amount": result.advertiser_amount,
-            "partner_payout": result.partner_amount,
+            "advertiser_amount": adv_amount,
+            "partner_payout": partner_amount,
             "decided_at": now,
             "order_value": conv["value"],
             "tier_position": result.tier_position,
@@ -424,14 +476,15 @@ class Decider:
         }
         return Decision(outcome, attributed)
 
-    def _count(self, conv: Mapping[str, Any], a: Attributed, period: str, order_key: str | None) -> None:
-        """Record an attributed conversion: dedupe memory, caps and tier counters."""
+    def _count(self, conv: Mapping[str, Any], a: Attributed, period: str, order_key: str | None, amount: Decimal,
+               rule: str) -> None:
+        """Record an attributed conversion (advertiser amount ``amount``, rule ``rule``): dedupe
+        memory, caps and tier counters."""
         t = to_us(conv["event_time"])
-        amount = a.advertiser_amount
         k = a.contract_id
-        for key in (f"u:{k}{SEP}{period}", f"p:{k}{SEP}{a.partner_id}{SEP}{period}"):
-            n, total = self.state.get(key) or (0, "0")
-            with exact():
+        with exact():
+            for key in (f"u:{k}{SEP}{period}", f"p:{k}{SEP}{a.partner_id}{SEP}{period}"):
+                n, total = self.state.get(key) or (0, "0")
                 self.state.put(key, [int(n) + 1, str(Decimal(total) + amount)])
         tier_key = f"e:{k}{SEP}{period}{SEP}{conv['event_type']}"
         self.state.put(tier_key, int(self.state.get(tier_key) or 0) + 1)
@@ -443,7 +496,7 @@ class Decider:
         self.state.put("c:" + conv["conversion_id"], {
             "s": "attributed", "t": t, "contract_id": k, "version": a.version, "advertiser_id": conv["advertiser_id"],
             "partner_id": a.partner_id, "event_type": conv["event_type"], "exposure_id": a.exposure_id,
-            "exposure_us": to_us(a.exposure_at), "rule": rule_text(a), "period_key": a.period_key,
+            "exposure_us": to_us(a.exposure_at), "rule": rule, "period_key": a.period_key,
             "order_value": None if conv["value"] is None else str(conv["value"]),
             "tier": p.tier_index, "adv_price": _price_json(p.advertiser_price), "par_price": _price_json(p.partner_payout),
             "adv": _leg_json(p.advertiser), "par": _leg_json(p.partner), "reversals": [],
@@ -534,8 +587,13 @@ class Decider:
         attributed: Attributed | None = None,
         currency: str | None = None,
         original: str | None = None,
+        priced: tuple[Decimal, Decimal, str] | None = None,
     ) -> dict[str, Any]:
+        """``priced``: the attribution's (advertiser amount, partner payout, rule text), when the
+        caller has them already."""
         a = attributed
+        if a is not None and priced is None:
+            priced = (a.advertiser_amount, a.partner_amount, rule_text(a))
         if a is not None and currency is None:
             v = self.book.version(a.contract_id, a.version)
             currency = None if v is None else v.terms.common.currency
@@ -556,11 +614,11 @@ class Decider:
             "partner_id": None if a is None else (a.partner_id or None),
             "exposure_id": None if a is None else a.exposure_id,
             "exposure_time": None if a is None else a.exposure_at,
-            "rule": None if a is None else rule_text(a),
+            "rule": None if priced is None else priced[2],
             "period_key": None if a is None else a.period_key,
             "currency": currency,
-            "advertiser_amount": None if a is None else a.advertiser_amount,
-            "partner_payout": None if a is None else a.partner_amount,
+            "advertiser_amount": None if priced is None else priced[0],
+            "partner_payout": None if priced is None else priced[1],
             "original_conversion_id": original,
             "reversal_completes": None,
             "source_topic": src.topic,

@@ -15,7 +15,6 @@ within the delay therefore count whatever the arrival order.
 
 from __future__ import annotations
 
-import base64
 import heapq
 import logging
 import threading
@@ -34,13 +33,24 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import CollectorRegistry
 
-from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
-from tally_streams.kafka import consumer_config, dead_letter_record, ensure_topics, producer_config
+from tally_streams.avro import AvroCodec, DecodeError, EncodeError, SchemaCatalog
+from tally_streams.kafka import classify_rejection, consumer_config, dead_letter_record, ensure_topics, producer_config
 from tally_streams.topics import TopicSpec
 
-from .domain import IMPRESSION_DEAD_LETTER, ContractBook, DeadLetter, Decider, Source
+from .domain import (
+    FUTURE_IMPRESSION,
+    IMPRESSION_DEAD_LETTER,
+    ContractBook,
+    DeadLetter,
+    Decider,
+    Decision,
+    Source,
+    from_us,
+)
+from .impression_reader import ImpressionReader
 from .metrics import ProcessorMetrics
 from .state import AttributionState
 
@@ -85,6 +95,7 @@ class Processor:
             for name in ("impression", "conversion", "contract_terms", "attributed_conversion", "conversion_outcome",
                          "dead_letter")
         }
+        self.impressions = ImpressionReader(catalog)
         self.book = ContractBook()
         self.state = AttributionState()
         self.decider = Decider(
@@ -108,6 +119,8 @@ class Processor:
         self._imp_caught_up_ms: dict[int, int] = {}
         self._last_arrival: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
+        #: for the impression partitions' end offsets (``_end_offsets``); None: ask the consumer
+        self._admin: AdminClient | None = None
         self._lost = False
         self._failed = False
         self._in_txn = False
@@ -130,6 +143,7 @@ class Processor:
         ))
         # Fences any earlier incarnation and aborts its open transaction before we read state.
         self.producer.init_transactions(KAFKA_TIMEOUT_S)
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "tally-attribution-processor"})
         self._restore_state(bootstrap)
         self.terms_consumer = self._terms_consumer(bootstrap)
         self._load_terms(until_caught_up=True)
@@ -248,17 +262,23 @@ class Processor:
             raise ProcessorFailed("partitions lost (session expired); restarting from the committed state")
         msgs = self.consumer.consume(num_messages=BATCH_MAX, timeout=0.05)
         self._load_terms()
+        impressions: list[Message] = []
+        t_imp = self.t_imp
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaException(err)
-            self._begin()
-            if m.topic() == self.t_imp:
-                self._on_impression(m)
+            if m.topic() == t_imp:
+                impressions.append(m)
             else:
+                self._begin()
                 self._on_conversion(m)
+        if impressions:
+            # After the conversions of the batch: they only wait in the settle queue, and the
+            # index is read when they are decided (below), so the order within a batch is moot.
+            self._on_impressions(impressions)
         self._decide_due()
         mono = time.monotonic()
         if mono - self._last_prune >= PRUNE_INTERVAL_S:
@@ -290,36 +310,56 @@ class Processor:
         return arrival
 
     def _on_impression(self, m: Message) -> None:
-        arrival = self._arrival_ms(m)
-        p = _coords(m)[1]
-        self._imp_seen_ms[p] = max(self._imp_seen_ms.get(p, 0), arrival)
-        try:
-            imp = self.codecs["impression"].decode(m.value())
-        except DecodeError as exc:
-            self._dead_letter(m, DeadLetter(exc.kind, exc.reason))
-            self.metrics.impressions.labels(IMPRESSION_DEAD_LETTER).inc()
-            return
-        indexed = self.decider.index_impression(imp, _from_ms(arrival))
-        if indexed.dead_letter is not None:
-            self._dead_letter(m, indexed.dead_letter)
-        self.metrics.impressions.labels(indexed.outcome).inc()
+        self._on_impressions([m])
+
+    def _on_impressions(self, msgs: list[Message]) -> None:
+        """Index a batch of impressions: one call of the compiled reader, then the index per record."""
+        self._begin()
+        rows = self.impressions.read([m.value() for m in msgs])
+        index = self.decider.index_exposure
+        outcomes: dict[str, int] = {}
+        last_arrival = self._last_arrival
+        seen = self._imp_seen_ms
+        for m, row in zip(msgs, rows, strict=True):
+            kind, ts = m.timestamp()
+            p = m.partition()
+            assert p is not None
+            key = (self.t_imp, p)
+            arrival = self._now_ms() if kind == TIMESTAMP_NOT_AVAILABLE else int(ts)
+            # Monotone per partition, so records of one partition are decided in offset order.
+            held = last_arrival.get(key, 0)
+            if arrival < held:
+                arrival = held
+            else:
+                last_arrival[key] = arrival
+            if arrival > seen.get(p, 0):
+                seen[p] = arrival
+            if isinstance(row, DecodeError):
+                self._dead_letter(m, DeadLetter(classify_rejection(row), row.reason))
+                outcome = IMPRESSION_DEAD_LETTER
+            else:
+                iid, event_us, adv, campaign, partner, household, ivt = row
+                outcome = index(iid, event_us, adv, campaign, partner, household, ivt, arrival * 1000)
+                if outcome == IMPRESSION_DEAD_LETTER:
+                    dl = FUTURE_IMPRESSION  # the kind metering gives the same impression (tally_streams.kafka.classify_rejection)
+                    kind = classify_rejection(field=dl.field, event_time=from_us(event_us), now=_from_ms(arrival))
+                    self._dead_letter(m, DeadLetter(kind, dl.reason, dl.field))
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        for outcome, n in outcomes.items():
+            self.metrics.impressions.labels(outcome).inc(n)
 
     def _on_conversion(self, m: Message) -> None:
         try:
             conv = self.codecs["conversion"].decode(m.value())
         except DecodeError as exc:
-            self._dead_letter(m, DeadLetter(exc.kind, exc.reason))
+            self._dead_letter(m, DeadLetter(classify_rejection(exc), exc.reason))
             return
         src = Source(*_coords(m))
         key = "q:" + src.id
         raw = m.value()
         assert raw is not None
-        record_key = m.key()
-        pending = {
-            "raw": base64.b64encode(raw).decode("ascii"), "arr": self._arrival_ms(m),
-            "topic": src.topic, "p": src.partition, "o": src.offset,
-            "key": None if record_key is None else base64.b64encode(record_key).decode("ascii"),
-        }
+        pending = {"raw": raw, "arr": self._arrival_ms(m), "topic": src.topic, "p": src.partition, "o": src.offset,
+                   "key": m.key()}
         self.state.put_pending(key, pending)
         self._queue(key, pending)
         self._decoded[key] = conv
@@ -333,21 +373,34 @@ class Processor:
             return None
         return min(max(self._imp_seen_ms.get(p, 0), self._imp_caught_up_ms.get(p, 0)) for p in parts)
 
+    def _end_offsets(self, parts: list[int]) -> dict[int, int]:
+        """The log end (high watermark) of each impression partition: one ListOffsets request for
+        all of them rather than a round trip per partition (the check runs up to ten times a
+        second while conversions wait), else ``watermarks`` partition by partition."""
+        if self._admin is not None:
+            try:
+                futures = self._admin.list_offsets(
+                    {TopicPartition(self.t_imp, p): OffsetSpec.latest() for p in parts}, request_timeout=KAFKA_TIMEOUT_S)
+                return {tp.partition: int(f.result().offset) for tp, f in futures.items()}
+            except KafkaException as exc:  # leadership moving: the per-partition path retries
+                log.info("list_offsets failed; asking partition by partition", extra={"error": str(exc)})
+        return {p: watermarks(self.consumer, TopicPartition(self.t_imp, p))[1] for p in parts}
+
     def _refresh_caught_up(self) -> None:
         asked_at = self._now_ms()  # taken before asking: records older than this are below the end offsets
-        for tp in self._assigned:
-            if tp.topic != self.t_imp:
-                continue
-            part = TopicPartition(tp.topic, tp.partition)
-            lo, hi = watermarks(self.consumer, part)
+        parts = [tp.partition for tp in self._assigned if tp.topic == self.t_imp]
+        ends = self._end_offsets(parts)
+        for p in parts:
+            part = TopicPartition(self.t_imp, p)
+            hi = ends[p]
             pos = self.consumer.position([part])[0].offset
             if pos < 0:
                 # Nothing read from it since the assignment: we stand at the committed offset
                 # (or, with none, at the log start).
                 pos = self.consumer.committed([part], timeout=KAFKA_TIMEOUT_S)[0].offset
-                pos = lo if pos < 0 else pos
+                pos = watermarks(self.consumer, part)[0] if pos < 0 else pos
             if pos >= hi:
-                self._imp_caught_up_ms[tp.partition] = asked_at
+                self._imp_caught_up_ms[p] = asked_at
 
     def _decide_due(self) -> None:
         """Decide, in arrival order, every pending conversion whose settle delay has passed."""
@@ -368,32 +421,53 @@ class Processor:
         if first_due > wm:
             return
         self._begin()
+        decisions: list[Decision] = []
         while heap and heap[0][0] + self.settle_ms <= wm:
             key = heapq.heappop(heap)[-1]
             if key in self.state.pending:
-                self._decide(key)
+                decisions.append(self._decide(key))
+        self._emit(decisions)
 
     def _queue(self, key: str, pending: dict[str, Any]) -> None:
         heapq.heappush(self._due, (pending["arr"], pending["topic"], pending["p"], pending["o"], key))
 
-    def _decide(self, key: str) -> None:
+    def _decide(self, key: str) -> Decision:
+        """Decide one pending conversion; its records are produced by ``_emit``, in decision order."""
         p = self.state.pending[key]
-        raw = base64.b64decode(p["raw"])
+        raw = p["raw"]
         conv = self._decoded.pop(key, None) or self.codecs["conversion"].decode(raw)
         now = self.clock()
         src = Source(p["topic"], p["p"], p["o"])
         d = self.decider.decide(conv, src, _from_ms(p["arr"]), now)
-        self._produce(self.s.attribution_topic_outcomes, self.codecs["conversion_outcome"].encode(d.outcome),
-                      conv["conversion_id"])
-        if d.attributed is not None:
-            self._produce(self.s.attribution_topic_attributed,
-                          self.codecs["attributed_conversion"].encode(d.attributed), d.attributed["contract_id"])
         if d.dead_letter is not None:
-            key_bytes = None if p["key"] is None else base64.b64decode(p["key"])
-            self._produce_dead_letter(src.topic, src.partition, src.offset, key_bytes, raw, d.dead_letter)
+            dl = d.dead_letter
+            kind = classify_rejection(field=dl.field, event_time=conv["event_time"], now=_from_ms(p["arr"]))
+            self._produce_dead_letter(src.topic, src.partition, src.offset, p["key"], raw, DeadLetter(kind, dl.reason, dl.field))
         self.state.drop_pending(key)
-        self.metrics.outcomes.labels(conv["kind"], d.outcome["outcome"], d.reason or "-").inc()
         self.metrics.decision_latency.observe(max(0.0, (now - conv["event_time"]).total_seconds()))
+        return d
+
+    def _emit(self, decisions: list[Decision]) -> None:
+        """The outcomes and attributed conversions of a run of decisions, written as one batch."""
+        if not decisions:
+            return
+        outcomes = self.codecs["conversion_outcome"].encode_many([d.outcome for d in decisions])
+        attributed = [d.attributed for d in decisions if d.attributed is not None]
+        attributed_values = self.codecs["attributed_conversion"].encode_many(attributed)
+        t_out, t_att = self.s.attribution_topic_outcomes, self.s.attribution_topic_attributed
+        counts: dict[tuple[str, str, str], int] = {}
+        for d, value in zip(decisions, outcomes, strict=True):
+            if isinstance(value, EncodeError):
+                raise value
+            self._produce(t_out, value, d.outcome["conversion_id"])
+            label = (d.outcome["kind"], d.outcome["outcome"], d.reason or "-")
+            counts[label] = counts.get(label, 0) + 1
+        for rec, value in zip(attributed, attributed_values, strict=True):
+            if isinstance(value, EncodeError):
+                raise value
+            self._produce(t_att, value, rec["contract_id"])
+        for label, n in counts.items():
+            self.metrics.outcomes.labels(*label).inc(n)
 
     # ------------------------------------------------------------------ outputs
 
@@ -412,7 +486,8 @@ class Processor:
                              dl: DeadLetter) -> None:
         dlq = self.s.attribution_topic_dlq_impressions if topic == self.t_imp else self.s.attribution_topic_dlq_conversions
         record = dead_letter_record(topic, error_kind=dl.error_kind, reason=dl.reason, key=key, value=value,
-                                    partition=partition, offset=offset, field=dl.field, failed_at=self.clock())
+                                    partition=partition, offset=offset, field=dl.field, failed_at=self.clock(),
+                                    consumer_group=self.s.attribution_group)
         self._produce(dlq, self.codecs["dead_letter"].encode(record), key)
         self.metrics.dead_letters.labels(topic, dl.error_kind).inc()
 

@@ -72,7 +72,8 @@ def test_every_rejection_reason(harness: Harness, processor: Processor, adv: str
     assert len({r["outcome_id"] for r in dups}) == 2
     assert len(h.attributed(ok)) == 1
     dl = h.collector.wait_for(h.names["dlq_conversions"], lambda r: r["field"] == "event_time")
-    assert dl[0]["error_kind"] == "invalid"
+    assert dl[0]["error_kind"] == "future_event_time"  # tally_streams.kafka.classify_rejection, as every consumer
+    assert dl[0]["consumer_group"] == processor.s.attribution_group
 
 
 def test_edge_7_last_touch_across_two_contracts_and_two_partners(harness: Harness, processor: Processor, adv: str) -> None:
@@ -248,7 +249,7 @@ def test_edge_19_bad_events_dead_lettered_nothing_else_affected(harness: Harness
     kinds = sorted(r["error_kind"] for r in dlq_imp)
     # a valid impression of a campaign no contract covers is no dead letter: counted, and kept
     # for the pre-contract window
-    assert kinds == ["incompatible", "invalid", "unknown_schema"]
+    assert kinds == ["future_event_time", "incompatible", "unknown_schema"]
     assert processor.registry.get_sample_value("tally_attribution_impressions_total", uncovered) == uncovered_before + 1
     assert unknown in [e[0] for e in processor.state.get("x:" + hh)]
     assert all(r["reason"] and r["value"] and r["offset"] is not None for r in dlq_imp)
