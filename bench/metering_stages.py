@@ -31,8 +31,8 @@ from tally_bench import dataset
 from tally_bench.common import BOOTSTRAP
 
 from tally_billing.terms import parse_terms, terms_to_json
+from tally_kit.clock import WallClock
 from tally_kit.settings import load
-from tally_metering.clock import WallClock
 from tally_metering.settings import SPEC
 from tally_metering.state import DedupeStore, TotalsStore
 from tally_metering.worker import Worker

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from tally_streams.avro import AvroCodec, SchemaCatalog
 from tally_streams.kafka import consumer_config, delete_topics, ensure_topics, producer_config
@@ -71,7 +72,8 @@ def cpa_terms(i: int, tag: str, now: datetime) -> dict[str, Any]:
 
 
 def _metric(port: int, name: str, labels: str = "") -> float | None:
-    """The value of one sample on ``/metrics`` (``labels``: e.g. ``outcome="uncovered"``)."""
+    """The sum of the samples of ``name`` on ``/metrics`` whose labels include ``labels`` (e.g.
+    ``outcome="uncovered"``); None while the endpoint does not answer. Event counts, not money."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         conn.request("GET", "/metrics")
@@ -79,11 +81,10 @@ def _metric(port: int, name: str, labels: str = "") -> float | None:
         conn.close()
     except OSError:
         return None
-    total = None
-    for line in text.splitlines():
-        if line.startswith(name + " ") or (line.startswith(name + "{") and labels in line):
-            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
-    return total
+    want = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
+    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+              if s.name == name and all(f'"{s.labels.get(k)}"' == v for k, v in want.items())]
+    return sum(values) if values else None
 
 
 def _rss_bytes(pid: int) -> int:

@@ -108,7 +108,7 @@ class Scenario:
 
     def __enter__(self) -> Scenario:
         preflight()
-        from tally_metering.clock import FileClock
+        from tally_kit.clock import FileClock
 
         self.rig = Rig()
         FileClock.set(self.clock_file, INGEST_CLOCK)
@@ -222,7 +222,7 @@ class Scenario:
 
     def close_month(self, timeout_s: float) -> None:
         """Move the clock past January's close time; the closed period's line must bill every impression."""
-        from tally_metering.clock import FileClock
+        from tally_kit.clock import FileClock
 
         assert self.collector is not None and self.worker is not None
         FileClock.set(self.clock_file, CLOSE_CLOCK)

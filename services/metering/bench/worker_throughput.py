@@ -20,8 +20,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tally_billing.examples import cpm_terms_json
+from tally_kit.clock import FileClock
 from tally_kit.settings import load
-from tally_metering.clock import FileClock
 from tally_metering.settings import SPEC
 from tally_metering.worker import Worker
 from tally_streams.avro import SchemaCatalog

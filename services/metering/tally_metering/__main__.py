@@ -13,9 +13,9 @@ import threading
 from types import FrameType
 
 from tally_kit import logs
+from tally_kit.clock import clock_from_setting
 from tally_kit.settings import Settings, validate_main
 
-from .clock import clock_from_env
 from .settings import SPEC
 
 
@@ -28,7 +28,7 @@ def run_worker(settings: Settings, stop: threading.Event) -> None:
     metrics = WorkerMetrics()
     if settings.metering_metrics_port:
         start_http_server(settings.metering_metrics_port, addr=settings.metering_host, registry=metrics.registry)
-    Worker(settings, clock_from_env(settings.metering_clock_file or None), metrics=metrics).run(stop)
+    Worker(settings, clock_from_setting(settings.metering_clock_file or None), metrics=metrics).run(stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
 from tally_billing.usage import BUCKET_US
+from tally_kit.clock import Clock
 from tally_streams import topics as catalog_topics
 from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.eos import ChangelogRecord, Consumed, ExactlyOnceLoop, TableFollower, TransactionFailed, restore
@@ -42,7 +43,6 @@ from tally_streams.kafka import classify_rejection, consumer_config, dead_letter
 from tally_streams.topics import TopicSpec
 
 from . import domain as d
-from .clock import Clock
 from .codec import DeltaCodec, ImpressionDecoder
 from .engine import StageTwo, delta_partition
 from .metrics import WorkerMetrics

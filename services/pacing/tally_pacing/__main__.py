@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 
 from tally_kit import logs
+from tally_kit.clock import clock_from_setting
 from tally_kit.settings import validate_main
 
-from .clock import clock_from_env
 from .settings import SPEC
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # faust's Worker parses sys.argv itself; it is given none of ours
     sys.argv = sys.argv[:1]
-    run(settings, clock_from_env(settings.pacing_clock_file or None))
+    run(settings, clock_from_setting(settings.pacing_clock_file or None))
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from prometheus_client import CollectorRegistry
 from tally_billing.pacing import HOUR, Granularity, HourTotal, series
 from tally_kit import web as kweb
 from tally_kit.auth import Principal, TokenVerifier
+from tally_kit.clock import Clock
 from tally_kit.openapi import add_openapi
 from tally_kit.problems import ApiError, not_found, validation_error
 
-from .clock import Clock
 from .openapi_spec import spec
 from .state import ID_LEN_MAX, Flight, PacingRules, PeriodState, evaluate, hour_key, hour_total
 from .views import pacing_view, series_view

@@ -25,13 +25,13 @@ from faust.types import TP, EventT, StreamT
 from mode import Service
 
 from tally_kit.auth import TokenVerifier
+from tally_kit.clock import Clock
 from tally_kit.settings import Settings
 from tally_streams.avro import DecodeError, SchemaCatalog
 from tally_streams.faust_codec import register_avro_codecs
 from tally_streams.kafka import dead_letter_record
 
 from .api import create_api
-from .clock import Clock
 from .metrics import PacingMetrics
 from .state import (
     Flight,

@@ -1,9 +1,9 @@
 """Schemathesis against a running service: the app served on a thread, its own OpenAPI document
 loaded from it, and every operation fuzzed for one role with a bounded number of examples.
 
-Each (role, operation) is its own pytest test, so a known server error is one
-``xfail(strict=True)`` naming it (``KnownFailures``): the suite stays green, the gap stays
-visible, and the day it is fixed the xfail turns into a failure asking to drop the mark.
+Each (role, operation) is its own pytest test, so a failure names the role and the operation.
+No failure is tolerated: every server error the fuzzing found so far is fixed, with a test of its
+own beside the service's other hostile-input tests.
 
 Checks (schemathesis' own): no 5xx, and every answer's status, content type, headers and body
 as the document says. Generation mixes positive (schema-valid) and negative (schema-violating)
@@ -20,7 +20,6 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,46 +116,19 @@ class ServedApp:
         return schemathesis.openapi.from_url(f"{self.base_url}/openapi.json")
 
 
-@dataclass(frozen=True)
-class Known:
-    """A server error fuzzing found and nobody fixed yet: why, and the request that shows it
-    (``operation.Case`` arguments: ``query``, ``path_parameters``, ``body``, ``media_type``; the path
-    parameters default to the existing resource the test aims at), sent before the fuzz, so the
-    failure does not depend on what the generator happens to draw."""
-
-    reason: str
-    request: Mapping[str, Any]
-
-
-class KnownFailures:
-    """``{(role or "*", "METHOD /path"): Known}``."""
-
-    def __init__(self, known: Mapping[tuple[str, str], Known]) -> None:
-        self.known = dict(known)
-
-    def get(self, role: str, label: str) -> Known | None:
-        return self.known.get((role, label)) or self.known.get(("*", label))
-
-
 def operations(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(METHOD, path)`` of every operation of a document."""
     methods = ("get", "put", "post", "patch", "delete")
     return [(m.upper(), path) for path, item in spec["paths"].items() for m in methods if m in item]
 
 
-def cases(spec: Mapping[str, Any], roles: Iterable[str], known: KnownFailures) -> list[Any]:
-    """One pytest param per (role, operation), the known failures marked xfail(strict=True)."""
-    out = []
-    for role in roles:
-        for method, path in operations(spec):
-            label = f"{method} {path}"
-            found = known.get(role, label)
-            marks = [pytest.mark.xfail(strict=True, reason=found.reason)] if found else []
-            out.append(pytest.param(role, method, path, id=f"{role}-{label}", marks=marks))
-    return out
+def cases(spec: Mapping[str, Any], roles: Iterable[str]) -> list[Any]:
+    """One pytest param per (role, operation)."""
+    return [pytest.param(role, method, path, id=f"{role}-{method} {path}")
+            for role in roles for method, path in operations(spec)]
 
 
-def fuzz(schema: Any, method: str, path: str, role: str, *, base_url: str, known: KnownFailures,
+def fuzz(schema: Any, method: str, path: str, role: str, *, base_url: str,
          path_parameters: Mapping[str, Any] | None = None, stream: bool = False) -> None:
     """Run the bounded fuzz of one operation as one role; raises on the first failing answer.
 
@@ -168,11 +140,6 @@ def fuzz(schema: Any, method: str, path: str, role: str, *, base_url: str, known
     if path_parameters:
         strategies.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=dict(path_parameters)))
     headers = auth_headers(role)
-    found = known.get(role, f"{method} {path}")
-    if found is not None:
-        request = {"path_parameters": dict(path_parameters or {}), **found.request}
-        operation.Case(**request).call_and_validate(base_url=base_url, headers=headers, checks=CHECKS,
-                                                          timeout=REQUEST_TIMEOUT_S)
 
     @seed(SEED)
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED == 0, database=None, phases=[Phase.generate],

@@ -19,7 +19,6 @@ from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
 from tests.integration.fuzz.fuzz_support import (
     SECRET,
-    KnownFailures,
     ServedApp,
     auth_headers,
     cases,
@@ -33,7 +32,6 @@ pytestmark = pytest.mark.integration
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "contracts" / "migrations"
 #: every role that may call the contracts API (tenants read their own; ops drafts; approvers approve)
 CALLERS = ("ops", "approver", "finance", "admin", "advertiser", "partner")
-KNOWN = KnownFailures({})
 
 
 @dataclass
@@ -57,10 +55,10 @@ def seeded(catalog: SchemaCatalog) -> Iterator[Seeded]:
         server.stop()
 
 
-@pytest.mark.parametrize(("role", "method", "path"), cases(spec(), CALLERS, KNOWN))
+@pytest.mark.parametrize(("role", "method", "path"), cases(spec(), CALLERS))
 def test_every_contracts_answer_matches_the_document(seeded: Seeded, role: str, method: str, path: str) -> None:
     existing = {"id": seeded.contract_id, **({"version": 1} if "{version}" in path else {})} if "{id}" in path else None
-    fuzz(seeded.server.schema(), method, path, role, base_url=seeded.server.base_url, known=KNOWN,
+    fuzz(seeded.server.schema(), method, path, role, base_url=seeded.server.base_url,
          path_parameters=existing)
 
 

@@ -15,13 +15,12 @@ from tally_kit.settings import load
 from tally_streams import topics as catalog_topics
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics, ensure_topics
-from tests.integration.fuzz.fuzz_support import SECRET, KnownFailures, ServedApp, cases, fuzz, unsupported_method_answers
+from tests.integration.fuzz.fuzz_support import SECRET, ServedApp, cases, fuzz, unsupported_method_answers
 
 pytestmark = pytest.mark.integration
 
 #: ingest (batches, IVT reports), verification (IVT reports), partner (postbacks); each answers every other route too
 CALLERS = ("ingest", "verification", "partner")
-KNOWN = KnownFailures({})
 TOPICS = {"impressions": catalog_topics.IMPRESSIONS, "conversions": catalog_topics.CONVERSIONS,
           "ivt_reports": catalog_topics.IVT_REPORTS, "dlq_ingest": catalog_topics.DLQ_INGEST}
 
@@ -40,9 +39,9 @@ def served(kafka_bootstrap: str, catalog: SchemaCatalog) -> Iterator[ServedApp]:
     delete_topics(kafka_bootstrap, list(names.values()))
 
 
-@pytest.mark.parametrize(("role", "method", "path"), cases(spec(), CALLERS, KNOWN))
+@pytest.mark.parametrize(("role", "method", "path"), cases(spec(), CALLERS))
 def test_every_ingest_answer_matches_the_document(served: ServedApp, role: str, method: str, path: str) -> None:
-    fuzz(served.schema(), method, path, role, base_url=served.base_url, known=KNOWN)
+    fuzz(served.schema(), method, path, role, base_url=served.base_url)
 
 
 def test_every_ingest_path_answers_an_undocumented_method_with_405_and_allow(served: ServedApp) -> None:

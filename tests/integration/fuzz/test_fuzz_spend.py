@@ -19,13 +19,12 @@ from tally_metering.settings import SPEC
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics, ensure_topics, producer_config
 from tally_streams.topics import RUNNING_TOTALS
-from tests.integration.fuzz.fuzz_support import SECRET, KnownFailures, ServedApp, cases, fuzz, unsupported_method_answers
+from tests.integration.fuzz.fuzz_support import SECRET, ServedApp, cases, fuzz, unsupported_method_answers
 
 pytestmark = pytest.mark.integration
 
 #: every role that may call the spend API, and partner (always refused: its answers must match too)
 CALLERS = ("finance", "ops", "advertiser", "partner")
-KNOWN = KnownFailures({})
 
 
 def _total(contract_id: str, advertiser_id: str, amount: str) -> dict[str, Any]:
@@ -60,9 +59,9 @@ def served(kafka_bootstrap: str, catalog: SchemaCatalog) -> Iterator[ServedApp]:
     delete_topics(kafka_bootstrap, [topic])
 
 
-@pytest.mark.parametrize(("role", "method", "path"), cases(spec(), CALLERS, KNOWN))
+@pytest.mark.parametrize(("role", "method", "path"), cases(spec(), CALLERS))
 def test_every_spend_answer_matches_the_document(served: ServedApp, role: str, method: str, path: str) -> None:
-    fuzz(served.schema(), method, path, role, base_url=served.base_url, known=KNOWN, stream=path.endswith("/stream"))
+    fuzz(served.schema(), method, path, role, base_url=served.base_url, stream=path.endswith("/stream"))
 
 
 def test_every_spend_path_answers_an_undocumented_method_with_405_and_allow(served: ServedApp) -> None:

@@ -21,8 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient
 
 from tally_billing.terms import parse_terms
+from tally_kit.clock import FileClock
 from tally_kit.settings import load
-from tally_metering.clock import FileClock
 from tally_metering.settings import SPEC
 from tally_metering.worker import Worker
 from tally_streams.avro import SchemaCatalog

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tally_billing.periods import Period
 from tally_kit.auth import mint_token
-from tally_pacing.clock import FileClock
+from tally_kit.clock import FileClock
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics, ensure_topics, read_to_end
 from tally_streams.topics import BUDGET_ALERTS, CONTRACT_TERMS, PACING_ALERTS, RUNNING_TOTALS, TopicSpec
@@ -189,11 +190,9 @@ class PacingWorld:
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        # a count of records, not money; prometheus_client's own parser reads the exposition format
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name.startswith(name))
 
 
 @pytest.fixture

@@ -147,8 +147,8 @@ def test_contract_state_and_ivt_decisions_round_trip_and_old_json_still_restores
 def test_stage_two_receives_a_forwarded_record_as_stage_one_validated_it_and_old_json_deltas_still_apply() -> None:
     import random
 
+    from tally_kit.clock import WallClock
     from tally_kit.settings import load
-    from tally_metering.clock import WallClock
     from tally_metering.settings import SPEC
     from tally_metering.worker import Worker, _conversion_json, _ivt_json
 

@@ -20,8 +20,8 @@ def test_every_bad_setting_is_reported_at_once() -> None:
 def test_the_app_has_its_tables_and_agents_and_reads_committed_records() -> None:
     from faust.transport.drivers import aiokafka as driver
 
+    from tally_kit.clock import WallClock
     from tally_pacing.app import build
-    from tally_pacing.clock import WallClock
     from tally_pacing.transport import Consumer, ReadCommittedConsumerThread, Transport
 
     built = build(load(SPEC, {"TALLY_PACING_APP_ID": "unit-pacing"}), WallClock())

@@ -1,8 +1,8 @@
-"""The injectable clock pacing is evaluated at (``as_of``).
+"""The injectable clock of the stream services (metering's period closes, pacing's ``as_of``).
 
-Production uses the wall clock. Tests point ``TALLY_PACING_CLOCK_FILE`` at a file holding an
-ISO-8601 instant, read again whenever the file changes, so pacing of a past test period is
-evaluated at an instant inside it.
+Production uses the wall clock. Tests point a service's ``*_CLOCK_FILE`` setting at a file holding
+an ISO-8601 instant; every process reads it (cheaply: only when the file changed), so a test moves
+time for all of them at once — metering closes a period without waiting a month.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class WallClock:
 
 
 class FileClock:
+    """Reads the instant written in ``path``; the file's mtime is checked on each call."""
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._stamp: tuple[int, int] | None = None
@@ -46,11 +48,13 @@ class FileClock:
 
     @staticmethod
     def set(path: str | os.PathLike[str], instant: datetime) -> None:
+        """Write ``instant`` atomically (tests call this to move time)."""
         p = Path(path)
         tmp = p.with_suffix(p.suffix + ".tmp")
         tmp.write_text(instant.astimezone(UTC).isoformat())
         os.replace(tmp, p)
 
 
-def clock_from_env(path: str | None) -> Clock:
+def clock_from_setting(path: str | None) -> Clock:
+    """The clock a ``*_CLOCK_FILE`` setting asks for: the file's, or (empty) the wall clock."""
     return FileClock(path) if path else WallClock()
