@@ -33,6 +33,7 @@ __all__ = [
     "currency",
     "exact",
     "exact_amount",
+    "format_decimal",
     "from_minor_units",
     "is_rounded",
     "parse_amount",
@@ -180,6 +181,19 @@ def parse_amount(s: str) -> Decimal:
     if _AMOUNT_RE.fullmatch(s) is None:
         raise ValueError(f"not a decimal amount: {s!r}")
     return Decimal(s)
+
+
+def format_decimal(d: Decimal, *, trailing_zeros: bool = True) -> str:
+    """The one decimal formatter: exponent-free and exact, so :func:`parse_amount` reads it back to an
+    equal value. ``trailing_zeros=False`` drops the zeros after the point (12.345, not 12.345000000000;
+    a zero of either sign is 0) by cutting the text, not with ``Decimal.normalize``, which rounds to the
+    context's 28 digits where a decimal(38, 12) amount has up to 38."""
+    text = format(d, "f")
+    if trailing_zeros:
+        return text
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def exact_amount(amount: Decimal) -> Decimal | None:

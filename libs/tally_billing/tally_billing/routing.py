@@ -10,16 +10,16 @@ so classifying an impression is one ``bisect`` instead of zone arithmetic per ev
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from .periods import Period, PeriodKind, period_containing
 from .terms import ContractTerms
 from .usage import BUCKET_US as _BUCKET_US  # every zone offset in use is a multiple of 15 minutes
 from .usage import from_micros, to_micros
-from .versions import ContractVersion, effective_version, in_flight, versions_from_record
+from .versions import ContractVersion, effective_version, in_flight, step_instants, versions_from_record
 
 __all__ = ["ROUTE_BUCKET_US", "Contract", "ContractBook", "Route", "contract_from_record", "from_micros", "to_micros"]
 
@@ -128,19 +128,8 @@ class Contract:
 
 
 def build_segments(versions: tuple[ContractVersion, ...]) -> list[Segment]:
-    from .periods import flight_end_instant, flight_start_instant
-
-    points: set[datetime] = set()
-    for v in versions:
-        points.add(v.effective_from)
-        if v.effective_to is not None:
-            points.add(v.effective_to)
-        c = v.terms.common
-        points.add(flight_start_instant(c.flight_start, c.time_zone))
-        if c.flight_end is not None:
-            points.add(flight_end_instant(c.flight_end, c.time_zone) + timedelta(microseconds=1))
     segments: list[Segment] = []
-    for p in sorted(points):
+    for p in step_instants(versions):
         found = effective_version(versions, p)
         if found is None:
             segments.append(Segment(to_micros(p), None, False, frozenset()))
@@ -150,7 +139,7 @@ def build_segments(versions: tuple[ContractVersion, ...]) -> list[Segment]:
     return segments
 
 
-def contract_from_record(rec: dict[str, Any]) -> Contract:
+def contract_from_record(rec: Mapping[str, Any]) -> Contract:
     """A ``contract_terms`` record (decoded with datetimes) as a :class:`Contract`."""
     ordered = versions_from_record(rec)
     if not ordered:
@@ -193,7 +182,7 @@ class ContractBook:
         self.routes: dict[tuple[str, str, int], Route | None] = {}
         self._runs: dict[tuple[tuple[str, ...], int], list[tuple[int, int]]] = {}
 
-    def apply(self, rec: dict[str, Any]) -> bool:
+    def apply(self, rec: Mapping[str, Any]) -> bool:
         """Take a terms record; ignores one older than the revision held. True when applied."""
         held = self.contracts.get(rec["contract_id"])
         if held is not None and int(rec["revision"]) < held.revision:

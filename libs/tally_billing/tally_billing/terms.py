@@ -20,6 +20,7 @@ from tally_billing.money import (
     UnknownCurrency,
     currency,
     exact,
+    format_decimal,
     is_rounded,
     parse_amount,
     round_to_minor,
@@ -52,7 +53,6 @@ __all__ = [
     "TierBasis",
     "committed_value",
     "escalate",
-    "format_decimal",
     "parse_terms",
     "read_terms",
     "terms_to_json",
@@ -865,11 +865,6 @@ def parse_terms(raw: Mapping[str, Any]) -> ContractTerms:
 
 
 # --------------------------------------------------------------------------- JSON out
-
-
-def format_decimal(d: Decimal) -> str:
-    """A decimal string that :func:`parse_amount` reads back to an equal value, exponent-free."""
-    return format(d, "f")
 
 
 def _price_json(p: Price) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from tally_billing.periods import (
@@ -22,6 +22,7 @@ __all__ = [
     "effective_version",
     "in_flight",
     "split_by_version",
+    "step_instants",
     "version_in_force",
     "versions_from_record",
     "versions_in_period",
@@ -76,6 +77,29 @@ def version_in_force(versions: Sequence[ContractVersion], instant: datetime) -> 
     """The effective version at ``instant`` if ``instant`` is also inside that version's flight."""
     v = effective_version(versions, instant)
     return v if v is not None and in_flight(v.terms, instant) else None
+
+
+_ONE_US = timedelta(microseconds=1)
+
+
+def step_instants(versions: Iterable[ContractVersion]) -> list[datetime]:
+    """The instants (UTC, ascending, distinct) at which ``effective_version`` or ``in_flight``
+    of these versions can change: every ``effective_from`` and ``effective_to``, every flight
+    start and one microsecond after every flight end. Between two of them both are constant, so
+    a caller computes its answer once per step and looks an instant up by bisection."""
+    points: set[datetime] = set()
+    for v in versions:
+        points.add(ensure_aware(v.effective_from))
+        if v.effective_to is not None:
+            points.add(ensure_aware(v.effective_to))
+        c = v.terms.common
+        points.add(ensure_aware(flight_start_instant(c.flight_start, c.time_zone)))
+        if c.flight_end is not None:
+            try:
+                points.add(ensure_aware(flight_end_instant(c.flight_end, c.time_zone)) + _ONE_US)
+            except OverflowError:  # the flight ends at the end of time: no step there
+                pass
+    return sorted(points)
 
 
 def split_by_version(

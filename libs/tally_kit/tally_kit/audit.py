@@ -9,12 +9,13 @@ the first broken link.
 
 How a service uses it:
 
-1. Copy :data:`AUDIT_DDL` verbatim into one of its migrations (``NNNN_audit_log.sql``).
-   It creates ``audit_log``, the one-row ``audit_chain_head`` and a trigger that refuses
-   UPDATE, DELETE and TRUNCATE on ``audit_log`` for every role, the owner included, as long
-   as the trigger is enabled. In production the migrations run as an owner role and the
-   service as a role granted only SELECT/INSERT on ``audit_log`` (see the DDL's comment), so
-   the service cannot even disable the trigger.
+1. Migrate its database with :func:`tally_kit.migrations.migrate`, which applies the kit's
+   ``kit/0001_audit_log`` (:data:`AUDIT_DDL`) before the service's own migrations. It creates
+   ``audit_log``, the one-row ``audit_chain_head`` and a trigger that refuses UPDATE, DELETE
+   and TRUNCATE on ``audit_log`` for every role, the owner included, as long as the trigger
+   is enabled. In production the migrations run as an owner role and the service as a role
+   granted only SELECT/INSERT on ``audit_log`` (see the DDL's comment), so the service cannot
+   even disable the trigger.
 2. Inside the transaction that makes a change, call :func:`append` on the same connection.
    The entry commits or rolls back with the change.
 
@@ -31,62 +32,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
+
+from .clock import wait_or_stop
+from .db import POOL_KEY
+from .migrations import KIT_SQL
+
+log = logging.getLogger("tally.audit")
 
 GENESIS_HASH = "0" * 64
 
-#: Copy into a migration. Table names are fixed so the verifier CLI works on any service.
-AUDIT_DDL = """
--- Append-only, hash-chained audit log (tally_kit.audit). Copied verbatim from AUDIT_DDL.
-CREATE TABLE audit_log (
-    seq         bigserial PRIMARY KEY,
-    entity_type text        NOT NULL,
-    entity_id   text        NOT NULL,
-    action      text        NOT NULL,
-    actor       text        NOT NULL,
-    tenant_type text,
-    tenant_id   text,
-    before      jsonb,
-    after       jsonb,
-    at          timestamptz NOT NULL,
-    prev_hash   text        NOT NULL,
-    hash        text        NOT NULL UNIQUE
-);
-CREATE INDEX audit_log_entity ON audit_log (entity_type, entity_id, seq);
-
--- The chain head: the last entry's seq and hash. Appends lock this row (FOR UPDATE), which
--- serialises them; the verifier also checks that the last entry is the head (a deleted tail
--- is detected).
-CREATE TABLE audit_chain_head (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    seq       bigint NOT NULL,
-    hash      text   NOT NULL
-);
-INSERT INTO audit_chain_head (singleton, seq, hash) VALUES (true, 0, repeat('0', 64));
-
-CREATE FUNCTION audit_log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_change();
-CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse_change();
-REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC;
--- Production: run migrations as an owner role and the service as a role with only
---   GRANT SELECT, INSERT ON audit_log TO <service>; GRANT SELECT, UPDATE ON audit_chain_head TO <service>;
---   GRANT USAGE ON SEQUENCE audit_log_seq_seq TO <service>;
--- so the service cannot disable the trigger either (only a table owner can).
-"""
+#: The DDL (the kit's migration ``kit/0001_audit_log``, which :mod:`tally_kit.migrations` applies to every
+#: database). Table names are fixed so the verifier CLI works on any service.
+AUDIT_DDL = (KIT_SQL / "0001_audit_log.sql").read_text("utf-8")
 
 
 class AuditError(RuntimeError):
@@ -211,7 +182,7 @@ async def append(
     before_n, after_n = normalise(before), normalise(after)
     head = await conn.fetchrow("SELECT seq, hash FROM audit_chain_head WHERE singleton FOR UPDATE")
     if head is None:
-        raise AuditError("audit_chain_head is empty: was AUDIT_DDL applied?")
+        raise AuditError("audit_chain_head is empty: were the kit's migrations (kit/0001_audit_log) applied?")
     seq = int(await conn.fetchval("SELECT nextval(pg_get_serial_sequence('audit_log', 'seq'))"))
     prev = str(head["hash"])
     digest = entry_hash(seq=seq, entity_type=entity_type, entity_id=entity_id, action=action, actor=actor,
@@ -286,6 +257,65 @@ async def verify_report(conn: asyncpg.Connection, *, batch_size: int = 1000) -> 
 async def verify(conn: asyncpg.Connection) -> BrokenLink | None:
     """The first broken link of the chain, or ``None`` when every entry holds."""
     return (await verify_report(conn)).broken
+
+
+#: how often a service re-verifies its whole chain (``chain_watch``): a full walk, 1,000 entries a query
+VERIFY_INTERVAL_S = 300.0
+
+
+class ChainGauges:
+    """``tally_audit_chain_*``: what the last verification of this database's chain found (the
+    ``TallyAuditChainBroken`` alert of ``deploy/prometheus/rules`` reads ``tally_audit_chain_ok``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ok = Gauge("tally_audit_chain_ok", "1 when the last verification of the audit hash chain passed, 0 when it "
+                        "found a broken link (NaN until the first verification)", registry=registry)
+        self.ok.set(float("nan"))
+        self.verified = Gauge("tally_audit_chain_entries_verified",
+                              "Entries the last verification checked before it ended or found a broken link", registry=registry)
+        self.verified_at = Gauge("tally_audit_chain_verified_timestamp_seconds",
+                                 "When the last verification finished (Unix time)", registry=registry)
+
+    def record(self, result: VerifyResult) -> None:
+        self.ok.set(1 if result.broken is None else 0)
+        self.verified.set(result.checked)
+        self.verified_at.set_to_current_time()
+
+
+async def watch_chain(pool: asyncpg.Pool, gauges: ChainGauges, stop: asyncio.Event, *,
+                      interval_s: float = VERIFY_INTERVAL_S) -> None:
+    """Verify the whole chain now and every ``interval_s`` until ``stop``; a broken link is logged
+    (with its seq and reason) and sets the gauge to 0, a database error is logged and retried."""
+    while not stop.is_set():
+        try:
+            async with pool.acquire() as conn:
+                result = await verify_report(conn)
+            gauges.record(result)
+            if result.broken is not None:
+                log.error("audit chain broken", extra={"seq": result.broken.seq, "reason": result.broken.reason})
+        except (asyncpg.PostgresError, OSError):
+            log.exception("audit chain verification failed; will retry")
+        await wait_or_stop(stop, interval_s)
+
+
+def chain_watch(registry: CollectorRegistry, *, interval_s: float = VERIFY_INTERVAL_S
+                ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context that runs :func:`watch_chain` on the app's pool (``tally_kit.db``)
+    beside the app; append it after the pool's context."""
+    gauges = ChainGauges(registry)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch_chain(app[POOL_KEY], gauges, stop, interval_s=interval_s), name="audit-chain-watch")
+        try:
+            yield
+        finally:
+            stop.set()
+            task.cancel()  # a walk of a long chain is not worth waiting for at shutdown
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return ctx
 
 
 async def _verify_cli(dsn: str) -> int:

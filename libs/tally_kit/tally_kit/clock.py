@@ -1,14 +1,21 @@
-"""The injectable clock of the stream services (metering's period closes, pacing's ``as_of``).
+"""The one injectable clock of every service: the ``Clock`` protocol and its three clocks.
 
-Production uses the wall clock. Tests point a service's ``*_CLOCK_FILE`` setting at a file holding
-an ISO-8601 instant; every process reads it (cheaply: only when the file changed), so a test moves
-time for all of them at once — metering closes a period without waiting a month.
+Production uses ``WallClock``. A test in one process stands a ``FixedClock`` still and moves it
+(contracts' status changes and notice periods, attribution's settle gate). Tests across processes
+point a service's ``*_CLOCK_FILE`` setting at a file holding an ISO-8601 instant (``FileClock``);
+every process reads it (cheaply: only when the file changed), so a test moves time for all of
+them at once — metering closes a period without waiting a month.
+
+A loop that waits between rounds (a relay's idle poll, a consumer's backoff) waits with
+``wait_or_stop``, so that shutting down never waits out a pause.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +27,25 @@ class Clock(Protocol):
 class WallClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("the clock needs an aware datetime")
+        self._at = at
+
+    def now(self) -> datetime:
+        return self._at
+
+    def set(self, at: datetime) -> None:
+        self._at = at
+
+    def advance(self, delta: timedelta) -> datetime:
+        self._at += delta
+        return self._at
 
 
 class FileClock:
@@ -58,3 +84,9 @@ class FileClock:
 def clock_from_setting(path: str | None) -> Clock:
     """The clock a ``*_CLOCK_FILE`` setting asks for: the file's, or (empty) the wall clock."""
     return FileClock(path) if path else WallClock()
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds`` of real time, or less when ``stop`` is set meanwhile (then return at once)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -17,7 +17,7 @@ key over and runs again, so handlers should be safe to re-run (state-guarded tra
 
 Wiring::
 
-    # migration: copy IDEMPOTENCY_DDL into services/<svc>/migrations/NNNN_idempotency.sql
+    # tally_kit.migrations.migrate(dsn, folder) creates the table (kit/0002_idempotency)
     app = web.create_app(...)
     install(app)                     # after create_app, before the app starts
     await purge_expired(conn)        # from a periodic job: drops keys older than the retention
@@ -39,6 +39,7 @@ from aiohttp import web
 
 from .auth import Principal
 from .db import POOL_KEY
+from .migrations import KIT_SQL
 from .problems import ApiError, problem_response
 from .web import Handler, principal
 
@@ -49,23 +50,9 @@ DEFAULT_RETENTION = timedelta(hours=24)
 DEFAULT_LEASE = timedelta(minutes=5)
 MAX_KEY_LENGTH = 255
 
-#: Copy into a migration.
-IDEMPOTENCY_DDL = """
--- Idempotency-Key records (tally_kit.idempotency). Copied verbatim from IDEMPOTENCY_DDL.
-CREATE TABLE idempotency_keys (
-    principal    text        NOT NULL,
-    key          text        NOT NULL,
-    method       text        NOT NULL,
-    path         text        NOT NULL,
-    request_hash text        NOT NULL,
-    status       integer,                 -- NULL while the first request is in flight
-    response     jsonb,                   -- {"headers": {...}, "body": "<text>"}
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    completed_at timestamptz,
-    PRIMARY KEY (principal, key)
-);
-CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
-"""
+#: The DDL (the kit's migration ``kit/0002_idempotency``, which :mod:`tally_kit.migrations` applies to every
+#: database).
+IDEMPOTENCY_DDL = (KIT_SQL / "0002_idempotency.sql").read_text("utf-8")
 
 
 def scope_of(p: Principal) -> str:

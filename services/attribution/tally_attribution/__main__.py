@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown mode {mode!r}: use ingest, processor or all", file=sys.stderr)
         return 2
     settings = validate_main(SPEC, [a for a in args if a.startswith("-")])
-    assert settings is not None
     logs.configure("attribution", settings.log_level)
     catalog = SchemaCatalog.load()
     registry = CollectorRegistry()

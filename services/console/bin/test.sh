@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The console's checks, in the order `make test` should run them:
-#   npm ci → lint → typecheck → unit tests (Vitest) → build → browser tests (Playwright + Debian's Chromium).
+#   npm ci → API types up to date → lint → typecheck → unit tests (Vitest) → build → browser tests (Playwright + Debian's Chromium).
 # Usage: services/console/bin/test.sh [unit|e2e|all]   (default: all)
-# The browser tests start the whole stack themselves (tally_console.devstack): Kafka and
+# The browser tests start the whole stack themselves (deploy/bin/devstack.py): Kafka and
 # PostgreSQL must be up (`make up`). Chromium comes from Debian: apt-get install -y chromium.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +13,8 @@ cd "$web"
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund
 fi
+# the API types are generated from the services' OpenAPI documents: regenerating must change nothing
+npm run check:api
 npm run lint
 npm run typecheck
 npm test

@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from tally_kit import logs
 from tally_kit.migrations import migrate
-from tally_kit.settings import Settings, validate_main
+from tally_kit.settings import validate_main
 
-from .settings import SPEC
+from .settings import SPEC, ContractsSettings
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 COMMANDS = ("serve", "relay", "scheduler", "migrate", "token", "seed")
@@ -37,7 +37,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def _relay(settings: Settings) -> None:
+async def _relay(settings: ContractsSettings) -> None:
     from .metrics import ContractMetrics
     from .relay import Relay
 
@@ -50,25 +50,21 @@ async def _relay(settings: Settings) -> None:
     await Relay.from_settings(settings, metrics).run(stop)
 
 
-async def _scheduler(settings: Settings) -> None:
+async def _scheduler(settings: ContractsSettings) -> None:
+    from tally_kit.clock import WallClock
     from tally_kit.db import create_pool
     from tally_streams.avro import SchemaCatalog
 
-    from .clock import SystemClock
+    from .bootstrap import bootstrap
     from .metrics import ContractMetrics
-    from .outbox import StepWriter
-    from .repo import ContractRepo
     from .scheduler import run_scheduler
-    from .service import ContractService
 
     registry = CollectorRegistry()
     metrics = ContractMetrics(registry)
     if settings.contracts_metrics_port:
         start_http_server(settings.contracts_metrics_port, addr="127.0.0.1", registry=registry)
     pool = await create_pool(settings.contracts_database_url, max_size=4)
-    repo = ContractRepo()
-    service = ContractService(pool, SystemClock(), settings.contracts_approval_policy,
-                              StepWriter(SchemaCatalog.load(), repo), repo, metrics)
+    service = bootstrap(pool, WallClock(), settings.contracts_approval_policy, SchemaCatalog.load(), metrics)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
@@ -85,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return token_main(["mint", *args])
     settings = validate_main(SPEC, args)
-    assert settings is not None
     logs.configure("contracts", settings.log_level)
     if command == "migrate":
         applied = asyncio.run(migrate(settings.contracts_database_url, MIGRATIONS))

@@ -1,12 +1,14 @@
-"""HTTP API of the contracts service (aiohttp). Handlers parse the request and call
-:class:`ContractService`; tenant scoping lives in the repository, not here."""
+"""HTTP API of the contracts service (aiohttp). A handler here parses the request into a command
+or query (``commands``), hands it to the service layer (``bootstrap.Contracts``), and answers;
+the domain's errors become problem+json in :func:`problem`. Tenant scoping lives in the
+repository, not here."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -16,24 +18,25 @@ from prometheus_client import CollectorRegistry
 from tally_billing import bounds
 from tally_kit import audit, db, idempotency
 from tally_kit.auth import TokenVerifier
+from tally_kit.clock import Clock, WallClock
 from tally_kit.inputs import check_lengths, read_json_body
 from tally_kit.openapi import add_openapi, encode_cursor, page_params
 from tally_kit.problems import ApiError, not_found, validation_error
-from tally_kit.settings import Settings
 from tally_kit.web import REGISTRY_KEY, add_readiness_check, create_app, json_ok, principal
 from tally_streams.avro import SchemaCatalog
 
-from .clock import Clock, SystemClock
+from . import commands as c
+from . import domain
+from .bootstrap import Contracts, bootstrap
 from .domain import STATUSES
 from .metrics import ContractMetrics
 from .openapi_spec import spec
-from .outbox import StepWriter
-from .repo import ContractRepo, ListFilters
-from .service import ContractService
+from .repo import ListFilters
+from .settings import ContractsSettings
 
 log = logging.getLogger("tally.contracts.api")
 
-SERVICE_KEY: web.AppKey[ContractService] = web.AppKey("contracts_service", ContractService)
+SERVICE_KEY: web.AppKey[Contracts] = web.AppKey("contracts_service", Contracts)
 METRICS_KEY: web.AppKey[ContractMetrics] = web.AppKey("contracts_metrics", ContractMetrics)
 
 
@@ -70,8 +73,48 @@ def _version_no(request: web.Request, name: str = "version") -> int:
     return n
 
 
+def problem(err: domain.ContractError) -> ApiError:
+    """The problem+json answer to a domain error."""
+    if isinstance(err, domain.NotFound):
+        return not_found(err.what)
+    if isinstance(err, domain.Invalid):
+        return validation_error(err.problems)
+    if isinstance(err, domain.PreconditionRequired):
+        return ApiError(428, err.detail, headers={"ETag": err.etag})
+    if isinstance(err, domain.PreconditionFailed):
+        return ApiError(412, err.detail, headers={"ETag": err.etag}, current_etag=err.etag)
+    if isinstance(err, domain.MakerChecker):
+        return ApiError(403, err.detail, type_="https://tally.dev/problems/maker-checker", **err.extra)
+    if isinstance(err, domain.Forbidden):
+        return ApiError(403, err.detail, **err.extra)
+    if isinstance(err, domain.Conflict):
+        return ApiError(409, err.detail, type_="https://tally.dev/problems/conflict", **err.extra)
+    return ApiError(400, err.detail, **err.extra)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _answers(handler: Handler) -> Handler:
+    """``handler`` with the domain's errors answered as problem+json."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except domain.ContractError as err:
+            raise problem(err) from None
+
+    return run
+
+
 def _with_etag(v: dict[str, Any], status: int = 200) -> web.Response:
     return json_ok(v, status=status, headers={"ETag": v["etag"]})
+
+
+def _created_version(v: dict[str, Any]) -> web.Response:
+    resp = _with_etag(v, 201)
+    resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
+    return resp
 
 
 def _filters(request: web.Request) -> ListFilters:
@@ -106,7 +149,8 @@ def _filters(request: web.Request) -> ListFilters:
 
 
 def routes(app: web.Application) -> None:
-    svc = lambda r: r.app[SERVICE_KEY]  # noqa: E731 - a one-line accessor
+    def bus(request: web.Request) -> Contracts:
+        return request.app[SERVICE_KEY]
 
     async def list_contracts(request: web.Request) -> web.Response:
         filters = _filters(request)
@@ -121,24 +165,26 @@ def routes(app: web.Application) -> None:
                     raise ValueError(after)
             except (ValueError, IndexError, TypeError):
                 raise validation_error([("query.cursor", "is not a cursor returned by this API")]) from None
-        items, more = await svc(request).list_contracts(principal(request), filters, limit, cursor)
+        items, more = await bus(request).handle(c.ListContracts(principal(request), filters, limit, cursor))
         items = items[:limit]
         nxt = encode_cursor([items[-1]["created_at"], items[-1]["id"]]) if more and items else None
         return json_ok({"items": items, "next_cursor": nxt})
 
     async def create_contract(request: web.Request) -> web.Response:
-        contract, version = await svc(request).create(principal(request), await _body(request))
+        cmd = c.create_contract(principal(request), await _body(request))
+        contract, version = await bus(request).handle(cmd)
         return json_ok({**contract, "draft": version}, status=201,
                        headers={"Location": f"/contracts/{contract['id']}", "ETag": version["etag"]})
 
     async def get_contract(request: web.Request) -> web.Response:
-        return json_ok(await svc(request).get_contract(principal(request), _id(request)))
+        return json_ok(await bus(request).handle(c.GetContract(principal(request), _id(request))))
 
     async def list_versions(request: web.Request) -> web.Response:
-        return json_ok({"items": await svc(request).list_versions(principal(request), _id(request))})
+        return json_ok({"items": await bus(request).handle(c.ListVersions(principal(request), _id(request)))})
 
     async def get_version(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).get_version(principal(request), _id(request), _version_no(request)))
+        return _with_etag(await bus(request).handle(c.GetVersion(principal(request), _id(request),
+                                                                 _version_no(request))))
 
     async def diff(request: web.Request) -> web.Response:
         problems = []
@@ -151,50 +197,80 @@ def routes(app: web.Application) -> None:
                 nums[k] = int(raw)
         if problems:
             raise validation_error(problems, "invalid query parameters")
-        return json_ok(await svc(request).diff(principal(request), _id(request), nums["from"], nums["to"]))
+        return json_ok(await bus(request).handle(c.Diff(principal(request), _id(request), nums["from"], nums["to"])))
 
     async def amend(request: web.Request) -> web.Response:
-        v = await svc(request).amend(principal(request), _id(request), await _body(request))
-        resp = _with_etag(v, 201)
-        resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
-        return resp
+        cmd = c.draft_amendment(principal(request), _id(request), await _body(request))
+        return _created_version(await bus(request).handle(cmd))
 
     async def edit(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).edit(principal(request), _id(request), _version_no(request),
-                                                  await _body(request), request.headers.get("If-Match")))
+        cmd = c.edit_draft(principal(request), _id(request), _version_no(request), await _body(request),
+                           request.headers.get("If-Match"))
+        return _with_etag(await bus(request).handle(cmd))
 
     async def submit(request: web.Request) -> web.Response:
         await _body(request)
-        return _with_etag(await svc(request).submit(principal(request), _id(request), _version_no(request),
-                                                    request.headers.get("If-Match")))
+        cmd = c.Submit(principal=principal(request), contract_id=_id(request), version=_version_no(request),
+                       if_match=request.headers.get("If-Match"))
+        return _with_etag(await bus(request).handle(cmd))
 
     async def withdraw(request: web.Request) -> web.Response:
         await _body(request)
-        return _with_etag(await svc(request).withdraw(principal(request), _id(request), _version_no(request)))
+        cmd = c.Withdraw(principal=principal(request), contract_id=_id(request), version=_version_no(request))
+        return _with_etag(await bus(request).handle(cmd))
 
     async def approve(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).approve(principal(request), _id(request), _version_no(request),
-                                                     await _body(request), request.headers.get("If-Match")))
+        cmd = c.approve(principal(request), _id(request), _version_no(request), await _body(request),
+                        request.headers.get("If-Match"))
+        return _with_etag(await bus(request).handle(cmd))
 
     async def reject(request: web.Request) -> web.Response:
-        return _with_etag(await svc(request).reject(principal(request), _id(request), _version_no(request),
-                                                    await _body(request)))
+        cmd = c.reject(principal(request), _id(request), _version_no(request), await _body(request))
+        return _with_etag(await bus(request).handle(cmd))
 
     async def renew(request: web.Request) -> web.Response:
-        v = await svc(request).renew(principal(request), _id(request), await _body(request))
-        resp = _with_etag(v, 201)
-        resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
-        return resp
+        cmd = c.renew(principal(request), _id(request), await _body(request))
+        return _created_version(await bus(request).handle(cmd))
 
     async def cancel_auto_renewal(request: web.Request) -> web.Response:
-        return json_ok(await svc(request).cancel_auto_renewal(principal(request), _id(request),
-                                                               await _body(request)))
+        cmd = c.cancel_auto_renewal(principal(request), _id(request), await _body(request))
+        return json_ok(await bus(request).handle(cmd))
 
     async def terminate(request: web.Request) -> web.Response:
-        v = await svc(request).terminate(principal(request), _id(request), await _body(request))
-        resp = _with_etag(v, 201)
-        resp.headers["Location"] = f"/contracts/{v['contract_id']}/versions/{v['version']}"
-        return resp
+        cmd = c.terminate(principal(request), _id(request), await _body(request))
+        return _created_version(await bus(request).handle(cmd))
+
+    async def approvals_queue(request: web.Request) -> web.Response:
+        p, q = principal(request), request.query
+        problems = [(f"query.{k}", "unknown parameter") for k in sorted(set(q) - {"waiting_for", "limit", "cursor"})]
+        # an admin decides on nothing itself: its queue is every submitted version
+        waiting_for = q.get("waiting_for", "any" if p.has_role("admin") and not p.has_role("approver", "finance")
+                            else "me")
+        if waiting_for not in ("me", "any"):
+            problems.append(("query.waiting_for", "must be me or any"))
+        limit, after = 0, None
+        try:
+            limit, after = page_params(request)
+        except ApiError as err:  # report paging problems together with the others
+            problems += [(e["field"], e["message"]) for e in err.errors]
+        cursor: tuple[datetime, str, int] | None = None
+        if after is not None and not problems:
+            try:
+                at, contract_id, n = after
+                cursor = (datetime.fromisoformat(at), contract_id, n)
+                if (cursor[0].tzinfo is None or not isinstance(contract_id, str) or bounds.id_problem(contract_id)
+                        or not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= bounds.VERSION_MAX):
+                    raise ValueError(after)
+            except (ValueError, TypeError):
+                problems.append(("query.cursor", "is not a cursor returned by this API"))
+        if problems:
+            raise validation_error(problems, "invalid query parameters")
+        items, more = await bus(request).handle(c.ApprovalsQueue(p, waiting_for, limit, cursor))
+        items = items[:limit]
+        last = items[-1] if items else None
+        nxt = encode_cursor([last["version"]["submitted_at"], last["contract"]["id"], last["version"]["version"]]
+                            ) if more and last else None
+        return json_ok({"items": items, "next_cursor": nxt})
 
     async def audit_trail(request: web.Request) -> web.Response:
         limit, after = page_params(request)
@@ -203,7 +279,7 @@ def routes(app: web.Application) -> None:
             if len(after) != 1 or not isinstance(after[0], int) or isinstance(after[0], bool) or not 0 <= after[0] <= SEQ_MAX:
                 raise validation_error([("query.cursor", "is not a cursor returned by this API")])
             after_seq = after[0]
-        entries = await svc(request).audit_trail(principal(request), _id(request), after_seq, limit)
+        entries = await bus(request).handle(c.AuditTrail(principal(request), _id(request), after_seq, limit))
         items = entries[:limit]
         nxt = encode_cursor([items[-1]["seq"]]) if len(entries) > limit and items else None
         return json_ok({"items": items, "next_cursor": nxt})
@@ -216,27 +292,32 @@ def routes(app: web.Application) -> None:
         return json_ok({"ok": broken is None, "checked": result.checked, "first_broken_link": broken})
 
     r = app.router
-    r.add_get("/contracts", list_contracts)
-    r.add_post("/contracts", create_contract)
-    r.add_get("/contracts/{id}", get_contract)
-    r.add_get("/contracts/{id}/versions", list_versions)
-    r.add_get("/contracts/{id}/versions/{version}", get_version)
-    r.add_put("/contracts/{id}/versions/{version}", edit)
-    r.add_post("/contracts/{id}/versions/{version}/submit", submit)
-    r.add_post("/contracts/{id}/versions/{version}/withdraw", withdraw)
-    r.add_post("/contracts/{id}/versions/{version}/approve", approve)
-    r.add_post("/contracts/{id}/versions/{version}/reject", reject)
-    r.add_get("/contracts/{id}/diff", diff)
-    r.add_post("/contracts/{id}/amendments", amend)
-    r.add_post("/contracts/{id}/renew", renew)
-    r.add_post("/contracts/{id}/cancel-auto-renewal", cancel_auto_renewal)
-    r.add_post("/contracts/{id}/terminate", terminate)
-    r.add_get("/contracts/{id}/audit", audit_trail)
-    r.add_get("/audit/verify", verify_audit)
+    add = {"GET": r.add_get, "POST": r.add_post, "PUT": r.add_put}  # add_get also answers HEAD
+    for method, path, handler in (
+        ("GET", "/contracts", list_contracts),
+        ("POST", "/contracts", create_contract),
+        ("GET", "/contracts/{id}", get_contract),
+        ("GET", "/contracts/{id}/versions", list_versions),
+        ("GET", "/contracts/{id}/versions/{version}", get_version),
+        ("PUT", "/contracts/{id}/versions/{version}", edit),
+        ("POST", "/contracts/{id}/versions/{version}/submit", submit),
+        ("POST", "/contracts/{id}/versions/{version}/withdraw", withdraw),
+        ("POST", "/contracts/{id}/versions/{version}/approve", approve),
+        ("POST", "/contracts/{id}/versions/{version}/reject", reject),
+        ("GET", "/contracts/{id}/diff", diff),
+        ("POST", "/contracts/{id}/amendments", amend),
+        ("POST", "/contracts/{id}/renew", renew),
+        ("POST", "/contracts/{id}/cancel-auto-renewal", cancel_auto_renewal),
+        ("POST", "/contracts/{id}/terminate", terminate),
+        ("GET", "/contracts/{id}/audit", audit_trail),
+        ("GET", "/approvals", approvals_queue),
+        ("GET", "/audit/verify", verify_audit),
+    ):
+        add[method](path, _answers(handler))
 
 
 def build_app(
-    settings: Settings,
+    settings: ContractsSettings,
     *,
     clock: Clock | None = None,
     verifier: TokenVerifier | None = None,
@@ -250,20 +331,19 @@ def build_app(
                      client_max_size=MAX_BODY_BYTES)
     metrics = ContractMetrics(app[REGISTRY_KEY])
     app[METRICS_KEY] = metrics
-    the_clock = clock or SystemClock()
+    the_clock = clock or WallClock()
     the_catalog = catalog or SchemaCatalog.load()
     app.cleanup_ctx.append(db.pool_context(lambda _: settings.contracts_database_url))
 
     async def service_ctx(a: web.Application) -> AsyncIterator[None]:
-        repo = ContractRepo()
-        a[SERVICE_KEY] = ContractService(a[db.POOL_KEY], the_clock, settings.contracts_approval_policy,
-                                         StepWriter(the_catalog, repo), repo, metrics)
+        a[SERVICE_KEY] = bootstrap(a[db.POOL_KEY], the_clock, settings.contracts_approval_policy, the_catalog, metrics)
         yield
 
     app.cleanup_ctx.append(service_ctx)
     run_bg = background if background is not None else True
     if run_bg:
         app.cleanup_ctx.append(_background(settings, metrics))
+        app.cleanup_ctx.append(audit.chain_watch(app[REGISTRY_KEY]))
 
     async def database_answers(a: web.Application) -> None:
         async with a[db.POOL_KEY].acquire() as conn:
@@ -276,7 +356,7 @@ def build_app(
     return app
 
 
-def _background(settings: Settings, metrics: ContractMetrics) -> Any:
+def _background(settings: ContractsSettings, metrics: ContractMetrics) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         from .relay import Relay
         from .scheduler import run_scheduler

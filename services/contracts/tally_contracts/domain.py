@@ -205,7 +205,7 @@ class ApprovalContext:
 @dataclass(frozen=True)
 class ApprovalPolicy:
     """Every matching rule contributes; per role the largest count wins. A backdated version
-    always needs a ``finance`` approval on top (DOMAIN.md), whatever the configured rules say."""
+    always needs a ``finance`` approval on top (docs/DOMAIN.md), whatever the configured rules say."""
 
     rules: tuple[PolicyRule, ...] = field(default_factory=tuple)
 
@@ -389,3 +389,70 @@ def partner_version(version: Mapping[str, Any], partner_id: str) -> dict[str, An
     out["view"] = "partner"
     out["terms"] = partner_terms(version.get("terms") or {}, partner_id)
     return out
+
+
+# --------------------------------------------------------------------------- errors the handlers raise
+# Plain exceptions, no HTTP: ``api.py`` maps each to its problem+json answer (``api.problem``).
+
+
+class ContractError(Exception):
+    """A request the rules refuse. ``extra`` are facts the answer carries (e.g. ``notice_deadline``)."""
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        self.detail = detail
+        self.extra = extra
+        super().__init__(detail)
+
+
+class NotFound(ContractError):
+    """The contract or version does not exist, or lies outside the caller's scope (never told apart)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} not found")
+
+
+class Forbidden(ContractError):
+    """The caller's roles do not allow the step."""
+
+
+class MakerChecker(Forbidden):
+    """The caller authored or submitted the version it tries to decide on."""
+
+
+class Conflict(ContractError):
+    """The step does not fit the contract's current state."""
+
+
+class OpenVersionExists(Exception):
+    """The database refused a second open (draft or submitted) version of one contract."""
+
+
+class Invalid(ContractError):
+    """Fields of the request that are wrong, all of them at once: ``(field, message)`` pairs."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("the request has invalid fields")
+
+
+class PreconditionRequired(ContractError):
+    """An edit came without the If-Match the version needs; ``etag`` is the current one."""
+
+    def __init__(self, detail: str, etag: str) -> None:
+        self.etag = etag
+        super().__init__(detail)
+
+
+class PreconditionFailed(ContractError):
+    """The If-Match names a version content that changed since; ``etag`` is the current one."""
+
+    def __init__(self, detail: str, etag: str) -> None:
+        self.etag = etag
+        super().__init__(detail)
+
+
+def require_role(roles: Iterable[str], *allowed: str) -> None:
+    """Forbidden unless one of ``roles`` is among ``allowed`` (the message of ``Principal.require``)."""
+    if not set(roles) & set(allowed):
+        raise Forbidden(f"requires one of the roles: {', '.join(sorted(allowed))}")

@@ -65,12 +65,9 @@ class StepWriter:
         """Refresh the derived status, bump the revision, append the audit entry and the outbox
         rows. The contract row must already be locked by the caller's transaction."""
         facts = await self.repo.facts(conn, contract_id)
-        terminated_at = await conn.fetchval("SELECT terminated_at FROM contracts WHERE id = $1", contract_id)
+        terminated_at = await self.repo.terminated_at(conn, contract_id)
         derived = derive_status(facts, terminated_at, step.now)
-        c = await conn.fetchrow(
-            """UPDATE contracts SET revision = revision + 1, status = $2, current_version = $3 WHERE id = $1
-               RETURNING id, advertiser_id, contract_type, revision, terminated_at""",
-            contract_id, derived.status, derived.current_version)
+        c = await self.repo.bump_revision(conn, contract_id, derived.status, derived.current_version)
         event_id = str(uuid.uuid4())
         details = {**step.details}
         event = {
@@ -87,19 +84,16 @@ class StepWriter:
                              "version": step.version, "comment": step.comment, "details": details,
                              "state": step.after}),
             at=step.now)
-        await self._outbox(conn, event_id, EVENTS, contract_id, self.event_codec.encode(event), step.now)
+        await self.repo.add_outbox(conn, event_id, EVENTS, contract_id, self.event_codec.encode(event), step.now)
         if step.publish_terms:
             terms = await self.terms_record(conn, contract_id, event_id, c["revision"], derived.status, c["terminated_at"],
                                             c["advertiser_id"], c["contract_type"])
-            await self._outbox(conn, event_id, TERMS, contract_id, self.terms_codec.encode(terms), step.now)
+            await self.repo.add_outbox(conn, event_id, TERMS, contract_id, self.terms_codec.encode(terms), step.now)
         return Recorded(event_id, c["revision"], derived.status, derived.current_version)
 
     async def terms_record(self, conn: asyncpg.Connection, contract_id: str, event_id: str, revision: int, status: str,
                            terminated_at: datetime | None, advertiser_id: str, contract_type: str) -> dict[str, Any]:
-        rows = await conn.fetch(
-            """SELECT version, effective_from, ends_at, decided_at, terms::text AS terms FROM contract_versions
-               WHERE contract_id = $1 AND state = 'approved' AND kind <> 'termination'
-               ORDER BY effective_from, version""", contract_id)
+        rows = await self.repo.approved_terms(conn, contract_id)
         versions = []
         for r in rows:
             end = r["ends_at"]
@@ -119,13 +113,6 @@ class StepWriter:
         return {"contract_id": contract_id, "advertiser_id": advertiser_id, "contract_type": contract_type,
                 "status": status, "terminated_at": terminated_at, "revision": revision, "event_id": event_id,
                 "versions": [v for v in versions if v["effective_to"] is None or v["effective_to"] > v["effective_from"]]}
-
-    @staticmethod
-    async def _outbox(conn: asyncpg.Connection, event_id: str, topic: str, contract_id: str, value: bytes,
-                      now: datetime) -> None:
-        await conn.execute(
-            "INSERT INTO outbox (event_id, topic, contract_id, value, created_at) VALUES ($1, $2, $3, $4, $5)",
-            uuid.UUID(event_id), topic, contract_id, value, now)
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,18 +18,14 @@ from typing import Any
 
 import asyncpg
 
-from tally_kit.settings import Settings
+from tally_kit.clock import wait_or_stop
 from tally_streams.kafka import AsyncProducer, producer_config
 
 from .metrics import ContractMetrics
+from .settings import ContractsSettings
 
 log = logging.getLogger("tally.contracts.relay")
 RELAY_LOCK_ID = 0x7A11_C0DE
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class Relay:
@@ -40,7 +36,7 @@ class Relay:
         self.producer_overrides = producer_overrides or {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: ContractMetrics | None = None) -> Relay:
+    def from_settings(cls, settings: ContractsSettings, metrics: ContractMetrics | None = None) -> Relay:
         return cls(settings.contracts_database_url, settings.kafka_bootstrap,
                    {"events": settings.contracts_events_topic, "terms": settings.contracts_terms_topic},
                    batch=settings.contracts_relay_batch, idle_s=settings.contracts_relay_idle_s, metrics=metrics)

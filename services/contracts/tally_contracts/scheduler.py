@@ -1,4 +1,4 @@
-"""The scheduler loop: one :meth:`ContractService.tick` every interval (several replicas may run)."""
+"""The scheduler loop: one :meth:`Contracts.tick` every interval (several replicas may run)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import asyncio
 import logging
 import time
 
-from .relay import wait_or_stop
-from .service import ContractService
+from tally_kit.clock import wait_or_stop
+
+from .bootstrap import Contracts
 
 log = logging.getLogger("tally.contracts.scheduler")
 
 
-async def run_scheduler(service: ContractService, interval_s: float, stop: asyncio.Event) -> None:
+async def run_scheduler(service: Contracts, interval_s: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         started = time.perf_counter()
         try:

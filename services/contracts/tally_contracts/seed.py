@@ -5,35 +5,33 @@ from __future__ import annotations
 
 from tally_billing.examples import cpa_terms_json, cpm_terms_json
 from tally_kit.auth import Principal
+from tally_kit.clock import WallClock
 from tally_kit.db import create_pool
-from tally_kit.settings import Settings
 from tally_streams.avro import SchemaCatalog
 
-from .clock import SystemClock
-from .outbox import StepWriter
-from .repo import ContractRepo
-from .service import ContractService
+from . import commands
+from .bootstrap import bootstrap
+from .settings import ContractsSettings
 
 OPS = Principal("seed-ops", frozenset({"ops"}))
 APPROVER = Principal("seed-approver", frozenset({"approver"}))
 FINANCE = Principal("seed-finance", frozenset({"finance"}))
 
 
-async def seed(settings: Settings) -> list[str]:
+async def seed(settings: ContractsSettings) -> list[str]:
     """Create and approve the demo contracts; returns one line per contract."""
     pool = await create_pool(settings.contracts_database_url, max_size=2)
-    repo = ContractRepo()
-    svc = ContractService(pool, SystemClock(), settings.contracts_approval_policy,
-                          StepWriter(SchemaCatalog.load(), repo), repo)
+    bus = bootstrap(pool, WallClock(), settings.contracts_approval_policy, SchemaCatalog.load())
     out: list[str] = []
     try:
         for name, terms, partners in (("Acme CTV 2026 (CPM)", cpm_terms_json(), []),
                                       ("Shop performance (CPA)", cpa_terms_json(), ["partner-tv1"])):
-            contract, _ = await svc.create(OPS, {"name": name, "terms": terms, "partner_ids": partners})
-            v = await svc.submit(OPS, contract["id"], 1, None)
+            contract, _ = await bus.handle(commands.create_contract(
+                OPS, {"name": name, "terms": terms, "partner_ids": partners}))
+            v = await bus.handle(commands.Submit(principal=OPS, contract_id=contract["id"], version=1, if_match=None))
             for approver in (APPROVER, FINANCE):
                 if v["state"] == "submitted":
-                    v = await svc.approve(approver, contract["id"], 1, {}, None)
+                    v = await bus.handle(commands.approve(approver, contract["id"], 1, {}, None))
             out.append(f"{contract['id']}  {name}  version 1 {v['state']}")
     finally:
         await pool.close()

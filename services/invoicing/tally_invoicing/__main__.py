@@ -20,13 +20,13 @@ from tally_kit import logs
 from tally_kit.audit import main as audit_main
 from tally_kit.db import create_pool
 from tally_kit.migrations import migrate
-from tally_kit.settings import Settings, validate_main
+from tally_kit.settings import validate_main
 
 from .app import MIGRATIONS, build_app, make_consumer
-from .settings import SPEC
+from .settings import SPEC, InvoicingSettings
 
 
-async def _consume(settings: Settings) -> int:
+async def _consume(settings: InvoicingSettings) -> int:
     await migrate(settings.invoicing_database_url, MIGRATIONS)
     pool = await create_pool(settings.invoicing_database_url, max_size=2)
     consumer = make_consumer(settings, pool)
@@ -43,7 +43,6 @@ async def _consume(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     settings = validate_main(SPEC, args_in)
-    assert settings is not None
     logs.configure("invoicing", settings.invoicing_log_level)
     parser = argparse.ArgumentParser(prog="tally_invoicing", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="cmd")

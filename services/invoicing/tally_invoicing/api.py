@@ -19,7 +19,7 @@ import asyncpg
 from aiohttp import web
 
 from tally_billing import bounds
-from tally_billing.money import parse_amount
+from tally_billing.money import format_decimal, parse_amount
 from tally_kit import audit
 from tally_kit.auth import INTERNAL_ROLES, Principal
 from tally_kit.db import POOL_KEY
@@ -28,7 +28,8 @@ from tally_kit.openapi import page, page_params
 from tally_kit.problems import ApiError, validation_error
 from tally_kit.web import json_ok, principal
 
-from . import exports, lifecycle
+from . import exports, lifecycle, repo
+from .domain import INVOICE, STATEMENT, DocumentKind
 from .lifecycle import Policy
 
 POLICY_KEY: web.AppKey[Policy] = web.AppKey("tally_invoicing_policy", Policy)
@@ -47,18 +48,10 @@ def _plain(v: Any) -> Any:
     if isinstance(v, UUID):
         return str(v)
     if isinstance(v, Decimal):
-        return _dec(v)
+        return format_decimal(v, trailing_zeros=False)  # 12.500000000000 → 12.5
     if isinstance(v, list):
         return [_plain(x) for x in v]
     return v
-
-
-def _dec(d: Decimal) -> str:
-    """An exact amount without trailing zeros past the point (``12.500000000000`` → ``12.5``)."""
-    s = format(d, "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
 
 
 def _row(r: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
@@ -108,33 +101,20 @@ def _optional_text(body: Mapping[str, Any], name: str, max_len: int = 500) -> st
 # ------------------------------------------------------------------ documents as JSON
 
 
-async def invoice_doc(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
+async def document_doc(conn: asyncpg.Connection, kind: DocumentKind, row: asyncpg.Record) -> dict[str, Any]:
+    """An invoice or payout statement with its lines (and an invoice with its credit note)."""
     doc = _row(row)
     cur = row["currency"]
-    _money_fields(doc, cur, "total")
-    lines = await conn.fetch("SELECT * FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_no", row["id"])
+    _money_fields(doc, cur, *kind.money)
     doc["lines"] = []
-    for ln in lines:
+    for ln in await repo.lines(conn, kind, row["id"]):
         d = _row(ln)
         _money_fields(d, cur, "amount")
         d.pop("aggregation_key", None)
         doc["lines"].append(d)
-    note = await conn.fetchrow("SELECT id, number FROM credit_notes WHERE invoice_id = $1", row["id"])
-    doc["credit_note"] = _row(note) if note else None
-    return doc
-
-
-async def statement_doc(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
-    doc = _row(row)
-    cur = row["currency"]
-    _money_fields(doc, cur, "lines_total", "carried_in", "balance", "amount_payable", "carried_out", "minimum_payout")
-    lines = await conn.fetch("SELECT * FROM statement_lines WHERE statement_id = $1 ORDER BY line_no", row["id"])
-    doc["lines"] = []
-    for ln in lines:
-        d = _row(ln)
-        _money_fields(d, cur, "amount")
-        d.pop("aggregation_key", None)
-        doc["lines"].append(d)
+    if kind.transition("void") is not None:
+        note = await repo.credit_note_of(conn, row["id"])
+        doc["credit_note"] = _row(note) if note else None
     return doc
 
 
@@ -142,10 +122,9 @@ async def credit_note_doc(conn: asyncpg.Connection, row: asyncpg.Record) -> dict
     doc = _row(row)
     cur = row["currency"]
     _money_fields(doc, cur, "total")
-    doc["invoice_number"] = await conn.fetchval("SELECT number FROM invoices WHERE id = $1", row["invoice_id"])
-    lines = await conn.fetch("SELECT * FROM credit_note_lines WHERE credit_note_id = $1 ORDER BY position", row["id"])
+    doc["invoice_number"] = await repo.invoice_number(conn, row["invoice_id"])
     doc["lines"] = []
-    for ln in lines:
+    for ln in await repo.credit_note_lines(conn, row["id"]):
         d = _row(ln)
         _money_fields(d, cur, "amount")
         d["kind"] = "credit"
@@ -156,22 +135,19 @@ async def credit_note_doc(conn: asyncpg.Connection, row: asyncpg.Record) -> dict
 # ------------------------------------------------------------------ tenancy-checked loaders
 
 
-async def _invoice(conn: asyncpg.Connection, who: Principal, raw_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1", _uuid(raw_id, "invoice"))
-    if row is None or not who.sees_advertiser(row["advertiser_id"]):
-        raise ApiError(404, "invoice not found")
-    return row
+def _sees(who: Principal, party_type: str, party_id: str | None) -> bool:
+    return who.sees_advertiser(party_id or "") if party_type == "advertiser" else who.sees_partner(party_id)
 
 
-async def _statement(conn: asyncpg.Connection, who: Principal, raw_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM payout_statements WHERE id = $1", _uuid(raw_id, "payout statement"))
-    if row is None or not who.sees_partner(row["partner_id"]):
-        raise ApiError(404, "payout statement not found")
+async def _document(conn: asyncpg.Connection, kind: DocumentKind, who: Principal, raw_id: str) -> asyncpg.Record:
+    row = await repo.document(conn, kind, _uuid(raw_id, kind.what))
+    if row is None or not _sees(who, kind.party_type, row[kind.party_col]):
+        raise ApiError(404, f"{kind.what} not found")
     return row
 
 
 async def _credit_note(conn: asyncpg.Connection, who: Principal, raw_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM credit_notes WHERE id = $1", _uuid(raw_id, "credit note"))
+    row = await repo.credit_note(conn, _uuid(raw_id, "credit note"))
     if row is None or not who.sees_advertiser(row["advertiser_id"]):
         raise ApiError(404, "credit note not found")
     return row
@@ -196,18 +172,19 @@ def _finance(request: web.Request) -> Principal:
 
 #: list filters on UUID columns: a value that is not a UUID is a 422 naming the parameter
 _UUID_COLUMNS = frozenset({"invoice_id"})
+#: amounts a list item may carry, spelled in its currency
+_LIST_MONEY = ("total", "lines_total", "amount_payable", "carried_out", "carried_in", "balance", "minimum_payout")
 
 
 async def _list(request: web.Request, table: str, tenant_col: str, tenant_type: str,
                 filters: Mapping[str, str]) -> dict[str, Any]:
     who = _reader(request)
     limit, after = page_params(request)
-    where, args = [], []
+    equal: list[tuple[str, Any]] = []
     if who.is_tenant:
         if who.tenant_type != tenant_type:
             return {"items": [], "next_cursor": None}
-        args.append(who.tenant_id)
-        where.append(f"{tenant_col} = ${len(args)}")
+        equal.append((tenant_col, who.tenant_id))
     too_long = check_lengths({q: request.query.get(q) for q in filters}, bounds.ID_LEN_MAX)
     if too_long:
         raise validation_error(too_long, "invalid query parameters")
@@ -219,25 +196,19 @@ async def _list(request: web.Request, table: str, tenant_col: str, tenant_type: 
                     value = UUID(request.query[q])
                 except ValueError:
                     raise validation_error([(f"query.{q}", "is not a UUID")]) from None
-            args.append(value)
-            where.append(f"{col} = ${len(args)}")
+            equal.append((col, value))
     start = after or [EPOCH.isoformat(), "00000000-0000-0000-0000-000000000000"]
     try:
-        args += [datetime.fromisoformat(str(start[0])), UUID(str(start[1]))]
+        cursor = (datetime.fromisoformat(str(start[0])), UUID(str(start[1])))
     except (ValueError, IndexError):
         raise validation_error([("query.cursor", "is not a cursor returned by this API")]) from None
-    where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)
-    sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ${len(args)}"
     async with _pool(request).acquire() as conn:
-        rows = await conn.fetch(sql, *args)
+        rows = await repo.list_page(conn, table, equal, cursor, limit)
     out = page(list(rows), limit, key=lambda r: [r["created_at"], str(r["id"])])
     items = []
     for r in out["items"]:
         d = _row(r)
-        for n in ("total", "lines_total", "amount_payable", "carried_out", "carried_in", "balance", "minimum_payout"):
-            if n in d:
-                _money_fields(d, r["currency"], n)
+        _money_fields(d, r["currency"], *(n for n in _LIST_MONEY if n in d))
         items.append(d)
     out["items"] = items
     return out
@@ -272,7 +243,7 @@ def _export(doc: Mapping[str, Any], kind: str, fmt: str) -> web.Response:
                         headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
 
 
-def _document_view(kind: str, load: Any, render: Any) -> Any:
+def _document_view(export_kind: str, load: Any, render: Any) -> Any:
     """GET one document (scoped to the caller by ``load``) as JSON, or as CSV/PDF with ``.{fmt}``."""
 
     async def view(request: web.Request) -> web.Response:
@@ -280,124 +251,92 @@ def _document_view(kind: str, load: Any, render: Any) -> Any:
         async with _pool(request).acquire() as conn:
             doc = await render(conn, await load(conn, who, request.match_info["id"]))
         fmt = request.match_info.get("fmt")
-        return _export(doc, kind, fmt) if fmt else json_ok(doc)
+        return _export(doc, export_kind, fmt) if fmt else json_ok(doc)
 
     return view
 
 
-get_invoice = _document_view("invoice", lambda c, w, i: _invoice(c, w, i), lambda c, r: invoice_doc(c, r))
-get_statement = _document_view("statement", lambda c, w, i: _statement(c, w, i), lambda c, r: statement_doc(c, r))
+get_invoice = _document_view("invoice", lambda c, w, i: _document(c, INVOICE, w, i),
+                             lambda c, r: document_doc(c, INVOICE, r))
+get_statement = _document_view("statement", lambda c, w, i: _document(c, STATEMENT, w, i),
+                               lambda c, r: document_doc(c, STATEMENT, r))
 get_credit_note = _document_view("credit_note", lambda c, w, i: _credit_note(c, w, i), lambda c, r: credit_note_doc(c, r))
 
 
-async def _lineage(conn: asyncpg.Connection, line: asyncpg.Record, adjustment_col: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"line_id": str(line["id"]), "close": None, "adjustments": [],
-                           "corrects_line_id": _plain(line["corrects_line_id"]),
-                           "corrects_period_key": line["corrects_period_key"]}
-    if line["close_id"]:
-        c = await conn.fetchrow(
-            """SELECT close_id, contract_id, period_key, closed_at, source_offsets, kafka_topic, kafka_partition,
-                      kafka_offset FROM period_closes WHERE close_id = $1""", line["close_id"])
-        out["close"] = _row(c) if c else None
-    adjs = await conn.fetch(
-        f"""SELECT adjustment_id, kind, corrects_period_key, amount_exact, partner_payout_exact, kafka_topic,
-                   kafka_partition, kafka_offset, record->>'source_event_id' AS source_event_id,
-                   record->>'source_topic' AS source_topic, record->'source_partition' AS source_partition,
-                   record->'source_offset' AS source_offset
-            FROM adjustments WHERE {adjustment_col} = $1 ORDER BY applied_at, adjustment_id""", line["id"])
-    out["adjustments"] = [_row(a) for a in adjs]
-    return out
+def _line_lineage(kind: DocumentKind) -> Any:
+    """GET where one line of a document came from: its close and the adjustments on it."""
+
+    async def view(request: web.Request) -> web.Response:
+        who = _reader(request)
+        async with _pool(request).acquire() as conn:
+            doc = await _document(conn, kind, who, request.match_info["id"])
+            line = await repo.line_of(conn, kind, doc["id"], _uuid(request.match_info["line_id"], "line"))
+            if line is None:
+                raise ApiError(404, "line not found")
+            out: dict[str, Any] = {"line_id": str(line["id"]), "close": None, "adjustments": [],
+                                   "corrects_line_id": _plain(line["corrects_line_id"]),
+                                   "corrects_period_key": line["corrects_period_key"]}
+            if line["close_id"]:
+                c = await repo.close_of(conn, line["close_id"])
+                out["close"] = _row(c) if c else None
+            out["adjustments"] = [_row(a) for a in await repo.adjustments_on(conn, kind, line["id"])]
+        return json_ok(out)
+
+    return view
 
 
-async def invoice_line_lineage(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        inv = await _invoice(conn, who, request.match_info["id"])
-        line = await conn.fetchrow("SELECT * FROM invoice_lines WHERE id = $1 AND invoice_id = $2",
-                                   _uuid(request.match_info["line_id"], "line"), inv["id"])
-        if line is None:
-            raise ApiError(404, "line not found")
-        return json_ok(await _lineage(conn, line, "invoice_line_id"))
+def _history(kind: DocumentKind) -> Any:
+    """GET a document's audit entries."""
+
+    async def view(request: web.Request) -> web.Response:
+        who = _reader(request)
+        async with _pool(request).acquire() as conn:
+            doc = await _document(conn, kind, who, request.match_info["id"])
+            entries = await repo.history(conn, kind, doc["id"])
+        return json_ok({"items": [e.as_json() for e in entries]})
+
+    return view
 
 
-async def statement_line_lineage(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        st = await _statement(conn, who, request.match_info["id"])
-        line = await conn.fetchrow("SELECT * FROM statement_lines WHERE id = $1 AND statement_id = $2",
-                                   _uuid(request.match_info["line_id"], "line"), st["id"])
-        if line is None:
-            raise ApiError(404, "line not found")
-        return json_ok(await _lineage(conn, line, "statement_line_id"))
-
-
-async def _history(request: web.Request, entity_type: str, row: asyncpg.Record, conn: asyncpg.Connection) -> web.Response:
-    entries = await audit.entries_for(conn, entity_type, str(row["id"]), limit=200)
-    return json_ok({"items": [e.as_json() for e in entries]})
-
-
-async def invoice_history(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        return await _history(request, "invoice", await _invoice(conn, who, request.match_info["id"]), conn)
-
-
-async def statement_history(request: web.Request) -> web.Response:
-    who = _reader(request)
-    async with _pool(request).acquire() as conn:
-        return await _history(request, "payout_statement", await _statement(conn, who, request.match_info["id"]), conn)
+invoice_line_lineage, statement_line_lineage = _line_lineage(INVOICE), _line_lineage(STATEMENT)
+invoice_history, statement_history = _history(INVOICE), _history(STATEMENT)
 
 
 # ------------------------------------------------------------------ transitions
 
 
-async def invoice_transition(request: web.Request) -> web.Response:
-    who = _finance(request)
-    action = request.match_info["action"]
-    body = await _body(request)
-    policy = request.app[POLICY_KEY]
-    async with _pool(request).acquire() as conn:
-        inv = await _invoice(conn, who, request.match_info["id"])
-        if action == "finalize":
-            row, final = await lifecycle.finalize_invoice(conn, inv["id"], who, policy)
-            status = 200 if final else 202
-        elif action == "send":
-            row, status = await lifecycle.send_invoice(conn, inv["id"], who), 200
-        elif action == "mark-paid":
-            row, status = await lifecycle.mark_invoice_paid(conn, inv["id"], who, _optional_text(body, "payment_reference")), 200
-        elif action == "void":
-            reason = _optional_text(body, "reason")
-            if reason is None:
-                raise validation_error([("reason", "required: why the invoice is voided")])
-            note = await lifecycle.void_invoice(conn, inv["id"], who, reason)
-            return json_ok(await credit_note_doc(conn, note), status=201,
-                           headers={"Location": f"/credit-notes/{note['id']}"})
-        else:
-            raise ApiError(404, f"unknown action {action!r}")
-        doc = await invoice_doc(conn, row)
-    if status == 202:
-        doc["awaiting"] = "a second finance user (not the preparer) must finalize this invoice"
-    return json_ok(doc, status=status)
+#: what a 202 (prepared, not yet finalized) answer adds, by kind
+AWAITING = {INVOICE.name: "a second finance user (not the preparer) must finalize this invoice"}
 
 
-async def statement_transition(request: web.Request) -> web.Response:
-    who = _finance(request)
-    action = request.match_info["action"]
-    body = await _body(request)
-    policy = request.app[POLICY_KEY]
-    async with _pool(request).acquire() as conn:
-        st = await _statement(conn, who, request.match_info["id"])
-        if action == "finalize":
-            row, final = await lifecycle.finalize_statement(conn, st["id"], who, policy)
-            status = 200 if final else 202
-        elif action == "send":
-            row, status = await lifecycle.send_statement(conn, st["id"], who), 200
-        elif action == "mark-paid":
-            row, status = await lifecycle.mark_statement_paid(conn, st["id"], who, _optional_text(body, "payment_reference")), 200
-        else:
-            raise ApiError(404, f"unknown action {action!r}")
-        doc = await statement_doc(conn, row)
-    return json_ok(doc, status=status)
+def _transition(kind: DocumentKind) -> Any:
+    """POST one lifecycle step (``domain.TRANSITIONS``) of an invoice or payout statement."""
+
+    async def view(request: web.Request) -> web.Response:
+        who = _finance(request)
+        action = request.match_info["action"]
+        body = await _body(request)
+        policy = request.app[POLICY_KEY]
+        async with _pool(request).acquire() as conn:
+            row = await _document(conn, kind, who, request.match_info["id"])
+            if action == "void":
+                reason = _optional_text(body, "reason")
+                if reason is None:
+                    raise validation_error([("reason", f"required: why the {kind.what} is voided")])
+                note = await lifecycle.void_invoice(conn, row["id"], who, reason)
+                return json_ok(await credit_note_doc(conn, note), status=201,
+                               headers={"Location": f"/credit-notes/{note['id']}"})
+            reference = _optional_text(body, "payment_reference") if action == "mark-paid" else None
+            updated, done = await lifecycle.transition(conn, kind, row["id"], action, who, policy, reference=reference)
+            doc = await document_doc(conn, kind, updated)
+        if not done and kind.name in AWAITING:
+            doc["awaiting"] = AWAITING[kind.name]
+        return json_ok(doc, status=200 if done else 202)
+
+    return view
+
+
+invoice_transition, statement_transition = _transition(INVOICE), _transition(STATEMENT)
 
 
 async def create_manual_credit(request: web.Request) -> web.Response:
@@ -411,7 +350,8 @@ async def create_manual_credit(request: web.Request) -> web.Response:
         problems.append(("corrects_line_id", "required: the id of the finalized invoice line this credit corrects"))
     amount = None
     try:
-        amount = parse_amount(body.get("amount"))
+        raw_amount: Any = body.get("amount")  # not a string: TypeError, answered below
+        amount = parse_amount(raw_amount)
         if not 0 < amount <= bounds.AMOUNT_MAX or -int(amount.as_tuple().exponent) > bounds.DECIMAL_PLACES_MAX:
             problems.append(("amount", f"must be > 0 and at most {bounds.AMOUNT_MAX}, "
                                        f"with at most {bounds.DECIMAL_PLACES_MAX} decimals"))
@@ -435,8 +375,9 @@ async def create_manual_credit(request: web.Request) -> web.Response:
     async with _pool(request).acquire() as conn:
         line = await lifecycle.add_manual_credit(conn, who, corrects_line_id=line_id, amount=amount,
                                                  period_key=period_key, reason=reason)
-        inv = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1", line["invoice_id"])
-        doc = await invoice_doc(conn, inv)
+        inv = await repo.document(conn, INVOICE, line["invoice_id"])
+        assert inv is not None
+        doc = await document_doc(conn, INVOICE, inv)
     return json_ok(doc, status=201, headers={"Location": f"/invoices/{inv['id']}"})
 
 
@@ -453,24 +394,9 @@ def _ledger_reader(request: web.Request) -> Principal:
 
 async def account_balances(request: web.Request) -> web.Response:
     _ledger_reader(request)
-    args: list[Any] = []
-    where = ["true"]
-    for q, col in (("currency", "e.currency"), ("party_id", "l.party_id"), ("account", "l.account_code")):
-        if request.query.get(q):
-            args.append(request.query[q])
-            where.append(f"{col} = ${len(args)}")
-    group_party = request.query.get("by") == "party"
-    party_cols = ", l.party_type, l.party_id" if group_party else ""
+    filters = {q: request.query[q] for q, _ in repo.BALANCE_FILTERS if request.query.get(q)}
     async with _pool(request).acquire() as conn:
-        rows = await conn.fetch(
-            f"""SELECT a.code, a.name, a.kind, e.currency{party_cols},
-                       SUM(CASE WHEN l.amount > 0 THEN l.amount ELSE 0 END) AS debits,
-                       SUM(CASE WHEN l.amount < 0 THEN -l.amount ELSE 0 END) AS credits,
-                       SUM(l.amount) AS balance
-                FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id
-                JOIN ledger_accounts a ON a.code = l.account_code
-                WHERE {' AND '.join(where)}
-                GROUP BY a.code, a.name, a.kind, e.currency{party_cols} ORDER BY a.code, e.currency{party_cols}""", *args)
+        rows = await repo.account_balances(conn, filters, by_party=request.query.get("by") == "party")
     return json_ok({"items": [_row(r) for r in rows],
                     "sign": "balance = debits - credits (assets and expenses are positive, liabilities and revenue negative)"})
 
@@ -478,13 +404,7 @@ async def account_balances(request: web.Request) -> web.Response:
 async def trial_balance(request: web.Request) -> web.Response:
     _ledger_reader(request)
     async with _pool(request).acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT e.currency, a.code, a.name, a.kind,
-                      SUM(CASE WHEN l.amount > 0 THEN l.amount ELSE 0 END) AS debits,
-                      SUM(CASE WHEN l.amount < 0 THEN -l.amount ELSE 0 END) AS credits
-               FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id
-               JOIN ledger_accounts a ON a.code = l.account_code
-               GROUP BY e.currency, a.code, a.name, a.kind ORDER BY e.currency, a.code""")
+        rows = await repo.trial_balance(conn)
     by_currency: dict[str, dict[str, Any]] = {}
     for r in rows:
         c = by_currency.setdefault(r["currency"], {"currency": r["currency"], "accounts": [], "total_debits": Decimal(0),
@@ -495,7 +415,8 @@ async def trial_balance(request: web.Request) -> web.Response:
     out = []
     for c in by_currency.values():
         c["balanced"] = c["total_debits"] == c["total_credits"]
-        c["total_debits"], c["total_credits"] = _dec(c["total_debits"]), _dec(c["total_credits"])
+        for k in ("total_debits", "total_credits"):
+            c[k] = format_decimal(c[k], trailing_zeros=False)
         out.append(c)
     return json_ok({"currencies": out, "balanced": all(c["balanced"] for c in out)})
 
@@ -504,21 +425,13 @@ async def journal_entries(request: web.Request) -> web.Response:
     _ledger_reader(request)
     limit, after = page_params(request)
     start = int(after[0]) if after else 0
-    args: list[Any] = [start]
-    extra = ""
-    if request.query.get("source_id"):
-        args.append(request.query["source_id"])
-        extra = f" AND source_id = ${len(args)}"
-    args.append(limit + 1)
     async with _pool(request).acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT * FROM journal_entries WHERE entry_no > $1{extra} ORDER BY entry_no LIMIT ${len(args)}", *args)
+        rows = await repo.journal_entries(conn, start, request.query.get("source_id"), limit)
         out = page(list(rows), limit, key=lambda r: [r["entry_no"]])
         items = []
         for e in out["items"]:
             d = _row(e)
-            d["lines"] = [_row(x) for x in await conn.fetch(
-                "SELECT account_code, party_type, party_id, amount FROM journal_lines WHERE entry_id = $1 ORDER BY id", e["id"])]
+            d["lines"] = [_row(x) for x in await repo.journal_lines(conn, e["id"])]
             items.append(d)
     out["items"] = items
     return json_ok(out)
@@ -527,9 +440,7 @@ async def journal_entries(request: web.Request) -> web.Response:
 async def rejected_records(request: web.Request) -> web.Response:
     _ledger_reader(request)
     async with _pool(request).acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT kafka_topic, kafka_partition, kafka_offset, natural_key, error_kind, reason, rejected_at
-               FROM rejected_records ORDER BY rejected_at DESC LIMIT 500""")
+        rows = await repo.rejected_records(conn)
     return json_ok({"items": [_row(r) for r in rows]})
 
 

@@ -11,13 +11,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.registry import Collector
 
-from tally_kit import idempotency
+from tally_kit import audit, idempotency
 from tally_kit import web as kit_web
 from tally_kit.auth import TokenVerifier
 from tally_kit.db import POOL_KEY, pool_context
 from tally_kit.migrations import migrate
 from tally_kit.openapi import add_openapi
-from tally_kit.settings import Settings
 from tally_streams.avro import SchemaCatalog
 
 from .api import POLICY_KEY, add_routes
@@ -25,10 +24,11 @@ from .consumer import InvoicingConsumer
 from .lifecycle import Policy
 from .metrics import METRICS
 from .openapi_spec import build_spec
+from .settings import InvoicingSettings
 
 SERVICE = "invoicing"
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
-SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("tally_invoicing_settings", Settings)
+SETTINGS_KEY: web.AppKey[InvoicingSettings] = web.AppKey("tally_invoicing_settings", InvoicingSettings)
 
 
 class _ServiceMetrics(Collector):
@@ -38,12 +38,12 @@ class _ServiceMetrics(Collector):
         yield from METRICS.registry.collect()
 
 
-def policy_from(settings: Settings) -> Policy:
+def policy_from(settings: InvoicingSettings) -> Policy:
     return Policy(four_eyes_threshold=settings.invoicing_four_eyes_threshold,
                   minimum_payout=settings.invoicing_minimum_payout)
 
 
-def build_app(settings: Settings, verifier: TokenVerifier | None = None, *, run_consumer: bool | None = None,
+def build_app(settings: InvoicingSettings, verifier: TokenVerifier | None = None, *, run_consumer: bool | None = None,
               apply_migrations: bool = True) -> web.Application:
     app = kit_web.create_app(SERVICE, verifier=verifier or TokenVerifier.from_env())
     app[kit_web.REGISTRY_KEY].register(_ServiceMetrics())
@@ -58,8 +58,9 @@ def build_app(settings: Settings, verifier: TokenVerifier | None = None, *, run_
     app.cleanup_ctx.append(migrations)
     app.cleanup_ctx.append(pool_context(lambda _: settings.invoicing_database_url))
     consume = settings.invoicing_consume if run_consumer is None else run_consumer
-    if consume:
+    if consume:  # the service process's background work; tests build API-only apps
         app.cleanup_ctx.append(_consumer_ctx)
+        app.cleanup_ctx.append(audit.chain_watch(app[kit_web.REGISTRY_KEY]))
 
     async def db_ready(a: web.Application) -> None:
         async with a[POOL_KEY].acquire() as conn:
@@ -72,7 +73,7 @@ def build_app(settings: Settings, verifier: TokenVerifier | None = None, *, run_
     return app
 
 
-def make_consumer(settings: Settings, pool: Any) -> InvoicingConsumer:
+def make_consumer(settings: InvoicingSettings, pool: Any) -> InvoicingConsumer:
     return InvoicingConsumer(
         bootstrap=settings.kafka_bootstrap, group_id=settings.invoicing_consumer_group,
         periods_closed_topic=settings.invoicing_periods_closed_topic,

@@ -28,8 +28,10 @@ import asyncpg
 from tally_billing.invoice_lines import PAYOUT, SHORTFALL, BilledPeriod, invoice_line, statement_line, sum_lines, sum_payouts
 from tally_billing.money import currency
 from tally_kit import audit
+from tally_streams.records import AdjustmentRecord, PeriodClosedRecord
 
 from . import domain
+from .domain import INVOICE, STATEMENT, DocumentKind
 
 log = logging.getLogger("tally.invoicing.apply")
 
@@ -51,70 +53,42 @@ class Source:
     offset: int
 
 
-async def draft_invoice(
-    conn: asyncpg.Connection, advertiser_id: str, currency_code: str, period_key: str, actor: str,
+async def draft(
+    conn: asyncpg.Connection, kind: DocumentKind, party_id: str, currency_code: str, period_key: str, actor: str,
 ) -> asyncpg.Record:
-    """The open draft invoice for (advertiser, currency, period), locked; created when missing."""
+    """The open draft invoice (advertiser, currency, period) or statement (partner, currency,
+    period), locked; created when missing."""
     for _ in range(5):
         row = await conn.fetchrow(
-            """SELECT * FROM invoices WHERE advertiser_id = $1 AND currency = $2 AND period_key = $3
-               AND status = 'draft' FOR UPDATE""", advertiser_id, currency_code, period_key)
+            f"""SELECT * FROM {kind.table} WHERE {kind.party_col} = $1 AND currency = $2 AND period_key = $3
+                AND status = 'draft' FOR UPDATE""", party_id, currency_code, period_key)
         if row is not None:
             return row
-        # "supplementary": the period already has a finalized (non-draft) invoice
+        # "supplementary": the period already has a finalized (non-draft) document
         row = await conn.fetchrow(
-            """INSERT INTO invoices (advertiser_id, currency, period_key) VALUES ($1, $2, $3)
-               ON CONFLICT (advertiser_id, currency, period_key) WHERE status = 'draft' DO NOTHING
-               RETURNING *, EXISTS (SELECT 1 FROM invoices WHERE advertiser_id = $1 AND currency = $2
-                                    AND period_key = $3 AND status <> 'draft') AS supplementary""",
-            advertiser_id, currency_code, period_key)
+            f"""INSERT INTO {kind.table} ({kind.party_col}, currency, period_key) VALUES ($1, $2, $3)
+                ON CONFLICT ({kind.party_col}, currency, period_key) WHERE status = 'draft' DO NOTHING
+                RETURNING *, EXISTS (SELECT 1 FROM {kind.table} WHERE {kind.party_col} = $1 AND currency = $2
+                                     AND period_key = $3 AND status <> 'draft') AS supplementary""",
+            party_id, currency_code, period_key)
         if row is not None:
-            supplementary = row["supplementary"]
-            await audit.append(conn, entity_type="invoice", entity_id=str(row["id"]), action="created", actor=actor,
-                               tenant_type="advertiser", tenant_id=advertiser_id,
-                               after={"status": "draft", "advertiser_id": advertiser_id, "currency": currency_code,
-                                      "period_key": period_key, "supplementary": bool(supplementary)})
+            after: dict[str, Any] = {"status": "draft", kind.party_col: party_id, "currency": currency_code,
+                                     "period_key": period_key}
+            if kind.tracks_supplementary:
+                after["supplementary"] = bool(row["supplementary"])
+            await audit.append(conn, entity_type=kind.name, entity_id=str(row["id"]), action="created", actor=actor,
+                               tenant_type=kind.party_type, tenant_id=party_id, after=after)
             return row
-    raise RuntimeError("could not obtain a draft invoice (concurrent finalizations kept winning)")
+    raise RuntimeError(f"could not obtain a draft {kind.what} (concurrent finalizations kept winning)")
 
 
-async def draft_statement(
-    conn: asyncpg.Connection, partner_id: str, currency_code: str, period_key: str, actor: str,
-) -> asyncpg.Record:
-    for _ in range(5):
-        row = await conn.fetchrow(
-            """SELECT * FROM payout_statements WHERE partner_id = $1 AND currency = $2 AND period_key = $3
-               AND status = 'draft' FOR UPDATE""", partner_id, currency_code, period_key)
-        if row is not None:
-            return row
-        row = await conn.fetchrow(
-            """INSERT INTO payout_statements (partner_id, currency, period_key) VALUES ($1, $2, $3)
-               ON CONFLICT (partner_id, currency, period_key) WHERE status = 'draft' DO NOTHING RETURNING *""",
-            partner_id, currency_code, period_key)
-        if row is not None:
-            await audit.append(conn, entity_type="payout_statement", entity_id=str(row["id"]), action="created",
-                               actor=actor, tenant_type="partner", tenant_id=partner_id,
-                               after={"status": "draft", "partner_id": partner_id, "currency": currency_code,
-                                      "period_key": period_key})
-            return row
-    raise RuntimeError("could not obtain a draft statement")
-
-
-async def refresh_invoice_total(conn: asyncpg.Connection, invoice_id: UUID) -> Decimal:
+async def refresh_total(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID) -> Decimal:
     """Total = sum of the rounded lines. Any change to a draft's lines withdraws a pending
     four-eyes preparation: what was looked at is no longer what would be finalized."""
     total: Decimal = await conn.fetchval(
-        """UPDATE invoices SET total = (SELECT COALESCE(SUM(amount), 0) FROM invoice_lines WHERE invoice_id = $1),
-               prepared_by = NULL, prepared_at = NULL, updated_at = now()
-           WHERE id = $1 RETURNING total""", invoice_id)
-    return total
-
-
-async def refresh_statement_total(conn: asyncpg.Connection, statement_id: UUID) -> Decimal:
-    total: Decimal = await conn.fetchval(
-        """UPDATE payout_statements SET lines_total = (SELECT COALESCE(SUM(amount), 0) FROM statement_lines
-               WHERE statement_id = $1), prepared_by = NULL, prepared_at = NULL, updated_at = now()
-           WHERE id = $1 RETURNING lines_total""", statement_id)
+        f"""UPDATE {kind.table} SET {kind.total_col} = (SELECT COALESCE(SUM(amount), 0) FROM {kind.lines_table}
+                WHERE {kind.line_fk} = $1), prepared_by = NULL, prepared_at = NULL, updated_at = now()
+            WHERE id = $1 RETURNING {kind.total_col}""", doc_id)
     return total
 
 
@@ -145,7 +119,7 @@ def _ts(v: Any) -> datetime:
     return v
 
 
-async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], src: Source) -> str:
+async def apply_period_closed(conn: asyncpg.Connection, rec: PeriodClosedRecord, src: Source) -> str:
     """Apply one closed period. Returns ``applied``, ``duplicate``, ``rejected`` or ``conflict``."""
     problems = domain.validate_close(rec)
     async with _atomic(conn):
@@ -168,13 +142,13 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
         billed = domain.close_lines(rec)
         rows = _invoice_rows(billed, cur.code)
         if rows:
-            inv = await draft_invoice(conn, rec["advertiser_id"], cur.code, rec["period_key"], SYSTEM_ACTOR)
+            inv = await draft(conn, INVOICE, rec["advertiser_id"], cur.code, rec["period_key"], SYSTEM_ACTOR)
             await conn.executemany(
                 """INSERT INTO invoice_lines (invoice_id, contract_id, kind, description, contract_version, price_point,
                        event_type, quantity, unit, unit_price, amount_exact, amount, close_id)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
                 [(inv["id"], rec["contract_id"], *row, rec["close_id"]) for row in rows])
-            # refresh_invoice_total and the period, terms and PO of this close, in one statement
+            # refresh_total and the period, terms and PO of this close, in one statement
             total = await conn.fetchval(
                 """UPDATE invoices SET period_start = LEAST(period_start, $2), period_end = GREATEST(period_end, $3),
                        payment_terms_days = LEAST(payment_terms_days, $4),
@@ -191,7 +165,7 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
                                after={"total": total, "close_id": rec["close_id"], "lines": len(rows),
                                       "source": f"{src.topic}[{src.partition}]@{src.offset}"})
         for partner_id, plines in sorted(billed.payouts_by_partner().items()):
-            st = await draft_statement(conn, partner_id, cur.code, rec["period_key"], SYSTEM_ACTOR)
+            st = await draft(conn, STATEMENT, partner_id, cur.code, rec["period_key"], SYSTEM_ACTOR)
             await conn.executemany(
                 """INSERT INTO statement_lines (statement_id, contract_id, advertiser_id, kind, description,
                        contract_version, event_type, quantity, amount_exact, amount, close_id)
@@ -199,7 +173,7 @@ async def apply_period_closed(conn: asyncpg.Connection, rec: Mapping[str, Any], 
                 [(st["id"], rec["contract_id"], rec["advertiser_id"], PAYOUT, domain.payout_description(ln.payout, rec),
                   ln.payout.contract_version, ln.payout.event_type, ln.payout.quantity, ln.payout.amount_exact, ln.amount,
                   rec["close_id"]) for ln in plines])
-            total = await refresh_statement_total(conn, st["id"])
+            total = await refresh_total(conn, STATEMENT, st["id"])
             await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="lines_added",
                                actor=SYSTEM_ACTOR, tenant_type="partner", tenant_id=partner_id,
                                before={"lines_total": st["lines_total"]},
@@ -248,7 +222,38 @@ async def _corrected_statement_line(conn: asyncpg.Connection, adj: Mapping[str, 
         adj["partner_id"])
 
 
-async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src: Source) -> str:
+async def _aggregated_line(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID, key: str
+                           ) -> asyncpg.Record | None:
+    """The draft's adjustment line of ``key``, locked: adjustments sharing a key share one line."""
+    return await conn.fetchrow(
+        f"SELECT id, quantity, amount_exact FROM {kind.lines_table} WHERE {kind.line_fk} = $1 AND aggregation_key = $2 "
+        "FOR UPDATE", doc_id, key)
+
+
+async def _set_line_amounts(conn: asyncpg.Connection, kind: DocumentKind, line_id: UUID, quantity: int,
+                            amount_exact: Decimal, amount: Decimal) -> None:
+    await conn.execute(f"UPDATE {kind.lines_table} SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
+                       line_id, quantity, amount_exact, amount)
+
+
+async def _landed_on(conn: asyncpg.Connection, kind: DocumentKind, adjustment_id: str, line_id: UUID) -> None:
+    """Record the line the adjustment landed on (its lineage)."""
+    await conn.execute(f"UPDATE adjustments SET {kind.adjustment_line_col} = $2 WHERE adjustment_id = $1",
+                       adjustment_id, line_id)
+
+
+async def _adjustment_landed(conn: asyncpg.Connection, kind: DocumentKind, doc: Mapping[str, Any],
+                             adj: Mapping[str, Any], line_id: UUID, after: dict[str, Any]) -> None:
+    """The end of applying an adjustment to one draft: its lineage, the new total, and the audit
+    entry (the total before, then the total after followed by ``after``)."""
+    await _landed_on(conn, kind, adj["adjustment_id"], line_id)
+    total = await refresh_total(conn, kind, doc["id"])
+    await audit.append(conn, entity_type=kind.name, entity_id=str(doc["id"]), action="adjustment_applied",
+                       actor=SYSTEM_ACTOR, tenant_type=kind.party_type, tenant_id=adj[kind.party_col],
+                       before={kind.total_col: doc[kind.total_col]}, after={kind.total_col: total, **after})
+
+
+async def apply_adjustment(conn: asyncpg.Connection, adj: AdjustmentRecord, src: Source) -> str:
     """Apply one adjustment to the draft invoice (and statement) of its open period. Returns
     ``applied``, ``duplicate``, ``rejected`` or ``conflict``."""
     problems = domain.validate_adjustment(adj)
@@ -269,12 +274,10 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
         if not inserted:
             return await _duplicate(conn, "adjustments", "adjustment_id", adj["adjustment_id"], digest, src)
         cur = currency(adj["currency"])
-        inv = await draft_invoice(conn, adj["advertiser_id"], cur.code, adj["applies_to_period_key"], SYSTEM_ACTOR)
+        inv = await draft(conn, INVOICE, adj["advertiser_id"], cur.code, adj["applies_to_period_key"], SYSTEM_ACTOR)
         corrected = await _corrected_invoice_line(conn, adj)
         key = domain.adjustment_aggregation_key(adj)
-        line = await conn.fetchrow(
-            "SELECT id, quantity, amount_exact FROM invoice_lines WHERE invoice_id = $1 AND aggregation_key = $2 FOR UPDATE",
-            inv["id"], key)
+        line = await _aggregated_line(conn, INVOICE, inv["id"], key)
         delta = domain.adjustment_line(adj)
         if line is None:
             billed = invoice_line(delta, cur)
@@ -293,15 +296,10 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
             so_far = replace(delta, quantity=line["quantity"], amount_exact=line["amount_exact"])
             billed = invoice_line(sum_lines([so_far, delta]), cur)
             line_id = line["id"]
-            await conn.execute("UPDATE invoice_lines SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
-                               line_id, billed.line.quantity, billed.line.amount_exact, billed.amount)
-        await conn.execute("UPDATE adjustments SET invoice_line_id = $2 WHERE adjustment_id = $1", adj["adjustment_id"], line_id)
-        total = await refresh_invoice_total(conn, inv["id"])
-        await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="adjustment_applied",
-                           actor=SYSTEM_ACTOR, tenant_type="advertiser", tenant_id=adj["advertiser_id"],
-                           before={"total": inv["total"]},
-                           after={"total": total, "adjustment_id": adj["adjustment_id"], "kind": adj["kind"],
-                                  "line_id": str(line_id), "source": f"{src.topic}[{src.partition}]@{src.offset}"})
+            await _set_line_amounts(conn, INVOICE, line_id, billed.line.quantity, billed.line.amount_exact, billed.amount)
+        await _adjustment_landed(conn, INVOICE, inv, adj, line_id,
+                                 {"adjustment_id": adj["adjustment_id"], "kind": adj["kind"], "line_id": str(line_id),
+                                  "source": f"{src.topic}[{src.partition}]@{src.offset}"})
         if adj.get("partner_payout_exact") is not None and adj.get("partner_id"):
             await _apply_statement_adjustment(conn, adj, cur.code)
     return "applied"
@@ -309,12 +307,10 @@ async def apply_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], src
 
 async def _apply_statement_adjustment(conn: asyncpg.Connection, adj: Mapping[str, Any], cur_code: str) -> None:
     cur = currency(cur_code)
-    st = await draft_statement(conn, adj["partner_id"], cur_code, adj["applies_to_period_key"], SYSTEM_ACTOR)
+    st = await draft(conn, STATEMENT, adj["partner_id"], cur_code, adj["applies_to_period_key"], SYSTEM_ACTOR)
     corrected = await _corrected_statement_line(conn, adj)
     key = domain.statement_aggregation_key(adj)
-    line = await conn.fetchrow(
-        "SELECT id, quantity, amount_exact FROM statement_lines WHERE statement_id = $1 AND aggregation_key = $2 FOR UPDATE",
-        st["id"], key)
+    line = await _aggregated_line(conn, STATEMENT, st["id"], key)
     delta = domain.adjustment_payout(adj)
     if line is None:
         paid = statement_line(delta, cur)
@@ -331,11 +327,6 @@ async def _apply_statement_adjustment(conn: asyncpg.Connection, adj: Mapping[str
         so_far = replace(delta, quantity=line["quantity"], amount_exact=line["amount_exact"])
         paid = statement_line(sum_payouts([so_far, delta]), cur)
         line_id = line["id"]
-        await conn.execute("UPDATE statement_lines SET quantity = $2, amount_exact = $3, amount = $4 WHERE id = $1",
-                           line_id, paid.payout.quantity, paid.payout.amount_exact, paid.amount)
-    await conn.execute("UPDATE adjustments SET statement_line_id = $2 WHERE adjustment_id = $1", adj["adjustment_id"], line_id)
-    total = await refresh_statement_total(conn, st["id"])
-    await audit.append(conn, entity_type="payout_statement", entity_id=str(st["id"]), action="adjustment_applied",
-                       actor=SYSTEM_ACTOR, tenant_type="partner", tenant_id=adj["partner_id"],
-                       before={"lines_total": st["lines_total"]},
-                       after={"lines_total": total, "adjustment_id": adj["adjustment_id"], "line_id": str(line_id)})
+        await _set_line_amounts(conn, STATEMENT, line_id, paid.payout.quantity, paid.payout.amount_exact, paid.amount)
+    await _adjustment_landed(conn, STATEMENT, st, adj, line_id,
+                             {"adjustment_id": adj["adjustment_id"], "line_id": str(line_id)})

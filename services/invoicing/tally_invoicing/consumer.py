@@ -21,15 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import asyncpg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from tally_kit import audit
+from tally_kit.clock import wait_or_stop
 from tally_streams.avro import DecodeError, SchemaCatalog
-from tally_streams.kafka import consumer_config
+from tally_streams.kafka import consumer_config, skip_end_of_partition
+from tally_streams.records import AdjustmentRecord, PeriodClosedRecord
 
 from .apply import Source, apply_adjustment, apply_period_closed, reject_undecodable, reject_unstorable
 from .metrics import METRICS
@@ -46,7 +48,8 @@ class InvoicingConsumer:
                  pool: asyncpg.Pool, catalog: SchemaCatalog, batch_max: int = 200) -> None:
         self.pool = pool
         self.batch_max = batch_max
-        self.codecs = {periods_closed_topic: catalog.codec("period_closed"), adjustments_topic: catalog.codec("adjustment")}
+        self.periods_closed_codec = catalog.codec("period_closed", record=PeriodClosedRecord)
+        self.adjustment_codec = catalog.codec("adjustment", record=AdjustmentRecord)
         self.periods_closed_topic = periods_closed_topic
         self.adjustments_topic = adjustments_topic
         self._consumer = Consumer(consumer_config(bootstrap, group_id, **{"client.id": "tally-invoicing"}))
@@ -75,10 +78,7 @@ class InvoicingConsumer:
                     # transient: keep the batch, do not commit, retry after a bounded backoff
                     METRICS.consumer_errors.inc()
                     log.warning("batch failed; retrying", extra={"error": str(exc), "backoff_s": backoff_s})
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s)
-                    except TimeoutError:
-                        pass
+                    await wait_or_stop(self._stopping, backoff_s)
                     backoff_s = min(backoff_s * 2, 10.0)
         finally:
             METRICS.consumer_up.set(0)
@@ -90,9 +90,8 @@ class InvoicingConsumer:
         for m in msgs:
             err = m.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
+                skip_end_of_partition(err)
+                continue
             out.append(m)
         return out
 
@@ -124,19 +123,23 @@ class InvoicingConsumer:
         refuses is rolled back to it and rejected, and the batch goes on."""
         topic, partition, offset = _where(m)
         src = Source(topic, partition, offset)
-        codec = self.codecs[topic]
         raw = m.value()
+        apply: Callable[[asyncpg.Connection], Awaitable[str]]
         try:
-            rec: dict[str, Any] = codec.decode(raw)
+            if topic == self.periods_closed_topic:
+                closed = self.periods_closed_codec.decode(raw)
+                apply = partial(apply_period_closed, rec=closed, src=src)
+            else:
+                adjustment = self.adjustment_codec.decode(raw)
+                apply = partial(apply_adjustment, adj=adjustment, src=src)
         except DecodeError as exc:
             await reject_undecodable(conn, src, exc.kind, exc.reason, raw)
             return "rejected"
-        apply = apply_period_closed if topic == self.periods_closed_topic else apply_adjustment
         if not isolate:
-            return await apply(conn, rec, src)
+            return await apply(conn)
         try:
             async with conn.transaction():  # a SAVEPOINT inside the batch transaction
-                return await apply(conn, rec, src)
+                return await apply(conn)
         except RECORD_ERRORS as exc:
             await reject_unstorable(conn, src, exc, raw)
             return "rejected"

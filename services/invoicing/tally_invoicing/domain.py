@@ -19,7 +19,7 @@ from typing import Any
 
 from tally_billing.cpm import impressions_amount
 from tally_billing.invoice_lines import BilledPeriod, Shortfall, bill_period, lines_total
-from tally_billing.money import UnknownCurrency, currency, exact
+from tally_billing.money import UnknownCurrency, currency, exact, format_decimal
 from tally_billing.totals import Line, PayoutLine
 from tally_kit.audit import canonical_json
 
@@ -41,20 +41,21 @@ def content_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(record)).encode()).hexdigest()
 
 
-def _fmt(d: Decimal) -> str:
-    return format(d.normalize(), "f") if d == d.to_integral_value() else format(d, "f").rstrip("0")
-
-
 # ------------------------------------------------------------------ validation
+
+
+def _currency_problems(code: str) -> list[str]:
+    """The first problems of a record: its currency, which every amount of it is spelled in."""
+    try:
+        currency(code)
+    except UnknownCurrency as exc:
+        return [f"currency: {exc}"]
+    return []
 
 
 def validate_close(rec: Mapping[str, Any]) -> list[str]:
     """Problems that make a closed-period record unusable (empty when it is fine)."""
-    problems: list[str] = []
-    try:
-        currency(rec["currency"])
-    except UnknownCurrency as exc:
-        problems.append(f"currency: {exc}")
+    problems = _currency_problems(rec["currency"])
     if rec["close_id"] != f"{rec['contract_id']}/{rec['period_key']}":
         problems.append("close_id: must be '<contract_id>/<period_key>'")
     mc = rec.get("minimum_commitment")
@@ -82,11 +83,8 @@ def validate_close(rec: Mapping[str, Any]) -> list[str]:
 
 
 def validate_adjustment(adj: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    try:
-        currency(adj["currency"])
-    except UnknownCurrency as exc:
-        problems.append(f"currency: {exc}")
+    """Problems that make an adjustment record unusable (empty when it is fine)."""
+    problems = _currency_problems(adj["currency"])
     if adj["kind"] in CREDIT_KINDS:
         if adj["amount_exact"] > 0:
             problems.append(f"amount_exact: a {adj['kind']} only removes money (must be ≤ 0)")
@@ -123,15 +121,16 @@ def close_lines(rec: Mapping[str, Any]) -> BilledPeriod:
 def line_description(line: Line, cur_code: str) -> str:
     version = f"v{line.contract_version}"
     if line.line_type == "cpm_impressions":
-        return f"CPM impressions ({version}, {line.price_point}) at {_fmt(line.unit_price)} {cur_code} per thousand"
+        price = format_decimal(line.unit_price, trailing_zeros=False)
+        return f"CPM impressions ({version}, {line.price_point}) at {price} {cur_code} per thousand"
     if line.line_type == "cpm_over_delivery":
         return f"Over-delivery past the budget cap ({version}, {line.price_point}): not billed"
     return f"CPA {line.event_type or line.price_point} conversions ({version})"
 
 
 def shortfall_description(s: Shortfall, cur_code: str) -> str:
-    return (f"Minimum commitment shortfall: minimum {_fmt(s.minimum)} {cur_code}, "
-            f"billed {_fmt(s.billed)} {cur_code}")
+    return (f"Minimum commitment shortfall: minimum {format_decimal(s.minimum, trailing_zeros=False)} {cur_code}, "
+            f"billed {format_decimal(s.billed, trailing_zeros=False)} {cur_code}")
 
 
 def payout_description(p: PayoutLine, rec: Mapping[str, Any]) -> str:
@@ -183,6 +182,74 @@ def adjustment_payout(adj: Mapping[str, Any]) -> PayoutLine:
 
 
 # ------------------------------------------------------------------ lifecycle rules
+
+CREDIT_NOTE_SERIES = "CN"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of a document's lifecycle, the same for invoices and payout statements."""
+
+    action: str  # as in the API path: /invoices/{id}/{action}
+    allowed_from: tuple[str, ...]
+    verb: str  # "cannot {verb} a sent invoice"
+    audit_action: str
+    metric: str  # the ``tally_invoicing_transitions_total`` label
+
+
+#: THE state-transition table of invoices and payout statements (``void`` is the invoice's only:
+#: a statement is corrected by the next period's lines, never voided)
+TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
+    Transition("finalize", ("draft",), "finalize", "finalized", "finalize"),
+    Transition("send", ("finalized",), "send", "sent", "send"),
+    Transition("mark-paid", ("finalized", "sent"), "mark paid", "paid", "pay"),
+    Transition("void", ("finalized", "sent"), "void", "voided", "void"),
+)}
+
+
+@dataclass(frozen=True)
+class DocumentKind:
+    """What tells an invoice from a payout statement wherever both go through one code path."""
+
+    name: str  # audit entity type and metric label
+    what: str  # in messages
+    table: str
+    lines_table: str
+    line_fk: str  # the lines' column naming their document
+    party_type: str  # the tenant type that owns it
+    party_col: str
+    total_col: str  # the sum of the rounded lines
+    series: str  # document number prefix
+    actions: tuple[str, ...]  # the TRANSITIONS it takes
+    snapshot: tuple[str, ...]  # fields the audit entries show before and after
+    money: tuple[str, ...]  # amounts of its JSON, spelled in the currency
+    adjustment_line_col: str  # the ``adjustments`` column naming the line an adjustment landed on
+    needs_lines: bool  # finalizing needs at least one line
+    carries_forward: bool  # a balance under the minimum payout moves to the next document
+    tracks_supplementary: bool  # its draft records whether the period already has a finalized one
+    due_after_terms: bool  # finalizing sets a due date, payment_terms_days after the issue date
+
+    def transition(self, action: str) -> Transition | None:
+        return TRANSITIONS[action] if action in self.actions else None
+
+
+INVOICE = DocumentKind(
+    name="invoice", what="invoice", table="invoices", lines_table="invoice_lines", line_fk="invoice_id",
+    party_type="advertiser", party_col="advertiser_id", total_col="total", series="INV",
+    actions=("finalize", "send", "mark-paid", "void"),
+    snapshot=("status", "number", "total", "prepared_by", "approved_by", "issue_date", "due_date"),
+    money=("total",), adjustment_line_col="invoice_line_id", needs_lines=True, carries_forward=False,
+    tracks_supplementary=True, due_after_terms=True)
+STATEMENT = DocumentKind(
+    name="payout_statement", what="payout statement", table="payout_statements", lines_table="statement_lines",
+    line_fk="statement_id", party_type="partner", party_col="partner_id", total_col="lines_total", series="PS",
+    actions=("finalize", "send", "mark-paid"),
+    snapshot=("status", "number", "lines_total", "carried_in", "balance", "amount_payable", "carried_out",
+              "prepared_by"),
+    money=("lines_total", "carried_in", "balance", "amount_payable", "carried_out", "minimum_payout"),
+    adjustment_line_col="statement_line_id", needs_lines=False, carries_forward=True, tracks_supplementary=False,
+    due_after_terms=False)
+
 
 
 def needs_second_approver(total: Decimal, threshold: Decimal) -> bool:

@@ -1,14 +1,16 @@
 """Document lifecycle: finalize (gap-free number, four-eyes, journal entry), send, mark paid,
 void through a full credit note; payout statements with carry-forward; manual credits.
 
-Every transition runs in one transaction with its audit entry and its journal entry, and
-locks the document row first (``FOR UPDATE``), so two concurrent requests on one document
-serialise and the second sees the first's result.
+Invoices and payout statements take ONE code path: :func:`transition` checks the step against
+``domain.TRANSITIONS`` and the document's ``DocumentKind`` says what differs (table, journal,
+carry-forward). Every transition runs in one transaction with its audit entry and its journal
+entry, and locks the document row first (``FOR UPDATE``), so two concurrent requests on one
+document serialise and the second sees the first's result. The SQL is in ``repo``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,13 +24,10 @@ from tally_kit import audit
 from tally_kit.auth import Principal
 from tally_kit.problems import ApiError
 
-from . import domain
-from .apply import draft_invoice, refresh_invoice_total
+from . import domain, repo
+from .apply import draft, refresh_total
+from .domain import CREDIT_NOTE_SERIES, INVOICE, STATEMENT, DocumentKind, Transition
 from .metrics import METRICS
-
-INVOICE_SERIES = "INV"
-CREDIT_NOTE_SERIES = "CN"
-STATEMENT_SERIES = "PS"
 
 
 @dataclass(frozen=True)
@@ -47,29 +46,15 @@ def today() -> date:
     return datetime.now(UTC).date()
 
 
-async def next_number(conn: asyncpg.Connection, series: str, year: int) -> int:
-    """The next number of ``series`` in ``year``. The counter row stays locked until the
-    calling transaction ends: concurrent finalizations queue here, and a rollback gives the
-    number back, so the series has no gap and no duplicate."""
-    value: int = await conn.fetchval(
-        """INSERT INTO number_series (series, year, last_value) VALUES ($1, $2, 1)
-           ON CONFLICT (series, year) DO UPDATE SET last_value = number_series.last_value + 1
-           RETURNING last_value""", series, year)
-    return value
-
-
 async def post_journal(conn: asyncpg.Connection, *, currency_code: str, description: str, source_type: str,
                        source_id: str, posted_by: str, lines: Sequence[domain.JournalLine],
                        party_type: str, party_id: str) -> UUID | None:
     """One balanced journal entry (the database re-checks the balance at commit)."""
     if not lines:
         return None
-    entry_id: UUID = await conn.fetchval(
-        """INSERT INTO journal_entries (currency, description, source_type, source_id, posted_by)
-           VALUES ($1, $2, $3, $4, $5) RETURNING id""", currency_code, description, source_type, source_id, posted_by)
-    await conn.executemany(
-        "INSERT INTO journal_lines (entry_id, account_code, party_type, party_id, amount) VALUES ($1, $2, $3, $4, $5)",
-        [(entry_id, account, party_type, party_id, amount) for account, amount in lines])
+    entry_id = await repo.add_journal_entry(conn, currency_code=currency_code, description=description,
+                                            source_type=source_type, source_id=source_id, posted_by=posted_by,
+                                            lines=lines, party_type=party_type, party_id=party_id)
     await audit.append(conn, entity_type="journal_entry", entity_id=str(entry_id), action="posted", actor=posted_by,
                        after={"source_type": source_type, "source_id": source_id, "currency": currency_code,
                               "lines": [{"account": a, "amount": amt} for a, amt in lines]})
@@ -77,28 +62,77 @@ async def post_journal(conn: asyncpg.Connection, *, currency_code: str, descript
     return entry_id
 
 
+@dataclass(frozen=True)
+class Journal:
+    """The journal entry a transition of a kind posts: its description (``{number}`` filled
+    in), source type, lines from an amount, and the column holding that amount."""
+
+    description: str
+    source_type: str
+    lines: Callable[[Decimal], list[domain.JournalLine]]
+    amount_col: str
+
+
+#: (kind, action) → the journal entry it posts; a transition not named here posts none
+JOURNALS: dict[tuple[str, str], Journal] = {
+    (INVOICE.name, "finalize"): Journal("Invoice {number}", "invoice", domain.invoice_journal, "total"),
+    (INVOICE.name, "mark-paid"): Journal("Payment of invoice {number}", "invoice_payment",
+                                         domain.invoice_payment_journal, "total"),
+    (STATEMENT.name, "finalize"): Journal("Payout statement {number}", "payout_statement", domain.statement_journal,
+                                          "lines_total"),
+    (STATEMENT.name, "mark-paid"): Journal("Payout of statement {number}", "payout_payment",
+                                           domain.payout_payment_journal, "amount_payable"),
+}
+
+
 def _snapshot(row: asyncpg.Record, fields: Sequence[str]) -> dict[str, Any]:
     return {f: (str(row[f]) if isinstance(row[f], UUID) else row[f]) for f in fields}
 
 
-_INV_FIELDS = ("status", "number", "total", "prepared_by", "approved_by", "issue_date", "due_date")
-_ST_FIELDS = ("status", "number", "lines_total", "carried_in", "balance", "amount_payable", "carried_out", "prepared_by")
+def _require_status(row: asyncpg.Record, t: Transition, what: str) -> None:
+    if row["status"] not in t.allowed_from:
+        raise ApiError(409, f"cannot {t.verb} a {row['status']} {what} (allowed from: {', '.join(t.allowed_from)})",
+                       type_="https://tally.dev/problems/invalid-transition", status_now=row["status"])
 
 
-async def _locked(conn: asyncpg.Connection, table: str, doc_id: UUID, what: str) -> asyncpg.Record:
-    # The audit chain head before the document: the consumer's batch transaction holds the head
-    # while it locks drafts, so taking them in the other order could deadlock with it.
-    await audit.lock_head(conn)
-    row = await conn.fetchrow(f"SELECT * FROM {table} WHERE id = $1 FOR UPDATE", doc_id)
+def _step(kind: DocumentKind, action: str) -> Transition:
+    t = kind.transition(action)
+    if t is None:
+        raise ApiError(404, f"unknown action {action!r}")
+    return t
+
+
+async def _begin(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID, action: str) -> asyncpg.Record:
+    """The document locked, after checking that ``action`` may leave its current status."""
+    t = _step(kind, action)
+    row = await repo.locked(conn, kind, doc_id)
     if row is None:
-        raise ApiError(404, f"{what} not found")
+        raise ApiError(404, f"{kind.what} not found")
+    _require_status(row, t, kind.what)
     return row
 
 
-def _require_status(row: asyncpg.Record, allowed: Sequence[str], action: str, what: str) -> None:
-    if row["status"] not in allowed:
-        raise ApiError(409, f"cannot {action} a {row['status']} {what} (allowed from: {', '.join(allowed)})",
-                       type_="https://tally.dev/problems/invalid-transition", status_now=row["status"])
+async def _audit(conn: asyncpg.Connection, kind: DocumentKind, action: str, row: asyncpg.Record,
+                 updated: asyncpg.Record, who: Principal, *, tenant: bool = False, audit_action: str | None = None,
+                 **after: Any) -> None:
+    owner = {"tenant_type": kind.party_type, "tenant_id": row[kind.party_col]} if tenant else {}
+    await audit.append(conn, entity_type=kind.name, entity_id=str(row["id"]),
+                       action=audit_action or domain.TRANSITIONS[action].audit_action, actor=who.subject, **owner,
+                       before=_snapshot(row, kind.snapshot), after={**_snapshot(updated, kind.snapshot), **after})
+
+
+def _count(kind: DocumentKind, action: str, *, prepared: bool = False) -> None:
+    """Count the transition (``prepare`` for a finalization that only prepared)."""
+    METRICS.transitions.labels(kind.name, "prepare" if prepared else domain.TRANSITIONS[action].metric).inc()
+
+
+async def _journal(conn: asyncpg.Connection, kind: DocumentKind, action: str, row: asyncpg.Record, number: str,
+                   who: Principal) -> None:
+    j = JOURNALS.get((kind.name, action))
+    if j is not None:
+        await post_journal(conn, currency_code=row["currency"], description=j.description.format(number=number),
+                           source_type=j.source_type, source_id=str(row["id"]), posted_by=who.subject,
+                           lines=j.lines(row[j.amount_col]), party_type=kind.party_type, party_id=row[kind.party_col])
 
 
 def _four_eyes(row: asyncpg.Record, amount: Decimal, who: Principal, policy: Policy, what: str
@@ -116,100 +150,89 @@ def _four_eyes(row: asyncpg.Record, amount: Decimal, who: Principal, policy: Pol
     return True, who.subject
 
 
-async def finalize_invoice(conn: asyncpg.Connection, invoice_id: UUID, who: Principal, policy: Policy
-                           ) -> tuple[asyncpg.Record, bool]:
+# ------------------------------------------------------------------ the transitions, one path for both kinds
+
+
+async def transition(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID, action: str, who: Principal,
+                     policy: Policy, *, reference: str | None = None) -> tuple[asyncpg.Record, bool]:
+    """Take ``action`` (finalize, send, mark-paid) on the document; returns (row, done?) — not
+    done when a finalization above the four-eyes threshold was only prepared."""
+    if action == "finalize":
+        return await finalize(conn, kind, doc_id, who, policy)
+    if action == "send":
+        return await send(conn, kind, doc_id, who), True
+    if action == "mark-paid":
+        return await mark_paid(conn, kind, doc_id, who, reference), True
+    _step(kind, action)  # 404 for an action the kind does not take
+    raise ValueError(f"{action!r} is not a transition that returns the document (void returns its credit note)")
+
+
+async def finalize(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID, who: Principal, policy: Policy
+                   ) -> tuple[asyncpg.Record, bool]:
     """Finalize (or, above the four-eyes threshold, prepare). Returns (row, finalized?)."""
     async with conn.transaction():
-        row = await _locked(conn, "invoices", invoice_id, "invoice")
-        _require_status(row, ("draft",), "finalize", "invoice")
-        lines = await conn.fetchval("SELECT count(*) FROM invoice_lines WHERE invoice_id = $1", invoice_id)
-        if lines == 0:
-            raise ApiError(409, "an invoice without lines cannot be finalized")
-        now_final, approver = _four_eyes(row, row["total"], who, policy, "invoice")
+        row = await _begin(conn, kind, doc_id, "finalize")
+        if kind.needs_lines and await repo.line_count(conn, kind, doc_id) == 0:
+            raise ApiError(409, f"an {kind.what} without lines cannot be finalized")
+        extra: dict[str, Any] = {}
+        if kind.carries_forward:
+            carry = await repo.carry_forward_source(conn, row[kind.party_col], row["currency"])
+            settlement = domain.settle_payout(carry["carried_out"] if carry else domain.ZERO, row[kind.total_col],
+                                              policy.min_payout(row["currency"]))
+            extra = {"carried_in": settlement.carried_in, "carried_in_from": carry["id"] if carry else None,
+                     "balance": settlement.balance, "minimum_payout": policy.min_payout(row["currency"]),
+                     "amount_payable": settlement.amount_payable, "carried_out": settlement.carried_out}
+        now_final, approver = _four_eyes(row, row[kind.total_col], who, policy, kind.what)
         if not now_final:
-            updated = await conn.fetchrow(
-                "UPDATE invoices SET prepared_by = $2, prepared_at = now(), updated_at = now() WHERE id = $1 RETURNING *",
-                invoice_id, who.subject)
-            await audit.append(conn, entity_type="invoice", entity_id=str(invoice_id), action="prepared",
-                               actor=who.subject, before=_snapshot(row, _INV_FIELDS), after=_snapshot(updated, _INV_FIELDS))
-            METRICS.transitions.labels("invoice", "prepare").inc()
-            return updated, False
-        issue = today()
-        seq = await next_number(conn, INVOICE_SERIES, issue.year)
-        number = domain.document_number(INVOICE_SERIES, issue.year, seq)
-        due = issue + timedelta(days=row["payment_terms_days"] or 0)
-        updated = await conn.fetchrow(
-            """UPDATE invoices SET status = 'finalized', number = $2, number_year = $3, number_seq = $4, issue_date = $5,
-                   due_date = $6, finalized_by = $7, approved_by = $8, finalized_at = now(), updated_at = now(),
-                   prepared_by = COALESCE(prepared_by, $7), prepared_at = COALESCE(prepared_at, now())
-               WHERE id = $1 RETURNING *""",
-            invoice_id, number, issue.year, seq, issue, due, who.subject, approver)
-        await post_journal(conn, currency_code=row["currency"], description=f"Invoice {number}", source_type="invoice",
-                           source_id=str(invoice_id), posted_by=who.subject, lines=domain.invoice_journal(row["total"]),
-                           party_type="advertiser", party_id=row["advertiser_id"])
-        await audit.append(conn, entity_type="invoice", entity_id=str(invoice_id), action="finalized", actor=who.subject,
-                           tenant_type="advertiser", tenant_id=row["advertiser_id"],
-                           before=_snapshot(row, _INV_FIELDS), after=_snapshot(updated, _INV_FIELDS))
-    METRICS.transitions.labels("invoice", "finalize").inc()
-    return updated, True
+            updated = await repo.prepare(conn, kind, doc_id, who.subject)
+            await _audit(conn, kind, "finalize", row, updated, who, audit_action="prepared")
+        else:
+            issue = today()
+            seq = await repo.next_number(conn, kind.series, issue.year)
+            number = domain.document_number(kind.series, issue.year, seq)
+            if kind.due_after_terms:
+                extra["due_date"] = issue + timedelta(days=row["payment_terms_days"] or 0)
+            updated = await repo.finalize(conn, kind, doc_id, number=number, year=issue.year, seq=seq,
+                                          issue_date=issue, by=who.subject, approver=approver, extra=extra)
+            await _journal(conn, kind, "finalize", row, number, who)
+            await _audit(conn, kind, "finalize", row, updated, who, tenant=True)
+    _count(kind, "finalize", prepared=not now_final)
+    return updated, now_final
 
 
-async def send_invoice(conn: asyncpg.Connection, invoice_id: UUID, who: Principal) -> asyncpg.Record:
+async def send(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID, who: Principal) -> asyncpg.Record:
     async with conn.transaction():
-        row = await _locked(conn, "invoices", invoice_id, "invoice")
-        _require_status(row, ("finalized",), "send", "invoice")
-        updated = await conn.fetchrow(
-            "UPDATE invoices SET status = 'sent', sent_by = $2, sent_at = now(), updated_at = now() WHERE id = $1 RETURNING *",
-            invoice_id, who.subject)
-        await audit.append(conn, entity_type="invoice", entity_id=str(invoice_id), action="sent", actor=who.subject,
-                           before=_snapshot(row, _INV_FIELDS), after=_snapshot(updated, _INV_FIELDS))
-    METRICS.transitions.labels("invoice", "send").inc()
+        row = await _begin(conn, kind, doc_id, "send")
+        updated = await repo.mark(conn, kind, doc_id, "sent", who.subject)
+        await _audit(conn, kind, "send", row, updated, who)
+    _count(kind, "send")
     return updated
 
 
-async def mark_invoice_paid(conn: asyncpg.Connection, invoice_id: UUID, who: Principal, reference: str | None
-                            ) -> asyncpg.Record:
+async def mark_paid(conn: asyncpg.Connection, kind: DocumentKind, doc_id: UUID, who: Principal, reference: str | None
+                    ) -> asyncpg.Record:
     async with conn.transaction():
-        row = await _locked(conn, "invoices", invoice_id, "invoice")
-        _require_status(row, ("finalized", "sent"), "mark paid", "invoice")
-        updated = await conn.fetchrow(
-            """UPDATE invoices SET status = 'paid', paid_by = $2, paid_at = now(), payment_reference = $3, updated_at = now()
-               WHERE id = $1 RETURNING *""", invoice_id, who.subject, reference)
-        await post_journal(conn, currency_code=row["currency"], description=f"Payment of invoice {row['number']}",
-                           source_type="invoice_payment", source_id=str(invoice_id), posted_by=who.subject,
-                           lines=domain.invoice_payment_journal(row["total"]), party_type="advertiser",
-                           party_id=row["advertiser_id"])
-        await audit.append(conn, entity_type="invoice", entity_id=str(invoice_id), action="paid", actor=who.subject,
-                           before=_snapshot(row, _INV_FIELDS), after={**_snapshot(updated, _INV_FIELDS),
-                                                                       "payment_reference": reference})
-    METRICS.transitions.labels("invoice", "pay").inc()
+        row = await _begin(conn, kind, doc_id, "mark-paid")
+        if kind.carries_forward and row["amount_payable"] == 0:
+            raise ApiError(409, "nothing is payable on this statement: its balance was carried forward")
+        updated = await repo.mark(conn, kind, doc_id, "paid", who.subject, payment_reference=reference)
+        await _journal(conn, kind, "mark-paid", row, row["number"], who)
+        await _audit(conn, kind, "mark-paid", row, updated, who, payment_reference=reference)
+    _count(kind, "mark-paid")
     return updated
 
 
 async def void_invoice(conn: asyncpg.Connection, invoice_id: UUID, who: Principal, reason: str) -> asyncpg.Record:
     """Void a finalized (or sent) invoice by issuing a credit note for its full amount; returns the note."""
     async with conn.transaction():
-        row = await _locked(conn, "invoices", invoice_id, "invoice")
-        _require_status(row, ("finalized", "sent"), "void", "invoice")
+        row = await _begin(conn, INVOICE, invoice_id, "void")
         issue = today()
-        seq = await next_number(conn, CREDIT_NOTE_SERIES, issue.year)
+        seq = await repo.next_number(conn, CREDIT_NOTE_SERIES, issue.year)
         number = domain.document_number(CREDIT_NOTE_SERIES, issue.year, seq)
-        note = await conn.fetchrow(
-            """INSERT INTO credit_notes (invoice_id, advertiser_id, currency, number, number_year, number_seq, total,
-                   reason, issue_date, created_by)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
-            invoice_id, row["advertiser_id"], row["currency"], number, issue.year, seq, -row["total"], reason, issue,
-            who.subject)
-        lines = await conn.fetch(
-            "SELECT * FROM invoice_lines WHERE invoice_id = $1 ORDER BY line_no", invoice_id)
-        await conn.executemany(
-            """INSERT INTO credit_note_lines (credit_note_id, invoice_line_id, description, quantity, unit_price, amount,
-                   position) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-            [(note["id"], ln["id"], f"Credit: {ln['description']}", ln["quantity"], ln["unit_price"], -ln["amount"], i)
-             for i, ln in enumerate(lines, start=1)])
-        updated = await conn.fetchrow(
-            "UPDATE invoices SET status = 'void', voided_by = $2, voided_at = now(), updated_at = now() WHERE id = $1 RETURNING *",
-            invoice_id, who.subject)
+        note = await repo.add_credit_note(conn, row, number=number, year=issue.year, seq=seq, reason=reason,
+                                          issue_date=issue, by=who.subject)
+        await repo.add_credit_note_lines(conn, note["id"], await repo.lines(conn, INVOICE, invoice_id))
+        updated = await repo.mark(conn, INVOICE, invoice_id, "void", who.subject)
         await post_journal(conn, currency_code=row["currency"], description=f"Credit note {number} for invoice {row['number']}",
                            source_type="credit_note", source_id=str(note["id"]), posted_by=who.subject,
                            lines=domain.credit_note_journal(row["total"]), party_type="advertiser",
@@ -217,10 +240,8 @@ async def void_invoice(conn: asyncpg.Connection, invoice_id: UUID, who: Principa
         await audit.append(conn, entity_type="credit_note", entity_id=str(note["id"]), action="issued", actor=who.subject,
                            tenant_type="advertiser", tenant_id=row["advertiser_id"],
                            after={"number": number, "invoice_id": str(invoice_id), "total": note["total"], "reason": reason})
-        await audit.append(conn, entity_type="invoice", entity_id=str(invoice_id), action="voided", actor=who.subject,
-                           before=_snapshot(row, _INV_FIELDS),
-                           after={**_snapshot(updated, _INV_FIELDS), "credit_note": number})
-    METRICS.transitions.labels("invoice", "void").inc()
+        await _audit(conn, INVOICE, "void", row, updated, who, credit_note=number)
+    _count(INVOICE, "void")
     return note
 
 
@@ -229,11 +250,8 @@ async def add_manual_credit(conn: asyncpg.Connection, who: Principal, *, correct
     """A credit granted by finance: a negative adjustment line on the advertiser's open draft
     for ``period_key``, pointing at the finalized line it corrects."""
     async with conn.transaction():
-        await audit.lock_head(conn)  # before the draft's lock, as in _locked
-        original = await conn.fetchrow(
-            """SELECT l.*, i.advertiser_id, i.currency, i.status AS invoice_status, i.period_key AS invoice_period_key
-               FROM invoice_lines l
-               JOIN invoices i ON i.id = l.invoice_id WHERE l.id = $1""", corrects_line_id)
+        await audit.lock_head(conn)  # before the draft's lock, as in repo.locked
+        original = await repo.invoiced_line(conn, corrects_line_id)
         if original is None:
             raise ApiError(404, "invoice line not found")
         if original["invoice_status"] == "draft":
@@ -246,17 +264,10 @@ async def add_manual_credit(conn: asyncpg.Connection, who: Principal, *, correct
         if original["amount"] > 0 and credit > original["amount"]:
             raise ApiError(422, "a manual credit cannot exceed the line it corrects",
                            errors=[{"field": "amount", "message": f"must be ≤ {original['amount']}"}])
-        inv = await draft_invoice(conn, original["advertiser_id"], cur.code, period_key, who.subject)
-        line = await conn.fetchrow(
-            """INSERT INTO invoice_lines (invoice_id, contract_id, kind, adjustment_kind, description, contract_version,
-                   price_point, event_type, quantity, unit, unit_price, amount_exact, amount, corrects_period_key,
-                   corrects_invoice_id, corrects_line_id, created_by)
-               VALUES ($1, $2, 'adjustment', 'manual_credit', $3, $4, $5, $6, 1, 'per_unit', $7, $7, $7, $8, $9, $10, $11)
-               RETURNING *""",
-            inv["id"], original["contract_id"], f"Manual credit: {reason}", original["contract_version"],
-            original["price_point"], original["event_type"], -credit, original["invoice_period_key"],
-            original["invoice_id"], corrects_line_id, who.subject)
-        total = await refresh_invoice_total(conn, inv["id"])
+        inv = await draft(conn, INVOICE, original["advertiser_id"], cur.code, period_key, who.subject)
+        line = await repo.add_manual_credit_line(conn, inv["id"], original, credit=credit, reason=reason,
+                                                 by=who.subject)
+        total = await refresh_total(conn, INVOICE, inv["id"])
         await audit.append(conn, entity_type="invoice", entity_id=str(inv["id"]), action="manual_credit_added",
                            actor=who.subject, tenant_type="advertiser", tenant_id=original["advertiser_id"],
                            before={"total": inv["total"]},
@@ -264,85 +275,3 @@ async def add_manual_credit(conn: asyncpg.Connection, who: Principal, *, correct
                                   "corrects_line_id": str(corrects_line_id), "reason": reason})
     METRICS.transitions.labels("invoice", "manual_credit").inc()
     return line
-
-
-# ------------------------------------------------------------------ payout statements
-
-
-async def finalize_statement(conn: asyncpg.Connection, statement_id: UUID, who: Principal, policy: Policy
-                             ) -> tuple[asyncpg.Record, bool]:
-    async with conn.transaction():
-        row = await _locked(conn, "payout_statements", statement_id, "payout statement")
-        _require_status(row, ("draft",), "finalize", "payout statement")
-        # The carry-forward: the latest finalized statement of this partner and currency whose
-        # balance was carried and not yet taken by another statement.
-        carry = await conn.fetchrow(
-            """SELECT id, carried_out FROM payout_statements s
-               WHERE partner_id = $1 AND currency = $2 AND status <> 'draft' AND carried_out <> 0
-                 AND NOT EXISTS (SELECT 1 FROM payout_statements n WHERE n.carried_in_from = s.id)
-               ORDER BY finalized_at DESC LIMIT 1 FOR UPDATE""", row["partner_id"], row["currency"])
-        carried_in = carry["carried_out"] if carry else domain.ZERO
-        settlement = domain.settle_payout(carried_in, row["lines_total"], policy.min_payout(row["currency"]))
-        now_final, approver = _four_eyes(row, row["lines_total"], who, policy, "payout statement")
-        if not now_final:
-            updated = await conn.fetchrow(
-                "UPDATE payout_statements SET prepared_by = $2, prepared_at = now() WHERE id = $1 RETURNING *",
-                statement_id, who.subject)
-            await audit.append(conn, entity_type="payout_statement", entity_id=str(statement_id), action="prepared",
-                               actor=who.subject, before=_snapshot(row, _ST_FIELDS), after=_snapshot(updated, _ST_FIELDS))
-            return updated, False
-        issue = today()
-        seq = await next_number(conn, STATEMENT_SERIES, issue.year)
-        number = domain.document_number(STATEMENT_SERIES, issue.year, seq)
-        updated = await conn.fetchrow(
-            """UPDATE payout_statements SET status = 'finalized', number = $2, number_year = $3, number_seq = $4,
-                   issue_date = $5, carried_in = $6, carried_in_from = $7, balance = $8, minimum_payout = $9,
-                   amount_payable = $10, carried_out = $11, finalized_by = $12, approved_by = $13, finalized_at = now(),
-                   prepared_by = COALESCE(prepared_by, $12), prepared_at = COALESCE(prepared_at, now()), updated_at = now()
-               WHERE id = $1 RETURNING *""",
-            statement_id, number, issue.year, seq, issue, settlement.carried_in, carry["id"] if carry else None,
-            settlement.balance, policy.min_payout(row["currency"]), settlement.amount_payable, settlement.carried_out,
-            who.subject, approver)
-        await post_journal(conn, currency_code=row["currency"], description=f"Payout statement {number}",
-                           source_type="payout_statement", source_id=str(statement_id), posted_by=who.subject,
-                           lines=domain.statement_journal(row["lines_total"]), party_type="partner",
-                           party_id=row["partner_id"])
-        await audit.append(conn, entity_type="payout_statement", entity_id=str(statement_id), action="finalized",
-                           actor=who.subject, tenant_type="partner", tenant_id=row["partner_id"],
-                           before=_snapshot(row, _ST_FIELDS), after=_snapshot(updated, _ST_FIELDS))
-    METRICS.transitions.labels("payout_statement", "finalize").inc()
-    return updated, True
-
-
-async def send_statement(conn: asyncpg.Connection, statement_id: UUID, who: Principal) -> asyncpg.Record:
-    async with conn.transaction():
-        row = await _locked(conn, "payout_statements", statement_id, "payout statement")
-        _require_status(row, ("finalized",), "send", "payout statement")
-        updated = await conn.fetchrow(
-            "UPDATE payout_statements SET status = 'sent', sent_by = $2, sent_at = now() WHERE id = $1 RETURNING *",
-            statement_id, who.subject)
-        await audit.append(conn, entity_type="payout_statement", entity_id=str(statement_id), action="sent",
-                           actor=who.subject, before=_snapshot(row, _ST_FIELDS), after=_snapshot(updated, _ST_FIELDS))
-    METRICS.transitions.labels("payout_statement", "send").inc()
-    return updated
-
-
-async def mark_statement_paid(conn: asyncpg.Connection, statement_id: UUID, who: Principal, reference: str | None
-                              ) -> asyncpg.Record:
-    async with conn.transaction():
-        row = await _locked(conn, "payout_statements", statement_id, "payout statement")
-        _require_status(row, ("finalized", "sent"), "mark paid", "payout statement")
-        if row["amount_payable"] == 0:
-            raise ApiError(409, "nothing is payable on this statement: its balance was carried forward")
-        updated = await conn.fetchrow(
-            """UPDATE payout_statements SET status = 'paid', paid_by = $2, paid_at = now(), payment_reference = $3
-               WHERE id = $1 RETURNING *""", statement_id, who.subject, reference)
-        await post_journal(conn, currency_code=row["currency"], description=f"Payout of statement {row['number']}",
-                           source_type="payout_payment", source_id=str(statement_id), posted_by=who.subject,
-                           lines=domain.payout_payment_journal(row["amount_payable"]), party_type="partner",
-                           party_id=row["partner_id"])
-        await audit.append(conn, entity_type="payout_statement", entity_id=str(statement_id), action="paid",
-                           actor=who.subject, before=_snapshot(row, _ST_FIELDS),
-                           after={**_snapshot(updated, _ST_FIELDS), "payment_reference": reference})
-    METRICS.transitions.labels("payout_statement", "pay").inc()
-    return updated

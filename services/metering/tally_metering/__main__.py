@@ -14,12 +14,12 @@ from types import FrameType
 
 from tally_kit import logs
 from tally_kit.clock import clock_from_setting
-from tally_kit.settings import Settings, validate_main
+from tally_kit.settings import validate_main
 
-from .settings import SPEC
+from .settings import SPEC, MeteringSettings
 
 
-def run_worker(settings: Settings, stop: threading.Event) -> None:
+def run_worker(settings: MeteringSettings, stop: threading.Event) -> None:
     from prometheus_client import start_http_server
 
     from .metrics import WorkerMetrics
@@ -43,10 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("--period", required=True, help="period key, e.g. 2026-03 or 2026-W10")
         ns = ap.parse_args(args[1:])
         replay_settings = validate_main(SPEC, [])
-        assert replay_settings is not None
         raise SystemExit(run_replay(replay_settings, ns.contract, ns.period))
     settings = validate_main(SPEC, args)
-    assert settings is not None
     mode = next((a for a in args if not a.startswith("-")), "all")
     if mode not in {"worker", "api", "all"}:
         print(f"unknown mode {mode!r}: use worker, api or all", file=sys.stderr)

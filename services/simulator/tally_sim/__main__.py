@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from tally_kit.auth import ensure_local_secret
+from tally_kit.clock import wait_or_stop
 
 from .client import ContractsClient, Http, IngestClient
 from .expected import recompute
@@ -110,10 +111,7 @@ async def cmd_live(args: argparse.Namespace) -> int:
             sent += len(events)
             if sent % (args.rate * 30) < len(events):
                 print(f"sent {sent} events", flush=True)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, 1.0 - (time.monotonic() - started)))
-            except TimeoutError:
-                pass
+            await wait_or_stop(stop, max(0.0, 1.0 - (time.monotonic() - started)))
     return 0
 
 

@@ -1,7 +1,7 @@
 """What the simulated traffic should bill, recomputed independently from the simulator's record
 with the billing library alone — no service code, no Kafka, no database.
 
-The rules are DOMAIN.md's: an impression is billable once (first id wins), when valid (no
+The rules are docs/DOMAIN.md's: an impression is billable once (first id wins), when valid (no
 IVT), for a covered campaign of the version in force at its event time, inside the flight;
 CPM periods are rated with ``tally_billing.cpm.rate_cpm_period`` (tiers, caps, over-delivery)
 and a minimum-commitment shortfall tops a period up to its minimum; conversions are decided by
@@ -12,7 +12,7 @@ statement line is rounded once (``round_to_minor``), and a total is the sum of i
 Two kinds of record line change nothing or something about CPM without being impressions:
 
 - ``contract_approved`` (a late IO: a contract approved after some of its traffic was sent)
-  changes nothing — usage is billed whichever reached Tally first (DOMAIN: the order of arrival
+  changes nothing — usage is billed whichever reached Tally first (docs/DOMAIN.md: the order of arrival
   never changes what is billed); the record keeps it so a reader sees when the approval came.
 - ``ivt_report`` (a verification vendor's report) moves impressions from valid to IVT as
   metering's README says: each entry takes ``count`` valid impressions of its advertiser,
@@ -212,7 +212,7 @@ def _cpa(contracts: list[LiveContract], impressions: list[dict[str, Any]], conve
                 earlier=tuple(reversals[conv.conversion_id]),
                 reversal=Reversal(reversal_id=cid, conversion_id=conv.conversion_id, occurred_at=_at(ev["event_time"]),
                                   refund_order_value=_dec(ev.get("reversal_amount"))),
-                lock_days=terms_of[a.contract_id].cpa.reversal_lock_days if terms_of[a.contract_id].cpa else None,
+                lock_days=cpa.reversal_lock_days if (cpa := terms_of[a.contract_id].cpa) else None,
             )
             reversals[conv.conversion_id].append(outcome)
             if outcome.refused is not None:

@@ -15,11 +15,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tally_billing.examples import cpa_terms_json, cpm_terms_json
 from tally_contracts.api import SERVICE_KEY, build_app
-from tally_contracts.clock import FixedClock
+from tally_contracts.bootstrap import Contracts
 from tally_contracts.domain import DEFAULT_POLICY_JSON, parse_policy
-from tally_contracts.service import ContractService
 from tally_contracts.settings import SPEC
 from tally_kit.auth import TokenVerifier, mint_token
+from tally_kit.clock import FixedClock
 from tally_kit.migrations import migrate
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
@@ -71,7 +71,7 @@ class Env:
     client: TestClient
     clock: FixedClock
     dsn: str
-    service: ContractService
+    service: Contracts
     catalog: SchemaCatalog
 
     async def call(self, method: str, path: str, tok: str | None, body: Any = None,

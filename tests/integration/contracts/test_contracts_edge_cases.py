@@ -1,4 +1,4 @@
-"""DOMAIN.md edge cases 2, 15 and 16 (17 is in test_contracts_approvals.py)."""
+"""docs/DOMAIN.md edge cases 2, 15 and 16 (17 is in test_contracts_approvals.py)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from tally_contracts.outbox import StepWriter
-from tally_contracts.repo import ContractRepo
-from tally_contracts.service import ContractService
+from tally_contracts.bootstrap import bootstrap
 from tally_kit.db import create_pool
 
 from .conftest import Env, cpm_terms
@@ -24,8 +22,7 @@ async def test_two_scheduler_replicas_renew_and_activate_exactly_once(env: Env) 
     ids = [await env.approved_contract(cpm_terms(start="2026-04-01", end="2026-06-30", auto_renew=True, notice=10,
                                                  escalator="2", months=1), name=f"Twin {i}") for i in range(6)]
     pool = await create_pool(env.dsn, max_size=4)
-    repo = ContractRepo()
-    replica = ContractService(pool, env.clock, env.service.policy, StepWriter(env.catalog, repo), repo)
+    replica = bootstrap(pool, env.clock, env.service.policy, env.catalog)
     try:
         for instant in (datetime(2026, 4, 2, tzinfo=UTC), datetime(2026, 6, 25, tzinfo=UTC),
                         datetime(2026, 7, 2, tzinfo=UTC)):

@@ -53,17 +53,23 @@ def drain(consumer: AvroConsumer, expected: int, timeout_s: float = 30.0) -> Bat
     return out
 
 
+def read_fresh(bootstrap: str, topic: str, catalog: SchemaCatalog, schema: str, expected: int,
+               timeout_s: float = 30.0) -> Batch:
+    """``expected`` records of ``topic`` read from its start by a new consumer group, closed after."""
+    consumer = AvroConsumer(consumer_config(bootstrap, f"g-{uuid.uuid4()}"), [topic], catalog.codec(schema))
+    try:
+        return drain(consumer, expected, timeout_s)
+    finally:
+        consumer.close()
+
+
 def test_avro_round_trip_through_the_broker(kafka_bootstrap: str, make_topic, catalog: SchemaCatalog) -> None:
     topic = make_topic(partitions=3)
     producer = SyncProducer(producer_config(kafka_bootstrap), catalog)
     for i in range(300):
         producer.produce(topic, "impression", impression(i), key=f"hh-{i % 7}")
     producer.flush()
-    consumer = AvroConsumer(consumer_config(kafka_bootstrap, f"g-{uuid.uuid4()}"), [topic], catalog.codec("impression"))
-    try:
-        got = drain(consumer, 300)
-    finally:
-        consumer.close()
+    got = read_fresh(kafka_bootstrap, topic, catalog, "impression", 300)
     assert not got.failed
     assert sorted(r.value["impression_id"] for r in got.records) == sorted(f"imp-{i}" for i in range(300))
     assert got.records[0].value["event_time"].tzinfo is not None
@@ -95,11 +101,7 @@ def test_corrupt_record_yields_typed_error_and_consumer_carries_on(kafka_bootstr
     finally:
         consumer.close()
 
-    reader = AvroConsumer(consumer_config(kafka_bootstrap, f"g-{uuid.uuid4()}"), [dlq], catalog.codec("dead_letter"))
-    try:
-        [letter] = drain(reader, 1).records
-    finally:
-        reader.close()
+    [letter] = read_fresh(kafka_bootstrap, dlq, catalog, "dead_letter", 1).records
     assert letter.value["source"] == topic and letter.value["offset"] == 1 and letter.value["partition"] == 0
     assert letter.value["value"] == b"\xc3\x01garbage-bytes" and letter.value["reason"]
 
@@ -133,11 +135,7 @@ def test_decimal_values_survive_the_broker_exactly(kafka_bootstrap: str, make_to
     p = SyncProducer(producer_config(kafka_bootstrap), catalog)
     p.produce(topic, "conversion", conv, key="hh-1")
     p.flush()
-    c = AvroConsumer(consumer_config(kafka_bootstrap, f"g-{uuid.uuid4()}"), [topic], catalog.codec("conversion"))
-    try:
-        [rec] = drain(c, 1).records
-    finally:
-        c.close()
+    [rec] = read_fresh(kafka_bootstrap, topic, catalog, "conversion", 1).records
     assert rec.value["value"] == Decimal("1234.565001")
 
 
@@ -152,9 +150,5 @@ def test_records_survive_a_broker_restart(kafka_bootstrap: str, make_topic, cata
     subprocess.run([str(ROOT / "deploy/bin/stack.sh"), "kafka-down"], check=True)
     subprocess.run([str(ROOT / "deploy/bin/stack.sh"), "kafka-up"], check=True)
     wait_for_broker(kafka_bootstrap, timeout_s=120)
-    c = AvroConsumer(consumer_config(kafka_bootstrap, f"g-{uuid.uuid4()}"), [topic], catalog.codec("impression"))
-    try:
-        got = drain(c, 100, timeout_s=90)
-    finally:
-        c.close()
+    got = read_fresh(kafka_bootstrap, topic, catalog, "impression", 100, timeout_s=90)
     assert sorted(r.value["impression_id"] for r in got.records) == sorted(f"imp-{i}" for i in range(100))

@@ -16,11 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tally_invoicing.app import MIGRATIONS, build_app
-from tally_invoicing.settings import load_settings
+from tally_invoicing.settings import InvoicingSettings, load_settings
 from tally_kit.auth import TokenVerifier, mint_token
 from tally_kit.db import create_pool
 from tally_kit.migrations import migrate
-from tally_kit.settings import Settings
 
 SECRET = "invoicing-test-secret-0123456789abcdef"
 
@@ -38,7 +37,7 @@ async def inv_pool(inv_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-def make_settings(dsn: str, **env: str) -> Settings:
+def make_settings(dsn: str, **env: str) -> InvoicingSettings:
     base = {"TALLY_INVOICING_DATABASE_URL": dsn, "TALLY_INVOICING_CONSUME": "false",
             "TALLY_INVOICING_FOUR_EYES_THRESHOLD": "*=10000", "TALLY_INVOICING_MINIMUM_PAYOUT": "JPY=5000,*=50"}
     base.update(env)

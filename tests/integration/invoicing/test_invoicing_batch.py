@@ -4,11 +4,11 @@ of the same batch changes nothing, and the audit chain stays valid."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 
 import asyncpg
 import pytest
+from confluent_kafka import Message
 
 from tally_invoicing.consumer import InvoicingConsumer
 from tally_kit import audit
@@ -18,27 +18,6 @@ from tally_streams.topics import ADJUSTMENTS, PERIODS_CLOSED
 from .invoicing_support import closed, cpm_line
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class FakeMessage:
-    """What the consumer reads from a confluent_kafka.Message."""
-
-    _topic: str
-    _offset: int
-    _value: bytes
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
 
 
 async def _state(pool: asyncpg.Pool) -> dict[str, object]:
@@ -60,7 +39,7 @@ async def test_batch_commits_good_records_rejects_bad_ones_and_replays_to_nothin
     invalid = closed("ctr-c", "adv-1", lines=[{**cpm_line(1000, "5.00"), "amount_exact": Decimal("4.99")}])
     refused = closed("ctr-\x00nul", "adv-1", lines=[cpm_line(1000, "5.00")])  # PostgreSQL refuses NUL in text
     conflicting = {**good_a, "po_reference": "PO-other"}                      # same close_id, other content
-    batch = [FakeMessage(pc_topic, off, value) for off, value in enumerate([
+    batch = [Message(topic=pc_topic, partition=0, offset=off, value=value) for off, value in enumerate([
         codec.encode(good_a), b"not avro at all", codec.encode(invalid), codec.encode(refused), codec.encode(good_b),
         codec.encode(conflicting), codec.encode(good_a)])]
 
@@ -98,6 +77,7 @@ async def test_api_writes_take_the_audit_head_before_the_document_so_a_batch_can
     import asyncio
 
     from tally_invoicing import lifecycle
+    from tally_invoicing.domain import INVOICE
     from tally_kit.auth import Principal
 
     pc_topic, adj_topic = make_topic(PERIODS_CLOSED, suffix="pc"), make_topic(ADJUSTMENTS, suffix="adj")
@@ -105,7 +85,8 @@ async def test_api_writes_take_the_audit_head_before_the_document_so_a_batch_can
                                  adjustments_topic=adj_topic, pool=inv_pool, catalog=catalog, batch_max=50)
     try:
         rec = closed("ctr-order", "adv-order", lines=[cpm_line(1000, "5.00")])
-        assert await consumer.apply_batch([FakeMessage(pc_topic, 0, catalog.codec("period_closed").encode(rec))]) == [
+        assert await consumer.apply_batch([Message(topic=pc_topic, partition=0, offset=0,
+                                                             value=catalog.codec("period_closed").encode(rec))]) == [
             "applied"]
     finally:
         consumer._consumer.close()
@@ -116,7 +97,7 @@ async def test_api_writes_take_the_audit_head_before_the_document_so_a_batch_can
         await tx.start()
         try:
             await audit.lock_head(batch)  # what a batch transaction does first
-            call = asyncio.create_task(lifecycle.send_invoice(api, invoice_id, Principal("fiona", frozenset({"finance"}))))
+            call = asyncio.create_task(lifecycle.send(api, INVOICE, invoice_id, Principal("fiona", frozenset({"finance"}))))
             for _ in range(400):  # until the API call waits on a lock (bounded)
                 if await inv_pool.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
                                            api_pid):

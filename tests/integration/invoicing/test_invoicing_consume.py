@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -96,6 +97,23 @@ async def test_closed_period_adjustments_and_clawback_through_kafka(
     # The partner's April statement carries the payout clawback, pointing at the March line.
     st_april = await inv_pool.fetchrow("SELECT * FROM payout_statements WHERE partner_id = 'ptr-1' AND period_key = '2026-04'")
     assert st_april["lines_total"] == Decimal("-20.00")
+    # Each application is audited on its document: the total before and after, naming the adjustment and line.
+    applied = await inv_pool.fetch(
+        "SELECT entity_type, entity_id, tenant_type, tenant_id, before, after FROM audit_log "
+        "WHERE action = 'adjustment_applied' ORDER BY seq")
+    by_doc = {(a["entity_type"], a["entity_id"]): a for a in applied}
+    assert len(applied) == 3 and len(by_doc) == 2  # claw and late on the April invoice, claw on the statement
+    on_statement = by_doc[("payout_statement", str(st_april["id"]))]
+    assert (on_statement["tenant_type"], on_statement["tenant_id"]) == ("partner", "ptr-1")
+    after = _json(on_statement["after"])
+    assert Decimal(_json(on_statement["before"])["lines_total"]) == 0  # a new draft
+    assert (Decimal(after["lines_total"]), after["adjustment_id"], sorted(after)) == (
+        Decimal("-20.00"), claw["adjustment_id"], ["adjustment_id", "line_id", "lines_total"])
+    last_on_invoice = [a for a in applied if a["entity_type"] == "invoice"][-1]
+    assert (last_on_invoice["entity_id"], last_on_invoice["tenant_type"]) == (str(april["id"]), "advertiser")
+    after = _json(last_on_invoice["after"])
+    assert Decimal(after["total"]) == april["total"] and after["adjustment_id"] == late["adjustment_id"]
+    assert sorted(after) == ["adjustment_id", "kind", "line_id", "source", "total"]
     # Replays changed nothing: one row per natural key, duplicates counted, nothing rejected.
     assert await count(inv_pool, "SELECT count(*) FROM period_closes") == 2
     assert await count(inv_pool, "SELECT count(*) FROM adjustments") == 2
@@ -113,6 +131,11 @@ async def test_closed_period_adjustments_and_clawback_through_kafka(
     assert [a["adjustment_id"] for a in adj_lineage["adjustments"]] == [claw["adjustment_id"]]
     assert adj_lineage["corrects_line_id"] == str(original["id"])
 
+
+
+def _json(value: Any) -> Any:
+    """A jsonb column as asyncpg hands it back without a codec: text."""
+    return json.loads(value) if isinstance(value, str) else value
 
 async def _applied(pool: asyncpg.Pool, n: int) -> bool:
     return bool(await pool.fetchval("SELECT count(*) FROM period_closes") >= n)

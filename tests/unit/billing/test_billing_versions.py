@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
 from tally_billing.examples import cpm_terms_json
-from tally_billing.periods import PeriodKind, period_by_key
+from tally_billing.periods import PeriodKind, flight_end_instant, flight_start_instant, period_by_key
 from tally_billing.terms import parse_terms
 from tally_billing.versions import (
     ContractVersion,
@@ -14,6 +15,7 @@ from tally_billing.versions import (
     effective_version,
     in_flight,
     split_by_version,
+    step_instants,
     version_in_force,
     versions_from_record,
     versions_in_period,
@@ -51,6 +53,21 @@ def test_effective_version(instant: datetime, expected: int | None) -> None:
     got = effective_version([V3, V1, V2], instant)
     assert (got.version if got else None) == expected
 
+
+
+def test_step_instants_are_every_place_the_version_in_force_can_change() -> None:
+    c = TERMS.common
+    steps = step_instants([V3, V1, V2, V1])
+    expected = {V1.effective_from, V2.effective_from, V3.effective_from, V3.effective_to,
+                flight_start_instant(c.flight_start, c.time_zone)}
+    if c.flight_end is not None:
+        expected.add(flight_end_instant(c.flight_end, c.time_zone) + timedelta(microseconds=1))
+    assert steps == sorted(expected) and all(s.tzinfo is UTC for s in steps)
+    # between two steps nothing changes: the answer at a step holds until just before the next
+    one_us = timedelta(microseconds=1)
+    for start, nxt in pairwise(steps):
+        for f in (effective_version, version_in_force):
+            assert f([V1, V2, V3], start) == f([V1, V2, V3], nxt - one_us), (f.__name__, start)
 
 def test_same_effective_from_higher_version_wins() -> None:
     a, b = v(1, utc(2026, 1, 1)), v(2, utc(2026, 1, 1))

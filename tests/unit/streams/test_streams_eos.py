@@ -1,6 +1,6 @@
 """The exactly-once loop without a broker: grouping, the transaction's order of calls, abort and
-rewind on error, fencing, retries (fakes that record every call; the real broker is in
-tests/integration/streams)."""
+rewind on error, fencing, retries (a fake producer and consumer that record every call, and
+confluent-kafka's own ``Message`` objects; the real broker is in tests/integration/streams)."""
 
 from __future__ import annotations
 
@@ -8,32 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from tally_streams.eos import Consumed, ExactlyOnceLoop, TransactionFailed
 
 
-@dataclass
-class FakeMessage:
-    t: str
-    p: int
-    o: int
-    err: KafkaError | None = None
-
-    def topic(self) -> str:
-        return self.t
-
-    def partition(self) -> int:
-        return self.p
-
-    def offset(self) -> int:
-        return self.o
-
-    def error(self) -> KafkaError | None:
-        return self.err
-
-    def value(self) -> bytes:
-        return f"{self.t}/{self.p}/{self.o}".encode()
+def msg(topic: str, partition: int, offset: int, error: KafkaError | None = None) -> Message:
+    """A consumed record, built by confluent-kafka's own test constructor; its value says where it is from."""
+    return Message(topic=topic, partition=partition, offset=offset, value=f"{topic}/{partition}/{offset}".encode(),
+                   error=error)
 
 
 @dataclass
@@ -95,13 +78,13 @@ def loop() -> tuple[ExactlyOnceLoop, FakeProducer, FakeConsumer]:
     return ExactlyOnceLoop(p, c, timeout_s=1.0), p, c  # type: ignore[arg-type]
 
 
-MSGS = [FakeMessage("a", 0, 5), FakeMessage("a", 0, 6), FakeMessage("b", 1, 9), FakeMessage("a", 0, 8),
-        FakeMessage("a", 1, 2)]
+MSGS = [msg("a", 0, 5), msg("a", 0, 6), msg("b", 1, 9), msg("a", 0, 8),
+        msg("a", 1, 2)]
 
 
 def test_consumed_records_are_grouped_per_partition_in_offset_order_with_their_commit_and_rewind_points() -> None:
-    eof = FakeMessage("a", 3, 0, KafkaError(KafkaError._PARTITION_EOF))
-    consumed = Consumed.of([*MSGS, eof])  # type: ignore[list-item]
+    eof = msg("a", 3, 0, KafkaError(KafkaError._PARTITION_EOF))
+    consumed = Consumed.of([*MSGS, eof])
     assert {k: [m.offset() for m in g] for k, g in consumed.by_partition.items()} == {
         ("a", 0): [5, 6, 8], ("b", 1): [9], ("a", 1): [2]}
     assert consumed.next_offsets() == {("a", 0): 9, ("b", 1): 10, ("a", 1): 3}
@@ -112,7 +95,7 @@ def test_consumed_records_are_grouped_per_partition_in_offset_order_with_their_c
 
 def test_a_record_error_other_than_end_of_partition_is_raised() -> None:
     with pytest.raises(KafkaException):
-        Consumed.of([FakeMessage("a", 0, 1, KafkaError(KafkaError._MSG_TIMED_OUT))])  # type: ignore[list-item]
+        Consumed.of([msg("a", 0, 1, KafkaError(KafkaError._MSG_TIMED_OUT))])
 
 
 def test_a_step_produces_effects_then_changelog_then_offsets_then_commits() -> None:
@@ -123,7 +106,7 @@ def test_a_step_produces_effects_then_changelog_then_offsets_then_commits() -> N
             for m in group:
                 eos.produce("out", m.value(), b"k", partition)
 
-    eos.step(MSGS, compute, lambda: [("changelog", 0, "key", b"state"), ("changelog", 0, "gone", None)])  # type: ignore[arg-type]
+    eos.step(MSGS, compute, lambda: [("changelog", 0, "key", b"state"), ("changelog", 0, "gone", None)])
     kinds = [c[0] for c in p.calls]
     assert kinds == ["begin", *["produce"] * 7, "offsets", "commit"]
     assert p.calls[6][1:] == ("changelog", b"state", "key", 0) and p.calls[7][1:] == ("changelog", None, "gone", 0)
@@ -134,7 +117,7 @@ def test_a_step_produces_effects_then_changelog_then_offsets_then_commits() -> N
 
 def test_a_step_that_produced_nothing_still_commits_its_offsets_and_an_empty_one_does_nothing() -> None:
     eos, p, _ = loop()
-    eos.step(MSGS[:1], lambda consumed: None)  # type: ignore[arg-type]
+    eos.step(MSGS[:1], lambda consumed: None)
     assert [c[0] for c in p.calls] == ["begin", "offsets", "commit"]
     p.calls.clear()
     eos.step([], lambda consumed: None)
@@ -156,7 +139,7 @@ def test_an_error_in_the_stage_aborts_rewinds_and_is_raised_as_it_was() -> None:
         raise ValueError("a bug in the stage")
 
     with pytest.raises(ValueError, match="a bug"):
-        eos.step(MSGS, compute)  # type: ignore[arg-type]
+        eos.step(MSGS, compute)
     assert [x[0] for x in p.calls] == ["begin", "produce", "abort"]
     assert sorted(c.seeks) == [("a", 0, 5), ("a", 1, 2), ("b", 1, 9)]
     assert eos.committed == {} and not eos.in_transaction
@@ -166,11 +149,11 @@ def test_a_failed_commit_aborts_rewinds_and_tells_the_owner_to_rebuild() -> None
     eos, p, c = loop()
     p.fail["commit"] = [kafka_error(KafkaError._STATE, txn_requires_abort=True)]
     with pytest.raises(TransactionFailed) as failed:
-        eos.step(MSGS, lambda consumed: eos.produce("out", b"v"))  # type: ignore[arg-type]
+        eos.step(MSGS, lambda consumed: eos.produce("out", b"v"))
     assert not failed.value.fenced
     assert [x[0] for x in p.calls] == ["begin", "produce", "offsets", "abort"]
     assert c.seeks and eos.committed == {}
-    eos.step(MSGS, lambda consumed: None)  # type: ignore[arg-type]  # the loop is usable again
+    eos.step(MSGS, lambda consumed: None)  # the loop is usable again
     assert p.calls[-1] == ("commit",)
 
 
@@ -178,7 +161,7 @@ def test_a_fenced_producer_is_not_aborted_and_never_used_again() -> None:
     eos, p, _ = loop()
     p.fail["send_offsets"] = [kafka_error(KafkaError._FENCED, fatal=True)]
     with pytest.raises(TransactionFailed) as failed:
-        eos.step(MSGS, lambda consumed: eos.produce("out", b"v"))  # type: ignore[arg-type]
+        eos.step(MSGS, lambda consumed: eos.produce("out", b"v"))
     assert failed.value.fenced
     assert "abort" not in [x[0] for x in p.calls]
     with pytest.raises(TransactionFailed):
@@ -188,13 +171,13 @@ def test_a_fenced_producer_is_not_aborted_and_never_used_again() -> None:
 def test_a_retriable_commit_error_is_retried() -> None:
     eos, p, _ = loop()
     p.fail["commit"] = [kafka_error(KafkaError.COORDINATOR_LOAD_IN_PROGRESS, retriable=True)]
-    eos.step(MSGS[:1], lambda consumed: None)  # type: ignore[arg-type]
+    eos.step(MSGS[:1], lambda consumed: None)
     assert [x[0] for x in p.calls] == ["begin", "offsets", "commit"]
     assert eos.committed == {("a", 0): 6}
 
 
 def test_forget_drops_what_is_known_of_revoked_partitions() -> None:
     eos, _, _ = loop()
-    eos.step(MSGS, lambda consumed: None)  # type: ignore[arg-type]
+    eos.step(MSGS, lambda consumed: None)
     eos.forget(lambda k: k[0] == "a")
     assert set(eos.committed) == {("a", 0), ("a", 1)}

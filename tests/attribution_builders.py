@@ -1,4 +1,4 @@
-"""Builders for contract terms records and events, shared by the service's tests and demos."""
+"""Builders for contract terms records and events (attribution's inputs), shared by the tests."""
 
 from __future__ import annotations
 

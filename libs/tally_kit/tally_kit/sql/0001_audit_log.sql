@@ -1,4 +1,6 @@
--- Append-only, hash-chained audit log (tally_kit.audit). Copied verbatim from AUDIT_DDL.
+-- Append-only, hash-chained audit log (tally_kit.audit): the kit's migration kit/0001_audit_log, applied by
+-- tally_kit.migrations to every database before the service's own. Table names are fixed so the verifier
+-- CLI works on any service.
 CREATE TABLE audit_log (
     seq         bigserial PRIMARY KEY,
     entity_type text        NOT NULL,

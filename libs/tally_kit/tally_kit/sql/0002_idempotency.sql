@@ -1,4 +1,5 @@
--- Idempotency-Key records (tally_kit.idempotency). Copied verbatim from IDEMPOTENCY_DDL.
+-- Idempotency-Key records (tally_kit.idempotency): the kit's migration kit/0002_idempotency, applied by
+-- tally_kit.migrations to every database before the service's own.
 CREATE TABLE idempotency_keys (
     principal    text        NOT NULL,
     key          text        NOT NULL,

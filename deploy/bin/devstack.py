@@ -1,10 +1,12 @@
 """Run the whole Tally stack for a demo or the browser tests: each available service as a
 subprocess on a free port, then the console gateway in front of them.
 
-``python -m tally_console.devstack [--fresh] [--demo] [--port N] [--ready-file PATH]``
+``.venv/bin/python deploy/bin/devstack.py [--fresh] [--demo] [--port N] [--ready-file PATH]``
 
 - ``--fresh``: the contracts and invoicing services get new, empty databases (dropped on exit),
   and consumer groups of their own, so a test run never sees or disturbs anyone's data.
+  Metering and pacing get running-total and budget-alert topics of the run, pacing an app id
+  (consumer group, table changelogs) of its own; all dropped on exit.
 - Services whose package is not installed are skipped and listed in the ready file.
 - Prints (and writes to ``--ready-file``) one JSON line ``{"console": URL, "services": {...}}``
   once every started service answers ``/healthz``; runs until SIGTERM/SIGINT, then stops them.
@@ -31,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from confluent_kafka.admin import AdminClient
 
 from tally_kit.db import drop_database
 from tally_streams.kafka import delete_topics, ensure_topics
-from tally_streams.topics import ADJUSTMENTS, CATALOG, PERIODS_CLOSED
+from tally_streams.topics import ADJUSTMENTS, BUDGET_ALERTS, CATALOG, PACING_ALERTS, PERIODS_CLOSED, RUNNING_TOTALS
 
 #: (service, module, argv) in start order; metering runs its worker and spend API together
 SERVICES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -42,7 +45,10 @@ SERVICES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("attribution", "tally_attribution", ("ingest",)),
     ("metering", "tally_metering", ("all",)),
     ("invoicing", "tally_invoicing", ("serve",)),
+    ("pacing", "tally_pacing", ()),
 )
+#: seconds a service may take to answer /healthz (pacing's faust worker serves HTTP after its table recovery)
+HEALTH_DEADLINE_S = {"pacing": 120.0}
 DATABASES = ("contracts", "invoicing")
 
 
@@ -98,6 +104,7 @@ class Stack:
         self.skipped: list[str] = []
         self.topics: list[str] = []
         self.invoicing_topics: dict[str, str] = {}
+        self.pacing_app_id: str | None = None
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +141,24 @@ class Stack:
                         topic = f"e2e-{self.run_id}-metering-{kind.lower()}"
                         env[f"TALLY_METERING_TOPIC_{kind}"] = topic
                         self.topics.append(topic)
+                if name in ("metering", "pacing"):
+                    # running totals and budget alerts of this run only, so pacing reads no one else's history
+                    for kind, spec in (("RUNNING_TOTALS", RUNNING_TOTALS), ("BUDGET_ALERTS", BUDGET_ALERTS)):
+                        topic = f"e2e-{self.run_id}-{spec.name.replace('.', '-').replace('_', '-')}"
+                        if topic not in self.topics:
+                            ensure_topics(bootstrap, [spec.renamed(topic)])
+                            self.topics.append(topic)
+                        env[f"TALLY_{name.upper()}_TOPIC_{kind}"] = topic
+                if name == "pacing":
+                    # its own app id: a consumer group and table changelogs of this run (dropped at exit)
+                    self.pacing_app_id = f"e2e-{self.run_id}-pacing"
+                    env["TALLY_PACING_APP_ID"] = self.pacing_app_id
+                    env["TALLY_PACING_DATADIR"] = str(self.log_dir / f"pacing-{self.run_id}")
+                    alerts = f"e2e-{self.run_id}-pacing-alerts"
+                    ensure_topics(bootstrap, [PACING_ALERTS.renamed(alerts)])
+                    self.topics.append(alerts)
+                    env["TALLY_PACING_TOPIC_PACING_ALERTS"] = alerts
+                    env["TALLY_PACING_TOPIC_DLQ"] = f"{self.pacing_app_id}-dlq"
                 if name in DATABASES:
                     db = f"e2e_{self.run_id}_{name}"
                     asyncio.run(_create_db(db))
@@ -141,7 +166,7 @@ class Stack:
                     env[f"TALLY_{name.upper()}_DATABASE_URL"] = pg_dsn(db)
                     subprocess.run([sys.executable, "-m", module, "migrate"], env=env, check=True, capture_output=True)
             url = f"http://127.0.0.1:{port}"
-            wait_healthy(url, self._spawn(name, [sys.executable, "-m", module, *args], env), 60)
+            wait_healthy(url, self._spawn(name, [sys.executable, "-m", module, *args], env), HEALTH_DEADLINE_S.get(name, 60.0))
             self.urls[name] = url
         env = {**base_env, "TALLY_CONSOLE_PORT": str(self.console_port), "TALLY_CONSOLE_DEMO": "true" if self.demo else "false"}
         for name, url in self.urls.items():
@@ -161,9 +186,15 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        bootstrap = os.environ.get("TALLY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+        if self.pacing_app_id:
+            # faust's changelogs, its leader topic and the dead letters, all named after the app id
+            with contextlib.suppress(Exception):
+                names = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+                self.topics.extend(t for t in names if t.startswith(self.pacing_app_id) and t not in self.topics)
         if self.topics:
             with contextlib.suppress(Exception):
-                delete_topics(os.environ.get("TALLY_KAFKA_BOOTSTRAP", "127.0.0.1:9092"), self.topics)
+                delete_topics(bootstrap, self.topics)
         for db in self.databases:
             with contextlib.suppress(Exception):
                 asyncio.run(_drop_db(db))

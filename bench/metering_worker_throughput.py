@@ -3,7 +3,7 @@
 Creates throwaway topics, publishes one CPM contract, produces N impressions, then runs one
 worker (in this process) and reports impressions/s from its first assignment until the group
 has committed everything (every batch a full Kafka transaction with changelogs and offsets).
-Run: ``.venv/bin/python services/metering/bench/worker_throughput.py [N]``.
+Run: ``.venv/bin/python bench/metering_worker_throughput.py [N]``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ terms record is applied), how many routes it computes (one per campaign and run 
 which every candidate contract keeps its segment and period), the cost of one route miss, and
 what one ``TotalsStore.mark`` of a full ledger day costs (stage two marks a day once per delta).
 
-Run: ``.venv/bin/python services/metering/bench/rerate_derive.py [campaigns]``.
+Run: ``.venv/bin/python bench/rerate_derive.py [campaigns]``.
 """
 
 from __future__ import annotations
