@@ -8,14 +8,14 @@ export TALLY_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
 export TALLY_PG_PORT ?= 5433
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status logs lint test test-unit test-rules demo bench clean-state up-cluster down-cluster render-manifests
+.PHONY: help setup up down status logs lint test test-unit test-rules demo bench clean-state up-cluster down-cluster render-manifests up-secure down-secure
 
 include services/console/Makefile.inc
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-.venv/.installed: requirements.txt constraints.txt libs/*/pyproject.toml $(wildcard services/*/pyproject.toml)
+.venv/.installed: requirements.txt constraints.txt libs/*/pyproject.toml $(wildcard services/*/pyproject.toml services/*/setup.py services/*/tally_*/*.c)
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
@@ -32,9 +32,10 @@ up: setup ## start Kafka (KRaft) and PostgreSQL, create topics, apply migrations
 	@echo "PostgreSQL  127.0.0.1:$(TALLY_PG_PORT)  user tally / password tally  databases tally_contracts, tally_invoicing"
 	@echo "logs        .state/logs/"
 
-down: ## stop every process started by `make up` / `make demo` / `make up-cluster` (data is kept in .state/)
+down: ## stop every process started by `make up` / `make demo` / `make up-cluster` / `make up-secure` (data is kept in .state/)
 	@python3 deploy/bin/demo.py down
 	@$(STACK) cluster-down
+	@$(STACK) secure-down
 	@$(STACK) down
 
 # The three-broker cluster: its own ports and data (.state/cluster), beside the single broker.
@@ -50,6 +51,19 @@ up-cluster: setup ## start three KRaft brokers (RF 3, min.insync.replicas=2) on 
 down-cluster: ## stop the three-broker cluster only (data is kept in .state/cluster)
 	@$(STACK) cluster-down
 
+# The secure broker: SASL/SCRAM-SHA-512 and ACLs, its own ports and data (.state/kafka-secure), beside `make up`'s.
+SECURE_BOOTSTRAP := 127.0.0.1:29092
+
+up-secure: setup ## start the secure broker (SASL/SCRAM, ACLs per service) on 29092 beside `make up`'s; users, ACLs, topics
+	@$(STACK) pg-up
+	@$(STACK) secure-up
+	@$(PY) deploy/bin/secure_bootstrap.py
+	@echo "Kafka       $(SECURE_BOOTSTRAP) (SASL_PLAINTEXT, SCRAM-SHA-512, StandardAuthorizer): run a service as its principal with"
+	@echo "            eval \"\$$($(PY) deploy/bin/secure_bootstrap.py env SERVICE)\"   (SERVICE: contracts ingest attribution metering pacing invoicing)"
+
+down-secure: ## stop the secure broker only (data and credentials are kept in .state/kafka-secure)
+	@$(STACK) secure-down
+
 # kustomize as a Go module (the Go module proxy serves it; no binary download).
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .state/bin/kustomize
@@ -63,6 +77,7 @@ render-manifests: $(KUSTOMIZE) ## render deploy/k8s's overlays with kustomize (i
 status: ## what is running
 	@$(STACK) status
 	@$(STACK) cluster-status
+	@$(STACK) secure-status
 	@python3 deploy/bin/demo.py status
 
 logs: ## follow the logs of everything (Ctrl-C to stop)
@@ -84,7 +99,7 @@ test-unit: setup ## unit tests only (no Kafka, no PostgreSQL)
 # The tests whose event times come from the clock (tests/clock.py) run once more as if it were the last
 # seconds of October in New York, hours before its DST change; the full suite's summary stays last.
 TEST_NOW_AT ?= 2026-11-01T03:59:30Z
-CLOCK_TESTS := tests/integration/attribution tests/e2e/test_e2e_billing.py
+CLOCK_TESTS := tests/integration/attribution tests/e2e/test_e2e_billing.py::test_a_month_of_simulated_traffic_invoices_to_the_cent
 
 test: up lint console-setup ## the full suite against the real stack: lint, console + browser, unit, integration, end-to-end
 	deploy/prometheus/test.sh

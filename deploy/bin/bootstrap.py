@@ -1,5 +1,6 @@
 """`make up`'s last step: wait for Kafka, create the catalog's topics, apply every service's
-migrations to its own database (``services/<name>/migrations`` -> ``tally_<name>``).
+migrations to its own database (``services/<name>/migrations`` -> ``tally_<name>``), each after
+the kit's own (``tally_kit/sql``: the audit log, Idempotency-Key records).
 Idempotent: running it twice changes nothing the second time.
 
 ``TALLY_TOPIC_REPLICATION`` and ``TALLY_TOPIC_MIN_INSYNC_REPLICAS`` (default 1 and 1, the single

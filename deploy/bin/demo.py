@@ -212,7 +212,7 @@ def up(ready_timeout_s: float) -> int:
         os.environ.setdefault(key, value)
     # the console and the simulator follow the services' ports, whatever they are set to
     for console_name, proc in (("contracts", "contracts"), ("attribution", "ingest"), ("metering", "spend"),
-                               ("invoicing", "invoicing")):
+                               ("invoicing", "invoicing"), ("pacing", "pacing")):
         os.environ.setdefault(f"TALLY_CONSOLE_{console_name.upper()}_URL", url(proc))
     os.environ.setdefault("TALLY_SIM_CONTRACTS_URL", url("contracts"))
     os.environ.setdefault("TALLY_SIM_INGEST_URL", url("ingest"))

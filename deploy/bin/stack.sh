@@ -4,6 +4,7 @@
 # The three-broker cluster (production replication, beside the single broker):
 #   deploy/bin/stack.sh {cluster-up|cluster-down|cluster-status|cluster-bootstrap|cluster-config N|
 #                        cluster-node-up N|cluster-node-kill N|cluster-reassign PLAN.json}
+# The secure broker (SASL/SCRAM, ACLs; beside the others): deploy/bin/stack.sh {secure-up|secure-down|secure-status}
 # Every wait polls a real answer (no fixed sleeps) and gives up after a bounded time.
 set -euo pipefail
 
@@ -48,6 +49,16 @@ kafka_pid() { [ -f "$KAFKA_DIR/kafka.pid" ] && kill -0 "$(cat "$KAFKA_DIR/kafka.
 kafka_java() { "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
   -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"; }
 
+start_broker() { # start_broker <dir> <log> [heap]: run kafka.Kafka on <dir>/server.properties in the
+  # background (heap "min max", default "512m 1g"), its pid in <dir>/kafka.pid; does not wait
+  local dir="$1" out="$2" heap_min heap_max
+  read -r heap_min heap_max <<< "${3:-512m 1g}"
+  nohup "$JAVA" -Xms"$heap_min" -Xmx"$heap_max" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >> "$out" 2>&1 &
+  echo $! > "$dir/kafka.pid"
+}
+
 kafka_up() {
   kafka_fetch
   if kafka_pid >/dev/null; then log "kafka already running (pid $(kafka_pid))"; return 0; fi
@@ -62,10 +73,7 @@ kafka_up() {
   fi
   if port_open "$KAFKA_PORT"; then log "port $KAFKA_PORT is taken by another process; set TALLY_KAFKA_PORT"; return 1; fi
   log "starting Apache Kafka on 127.0.0.1:$KAFKA_PORT"
-  nohup "$JAVA" -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" \
-    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" >> "$LOGS/kafka.log" 2>&1 &
-  echo $! > "$KAFKA_DIR/kafka.pid"
+  start_broker "$KAFKA_DIR" "$LOGS/kafka.log"
   wait_for "kafka port $KAFKA_PORT" 120 kafka_answers || { tail -n 40 "$LOGS/kafka.log"; return 1; }
 }
 
@@ -75,19 +83,21 @@ kafka_answers() {
   port_open "$KAFKA_PORT"
 }
 
-kafka_down() {
-  local pid; pid="$(kafka_pid || true)"
-  if [ -z "$pid" ]; then log "kafka not running"; return 0; fi
-  log "stopping kafka (pid $pid)"
+stop_broker() { # stop_broker <name> <pid or empty> <pid file>
+  local what="$1" pid="$2"
+  if [ -z "$pid" ]; then log "$what not running"; return 0; fi
+  log "stopping $what (pid $pid)"
   kill -TERM "$pid"
   # A controlled shutdown flushes every log; wait for it rather than killing.
   local deadline=$((SECONDS + 90))
   while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then log "kafka did not stop in 90s; killing"; kill -KILL "$pid"; break; fi
+    if ((SECONDS >= deadline)); then log "$what did not stop in 90s; killing"; kill -KILL "$pid"; break; fi
     sleep 0.2
   done
-  rm -f "$KAFKA_DIR/kafka.pid"
+  rm -f "$3"
 }
+
+kafka_down() { stop_broker kafka "$(kafka_pid || true)" "$KAFKA_DIR/kafka.pid"; }
 
 # ---------------------------------------------------------------- PostgreSQL
 pg_bin() {
@@ -234,10 +244,7 @@ cluster_node_up() { # start node $1 (formatting its storage on first use); does 
   fi
   log "starting cluster node $n on 127.0.0.1:$(cluster_port "$n") (controller $(cluster_controller_port "$n"))"
   # Smaller heaps than the single broker: three of them share the machine.
-  nohup "$JAVA" -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" \
-    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >> "$LOGS/cluster-$n.log" 2>&1 &
-  echo $! > "$dir/kafka.pid"
+  start_broker "$dir" "$LOGS/cluster-$n.log" "256m 768m"
 }
 
 cluster_node_answers() {
@@ -291,6 +298,49 @@ cluster_reassign() { # apply a partition reassignment plan (JSON, Kafka's format
     --reassignment-json-file "$1" --execute >> "$LOGS/cluster-tools.log" 2>&1
 }
 
+# ---------------------------------------------------------------- secure broker
+# One KRaft node with SASL/SCRAM-SHA-512 on loopback and the StandardAuthorizer (no ACL, no access),
+# beside the PLAINTEXT broker: its own ports (29092 clients, 29093 controller) and data
+# (.state/kafka-secure). deploy/bin/secure_bootstrap.py writes its config and the admin's
+# credential first, and afterwards creates the services' users, their ACLs and the topics.
+SECURE_DIR="$STATE/kafka-secure"
+SECURE_PORT="${TALLY_SECURE_KAFKA_PORT:-29092}"
+SECURE_CONTROLLER_PORT="${TALLY_SECURE_KAFKA_CONTROLLER_PORT:-29093}"
+PY="$ROOT/.venv/bin/python"
+
+secure_pid() { [ -f "$SECURE_DIR/kafka.pid" ] && kill -0 "$(cat "$SECURE_DIR/kafka.pid")" 2>/dev/null && cat "$SECURE_DIR/kafka.pid"; }
+
+secure_answers() {
+  secure_pid >/dev/null || { log "secure kafka exited during start-up" >&2; tail -n 40 "$LOGS/kafka-secure.log" >&2; exit 1; }
+  port_open "$SECURE_PORT"
+}
+
+secure_up() {
+  kafka_fetch
+  if secure_pid >/dev/null; then log "secure kafka already running (pid $(secure_pid))"; return 0; fi
+  if port_open "$SECURE_PORT"; then log "port $SECURE_PORT is taken by another process; set TALLY_SECURE_KAFKA_PORT"; return 1; fi
+  mkdir -p "$SECURE_DIR/data"
+  TALLY_STATE_DIR="$STATE" TALLY_SECURE_KAFKA_PORT="$SECURE_PORT" TALLY_SECURE_KAFKA_CONTROLLER_PORT="$SECURE_CONTROLLER_PORT" \
+    "$PY" "$ROOT/deploy/bin/secure_bootstrap.py" prepare
+  if [ ! -f "$SECURE_DIR/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid | tail -n 1)"
+    log "formatting the secure broker's KRaft storage (cluster id $cluster_id) with the admin's SCRAM credential"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$SECURE_DIR/server.properties" \
+      --add-scram "$(cat "$SECURE_DIR/format-scram")" >> "$LOGS/kafka-secure.log" 2>&1
+  fi
+  rm -f "$SECURE_DIR/format-scram"
+  log "starting the secure Apache Kafka on 127.0.0.1:$SECURE_PORT (SASL_PLAINTEXT, SCRAM-SHA-512, ACLs)"
+  start_broker "$SECURE_DIR" "$LOGS/kafka-secure.log" "256m 768m"
+  wait_for "secure kafka port $SECURE_PORT" 120 secure_answers || { tail -n 40 "$LOGS/kafka-secure.log"; return 1; }
+}
+
+secure_down() { stop_broker "secure kafka" "$(secure_pid || true)" "$SECURE_DIR/kafka.pid"; }
+
+secure_status() {
+  if secure_pid >/dev/null && port_open "$SECURE_PORT"; then echo "kafka-secure up  127.0.0.1:$SECURE_PORT SASL_PLAINTEXT (pid $(secure_pid))"; else echo "kafka-secure down"; fi
+}
+
 cluster_status() {
   local n
   for n in "${CLUSTER_NODES[@]}"; do
@@ -322,5 +372,8 @@ case "${1:-}" in
   cluster-node-up) cluster_node_up "${2:?node 1..3}"; cluster_node_wait "$2" ;;
   cluster-node-kill) cluster_node_kill "${2:?node 1..3}" ;;
   cluster-reassign) cluster_reassign "${2:?reassignment JSON file}" ;;
-  *) echo "usage: $0 {up|down|status|kafka-up|kafka-down|pg-up|pg-down|fetch|cluster-up|cluster-down|cluster-status|cluster-bootstrap|cluster-config N|cluster-node-up N|cluster-node-kill N|cluster-reassign PLAN.json}" >&2; exit 2 ;;
+  secure-up) secure_up ;;
+  secure-down) secure_down ;;
+  secure-status) secure_status ;;
+  *) echo "usage: $0 {up|down|status|kafka-up|kafka-down|pg-up|pg-down|fetch|cluster-up|cluster-down|cluster-status|cluster-bootstrap|cluster-config N|cluster-node-up N|cluster-node-kill N|cluster-reassign PLAN.json|secure-up|secure-down|secure-status}" >&2; exit 2 ;;
 esac

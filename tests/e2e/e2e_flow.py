@@ -52,7 +52,7 @@ def read_topic(stack: Stack, topic: str, schema: str) -> list[dict[str, Any]]:
     catalog = SchemaCatalog.load(ROOT / "schemas")
     codec = catalog.codec(schema)
     c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"e2e-reader-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+                  "enable.auto.commit": False, "isolation.level": "read_committed", **stack.kafka})
     try:
         md = c.list_topics(topic, timeout=10)
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
@@ -80,7 +80,8 @@ def start_processors(stack: Stack) -> subprocess.Popen[bytes]:
     terms to the end before their first event, as they would in production where contracts
     precede their traffic."""
     procfile = stack.tmp / "Procfile.processors"
-    procfile.write_text(f"attribution: {PY} -m tally_attribution processor\nmetering: {PY} -m tally_metering worker\n")
+    procfile.write_text(f"attribution: {stack.command('attribution', '-m tally_attribution processor')}\n"
+                        f"metering: {stack.command('metering', '-m tally_metering worker')}\n")
     return subprocess.Popen([PY, str(ROOT / "deploy/bin/supervise.py"), str(procfile)], cwd=ROOT, env=stack.env(),
                             stdout=open(stack.tmp / "supervisor-processors.log", "ab"),
                             stderr=subprocess.STDOUT)

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -59,6 +62,8 @@ class Stack:
     #: the catalog topics' replication: 1 on the single local broker, 3 and 2 on the cluster (production)
     replication_factor: int = 1
     min_insync_replicas: int = 1
+    #: the settings of the test's own Kafka clients over the defaults (the secure variant: the admin's)
+    kafka: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topic = {spec.name: f"e2e-{self.run}-{spec.name}" for spec in topics.CATALOG}
@@ -70,7 +75,8 @@ class Stack:
     # ------------------------------------------------------------------ set-up
     async def create(self) -> None:
         ensure_topics(self.bootstrap, [spec.renamed(self.topic[spec.name]) for spec in topics.CATALOG],
-                      replication_factor=self.replication_factor, min_insync_replicas=self.min_insync_replicas)
+                      replication_factor=self.replication_factor, min_insync_replicas=self.min_insync_replicas,
+                      client=self.kafka)
         admin = await asyncpg.connect(pg_dsn("tally_contracts"))
         try:
             for db in self.dbs.values():
@@ -144,14 +150,18 @@ class Stack:
             "TALLY_INVOICING_FOUR_EYES_THRESHOLD": "*=100000000",
         }
 
+    def command(self, service: str, args: str) -> str:
+        """The Procfile command that runs ``python args`` as ``service`` (the secure variant: as its principal)."""
+        return f"{PY} {args}"
+
     def procfile(self) -> Path:
         """The API services; the stream processors start later (e2e_flow.start_processors)."""
         path = self.tmp / "Procfile"
         path.write_text("\n".join([
-            f"contracts: {PY} -m tally_contracts",
-            f"ingest: {PY} -m tally_attribution ingest",
-            f"spend: {PY} -m tally_metering api",
-            f"invoicing: {PY} -m tally_invoicing serve",
+            f"contracts: {self.command('contracts', '-m tally_contracts')}",
+            f"ingest: {self.command('ingest', '-m tally_attribution ingest')}",
+            f"spend: {self.command('metering', '-m tally_metering api')}",
+            f"invoicing: {self.command('invoicing', '-m tally_invoicing serve')}",
         ]) + "\n")
         return path
 
@@ -200,16 +210,27 @@ class Stack:
                 return None
         return pid
 
+    def kill_one_behind(self, rng: random.Random, kills: Counter[str], log: list[str]) -> None:
+        """The chaos drivers' usual move: SIGKILL a service not yet killed twice (any, once all
+        have been), counting it in ``kills`` and noting it in ``log`` if it was running."""
+        behind = [s for s in SERVICES if kills[s] < 2]
+        victim = rng.choice(behind or list(SERVICES))
+        if self.kill(victim) is not None:
+            kills[victim] += 1
+            log.append(f"kill -9 {victim}")
+
     def lag(self, group: str, topic_names: list[str]) -> int:
         """Committed records on ``topic_names`` that consumer group ``group`` has not committed yet.
 
         Offsets alone over-count: transaction markers take offsets too. So each partition is read
         (read_committed) from the group's committed offset to its end, counting the records."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.kafka})
         md = admin.list_topics(timeout=10)
+        if any(t not in md.topics for t in topic_names):
+            return 1  # an input the consumer creates itself (metering's deltas) is not there yet
         parts = [TopicPartition(t, p) for t in topic_names for p in md.topics[t].partitions]
         probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False,
-                          "isolation.level": "read_committed", "enable.partition.eof": True})
+                          "isolation.level": "read_committed", "enable.partition.eof": True, **self.kafka})
         try:
             committed = probe.committed(parts, timeout=10)
             start = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
@@ -255,6 +276,6 @@ class Stack:
         finally:
             await admin.close()
         names = list(self.topic.values())
-        md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=10)
+        md = AdminClient({"bootstrap.servers": self.bootstrap, **self.kafka}).list_topics(timeout=10)
         names += [t for t in md.topics if t.startswith(f"e2e-{self.run}-") and t not in names]
-        delete_topics(self.bootstrap, names)
+        delete_topics(self.bootstrap, names, client=self.kafka)

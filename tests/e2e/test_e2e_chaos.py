@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from tally_kit.clock import wait_or_stop
+
 from .e2e_flow import describe, run_month
 from .e2e_stack import ROOT, SERVICES, Stack
 
@@ -49,15 +51,8 @@ async def chaos(stack: Stack, stop: asyncio.Event, log: list[str]) -> None:
             await _stack_sh("pg-up")
             restarted.add("postgres")
         else:
-            behind = [s for s in SERVICES if kills[s] < 2]
-            victim = rng.choice(behind or list(SERVICES))
-            if stack.kill(victim) is not None:
-                kills[victim] += 1
-                log.append(f"kill -9 {victim}")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=KILL_EVERY_S)
-        except TimeoutError:
-            pass
+            stack.kill_one_behind(rng, kills, log)
+        await wait_or_stop(stop, KILL_EVERY_S)
 
 
 async def test_chaos_month_still_invoices_to_the_cent(stack: Stack) -> None:

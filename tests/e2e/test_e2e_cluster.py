@@ -25,6 +25,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ClusterMetadata, ConfigEntry, ConfigResource
 
+from tally_kit.clock import wait_or_stop
 from tally_streams import topics
 from tally_streams.kafka import ensure_topics
 
@@ -248,15 +249,8 @@ async def chaos(stack: Stack, stop: asyncio.Event, log: list[str], killed: list[
         elif n == 6:
             await restart_broker(second, log)
         else:
-            behind = [s for s in SERVICES if kills[s] < 2]
-            victim = rng.choice(behind or list(SERVICES))
-            if stack.kill(victim) is not None:
-                kills[victim] += 1
-                log.append(f"kill -9 {victim}")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=KILL_EVERY_S)
-        except TimeoutError:
-            pass
+            stack.kill_one_behind(rng, kills, log)
+        await wait_or_stop(stop, KILL_EVERY_S)
 
 
 async def test_broker_failures_on_the_cluster_still_invoice_to_the_cent(cluster_stack: Stack) -> None:

@@ -1,5 +1,9 @@
 """confluent-kafka helpers: safe client configs, topic creation, Avro consumer and producers.
 
+Every client config carries the security settings of ``tally_streams.security`` (PLAINTEXT
+unless ``TALLY_KAFKA_SECURITY_PROTOCOL`` says otherwise): build clients from ``producer_config``,
+``consumer_config`` and ``admin_config``, never from a bare ``{"bootstrap.servers": ...}``.
+
 A consumer is decode -> transform -> produce -> commit, commit last (arroyo's shape). A
 record that cannot be decoded is not retried: it is returned as a ``FailedRecord`` for the
 caller to dead-letter, and consumption carries on with the next record.
@@ -20,6 +24,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from . import security
 from .avro import AvroCodec, DecodeError, SchemaCatalog
 from .topics import TopicSpec, dead_letter_topic
 
@@ -36,6 +41,7 @@ def producer_config(bootstrap: str, client_id: str = "tally", **overrides: Any) 
         "compression.type": "lz4",
         "queue.buffering.max.messages": 200_000,
         "message.timeout.ms": 60_000,
+        **security.client_config(),
     }
     cfg.update(overrides)
     return cfg
@@ -53,7 +59,15 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         "enable.partition.eof": False,
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
+        **security.client_config(),
     }
+    cfg.update(overrides)
+    return cfg
+
+
+def admin_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """An admin client's config: the bootstrap servers and the security settings."""
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, **security.client_config()}
     cfg.update(overrides)
     return cfg
 
@@ -121,9 +135,10 @@ def consume_to_end(consumer: Consumer, partitions: Sequence[TopicPartition], *,
                     del ends[(pos.topic, pos.partition)]
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
-    """Block until the broker answers a metadata request (bounded)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def wait_for_broker(bootstrap: str, timeout_s: float = 60.0, *, client: Mapping[str, Any] | None = None) -> None:
+    """Block until the broker answers a metadata request (bounded). ``client``: settings over
+    ``admin_config``'s (another principal's security), here and in ``ensure_topics``/``delete_topics``."""
+    admin = AdminClient(admin_config(bootstrap, **(client or {})))
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -144,6 +159,7 @@ def ensure_topics(
     replication_factor: int | None = None,
     min_insync_replicas: int | None = None,
     timeout_s: float = 60.0,
+    client: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created. Safe to run twice.
 
@@ -154,7 +170,7 @@ def ensure_topics(
         replication_factor = int(os.environ.get("TALLY_TOPIC_REPLICATION", "1"))
     if min_insync_replicas is None:
         min_insync_replicas = int(os.environ.get("TALLY_TOPIC_MIN_INSYNC_REPLICAS", "1"))
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap, **(client or {})))
     specs = list(specs)
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [s for s in specs if s.name not in existing]
@@ -189,10 +205,11 @@ def ensure_topics(
         time.sleep(0.1)
 
 
-def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 30.0) -> None:
+def delete_topics(bootstrap: str, names: Sequence[str], timeout_s: float = 30.0, *,
+                  client: Mapping[str, Any] | None = None) -> None:
     if not names:
         return
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap, **(client or {})))
     for fut in admin.delete_topics(list(names), operation_timeout=timeout_s).values():
         try:
             fut.result(timeout=timeout_s)
@@ -309,6 +326,17 @@ def classify_rejection(error: DecodeError | None = None, *, field: str | None = 
     return INVALID
 
 
+def out_of_bounds(problem: tuple[str, str], record: Mapping[str, Any], now: datetime) -> DecodeError:
+    """A decoded record with a value beyond its limit (``problem``: the (field, reason) of
+    ``tally_billing.bounds.record_problem``), as the ``DecodeError`` every consumer dead-letters:
+    kind ``invalid``, or for an event time outside the bounds' dates ``future_event_time`` /
+    ``stale_event_time`` (any clock inside those dates gives the same kind), with the field."""
+    field, reason = problem
+    value = record.get(field)
+    kind = classify_rejection(field=field, event_time=value if isinstance(value, datetime) else None, now=now)
+    return DecodeError(kind, f"{field} {reason}", field=field)
+
+
 def dead_letter_record(
     source: str,
     *,
@@ -342,6 +370,7 @@ def dead_letter_record(
 def dead_letter_for(failed: FailedRecord, *, consumer_group: str | None = None) -> dict[str, Any]:
     return dead_letter_record(
         failed.topic, error_kind=classify_rejection(failed.error), reason=failed.error.reason, key=failed.key,
+        field=failed.error.field,
         value=failed.raw, partition=failed.partition, offset=failed.offset, consumer_group=consumer_group,
     )
 
@@ -356,7 +385,7 @@ class SyncProducer:
 
     def produce(self, topic: str, schema: str, value: Mapping[str, Any], key: bytes | str | None = None,
                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
-        data = self.catalog.codec(schema).encode(value)
+        data = self.catalog.codec(schema).encode(dict(value))
         self.produce_raw(topic, data, key, headers)
 
     def produce_raw(self, topic: str, value: bytes | None, key: bytes | str | None = None,
@@ -404,6 +433,7 @@ class AsyncProducer:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self._producer = Producer(dict(config))
+        self._queue_max = int(config.get("queue.buffering.max.messages", 100_000))  # librdkafka's default
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="kafka-producer-poll", daemon=True)
         self._thread.start()
@@ -442,6 +472,29 @@ class AsyncProducer:
         delivery callbacks only count; the event loop is woken once per batch, not per record.
         """
         acks = _BatchAcks(asyncio.get_running_loop())
+        records = records if isinstance(records, list) else list(records)
+        if records and len(self._producer) + len(records) <= self._queue_max:
+            # Room for all: librdkafka's own batch call, one per run of records of one topic, and
+            # one shared callback (no per-record closure). With room, no record can be refused
+            # for a full queue, so "the first n" stays true; a record refused at once (too large)
+            # carries ``_error`` and is answered as refused.
+            on_any = acks.on_any_delivery
+            start = 0
+            while start < len(records):
+                topic = records[start][0]
+                end = start
+                msgs: list[dict[str, Any]] = []
+                while end < len(records) and records[end][0] == topic:
+                    msgs.append({"value": records[end][1], "key": records[end][2]})
+                    end += 1
+                acks.track(start, topic, msgs)
+                self._producer.produce_batch(topic, msgs, on_delivery=on_any)
+                for i, m in enumerate(msgs):
+                    if "_error" in m:
+                        acks.refused_now(start + i, m["_error"])
+                start = end
+            acks.seal(len(records))
+            return len(records), acks.future
         produce = self._producer.produce
         on_delivery = acks.on_delivery
         n = 0
@@ -476,7 +529,7 @@ class _BatchAcks:
     batch cannot be complete even if every report so far has arrived.
     """
 
-    __slots__ = ("_answered", "_expected", "_lock", "_loop", "errors", "future")
+    __slots__ = ("_answered", "_expected", "_lock", "_loop", "_runs", "errors", "future")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -485,8 +538,44 @@ class _BatchAcks:
         self._lock = threading.Lock()
         self._answered = 0
         self._expected = -1
+        self._runs: list[tuple[int, str, list[dict[str, Any]]]] = []
 
-    def on_delivery(self, index: int, err: KafkaError | None, _msg: Message) -> None:
+    def track(self, start: int, topic: str, msgs: list[dict[str, Any]]) -> None:
+        """Records ``start``… were handed to ``Producer.produce_batch`` as ``msgs``: a refused one's
+        index is found from its topic, key and value (``on_any_delivery``)."""
+        self._runs.append((start, topic, msgs))
+
+    def refused_now(self, index: int, err: KafkaError) -> None:
+        """``produce_batch`` refused record ``index`` at once: answered, with its error."""
+        self.on_delivery(index, err, None)
+
+    def on_any_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """The shared callback of ``Producer.produce_batch``: a delivery report names no index, so
+        a refused record's index is the first not yet refused with its topic, key and value
+        (records alike in all three are interchangeable for the caller)."""
+        if err is None:  # the common case, counted here (one Python call per record, not two)
+            with self._lock:
+                self._answered += 1
+                done = self._answered == self._expected
+            if done:
+                self._loop.call_soon_threadsafe(_set_result, self.future, self.errors)
+            return
+        key, value, topic = msg.key(), msg.value(), msg.topic()
+        for start, run_topic, msgs in self._runs:
+            if run_topic != topic:
+                continue
+            for i, m in enumerate(msgs):
+                k = m["key"].encode() if isinstance(m["key"], str) else m["key"]
+                if m["value"] == value and k == key and start + i not in self.errors:
+                    self.on_delivery(start + i, err, msg)
+                    return
+        # not found (cannot happen): every record of the batch is answered refused rather than one wrongly accepted
+        for start, _topic, msgs in self._runs:
+            for i in range(len(msgs)):
+                self.errors.setdefault(start + i, KafkaException(err))
+        self.on_delivery(-1, None, msg)
+
+    def on_delivery(self, index: int, err: KafkaError | None, _msg: Message | None) -> None:
         if err is not None:
             self.errors[index] = KafkaException(err)
         with self._lock:

@@ -34,6 +34,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 ID_PATTERN = f"^{bounds.ID_PATTERN.pattern}$"
+LIMIT, CURSOR = bounds.limit("limit"), bounds.limit("cursor")
 ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": bounds.ID_LEN_MAX},
       "description": "contract id (one no contract can have is 404)"}
 VERSION = {"name": "version", "in": "path", "required": True,
@@ -88,8 +89,7 @@ def spec() -> dict[str, Any]:
                           **_errors(401, 403, 404)}}},
         "/contracts/{id}/versions": {"parameters": [ID], "get": {
             "summary": "List versions (tenants: approved only; partners: the partner view)",
-            "responses": {"200": _json({"type": "object", "properties": {"items": {"type": "array", "items": _read_version}}},
-                                       "versions, oldest first"), **_errors(401, 403, 404)}}},
+            "responses": {"200": _json(_ref("VersionList"), "versions, oldest first"), **_errors(401, 403, 404)}}},
         "/contracts/{id}/versions/{version}": {
             "parameters": [ID, VERSION],
             "get": {"summary": "Get a version", "description": "A partner user reads the partner view (PartnerVersion).",
@@ -135,7 +135,20 @@ def spec() -> dict[str, Any]:
             "summary": "The contract's audit trail (internal roles)",
             "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
                            {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 1024}}],
-            "responses": {"200": _json({"type": "object"}, "audit entries in chain order"), **_errors(401, 403, 404, 422)}}},
+            "responses": {"200": _json(_ref("AuditPage"), "audit entries in chain order"), **_errors(401, 403, 404, 422)}}},
+        "/approvals": {"get": {
+            "summary": "The approvals queue: submitted versions, oldest submission first",
+            "description": "Roles: approver, finance, admin (tenant tokens 403). waiting_for=me (the default): the "
+                           "versions where one of the caller's roles still has a missing approval and the caller is "
+                           "not an author, the submitter or a prior approver of the submission; waiting_for=any: "
+                           "every submitted version, each saying whether the caller can decide and why not.",
+            "parameters": [
+                {"name": "waiting_for", "in": "query", "schema": {"enum": ["me", "any"], "default": "me"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": LIMIT.min_int,
+                                                            "maximum": LIMIT.max_int}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": CURSOR.max_int},
+                 "description": "next_cursor of the previous page"}],
+            "responses": {"200": _json(_ref("ApprovalQueuePage"), "a page of the queue"), **_errors(401, 403, 422)}}},
         "/audit/verify": {"get": {
             "summary": "Verify the whole audit hash chain (admin)",
             "responses": {"200": _json(_ref("AuditVerification"), "the verification result"), **_errors(401, 403)}}},
@@ -170,53 +183,8 @@ def spec() -> dict[str, Any]:
         "CancelAutoRenewal": {"type": "object", "additionalProperties": False, "properties": {"reason": COMMENT}},
         "Terminate": {"type": "object", "required": ["effective_date", "reason"], "additionalProperties": False,
                       "properties": {"effective_date": _ref("Day"), "reason": COMMENT}},
-        "PartnerContract": {"type": "object", "description": "A contract as a partner named on it reads it: no staff "
-                            "names, and itself as the only partner.", "properties": {
-            "view": {"const": "partner"}, "id": {"type": "string"}, "name": {"type": "string"},
-            "contract_type": {"enum": ["cpm", "cpa"]}, "advertiser_id": {"type": "string"},
-            "partner_ids": {"type": "array", "maxItems": 1, "items": {"type": "string"}},
-            "currency": {"type": "string"}, "time_zone": {"type": "string"}, "status": {"enum": list(STATUSES)},
-            "current_version": {"type": ["integer", "null"]}, "revision": {"type": "integer"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "terminated_at": {"type": ["string", "null"], "format": "date-time"},
-            "versions": {"type": "array", "items": {"type": "object"}},
-            "renewal": {"type": "object", "description": "auto_renew, term_ends_at, notice_deadline, cancelled, cancelled_at"},
-            "published": {"type": "boolean"}}, "not": {"anyOf": [{"required": ["created_by"]}]}},
-        "PartnerVersion": {"type": "object", "additionalProperties": False,
-                           "description": "A version as a partner reads it: no authors, approvals, comments or committed "
-                                          "value; terms in the partner view.",
-                           "properties": {**{k: {} for k in PARTNER_VERSION_FIELDS}, "view": {"const": "partner"},
-                                          "terms": _ref("PartnerTerms")}},
-        "Contract": {"type": "object", "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "contract_type": {"enum": ["cpm", "cpa"]},
-            "advertiser_id": {"type": "string"}, "partner_ids": {"type": "array", "items": {"type": "string"}},
-            "currency": {"type": "string"}, "time_zone": {"type": "string"},
-            "status": {"enum": list(STATUSES), "description": "derived from the versions and the clock"},
-            "current_version": {"type": ["integer", "null"]}, "revision": {"type": "integer"},
-            "created_at": ts, "created_by": {"type": "string"}, "terminated_at": {**ts, "type": ["string", "null"]},
-            "versions": {"type": "array", "items": {"type": "object"}},
-            "renewal": {"type": "object", "description": "auto_renew, term_ends_at, notice_deadline, cancelled"},
-            "published": {"type": "boolean", "description": "GET /contracts/{id} only: every change of the contract is "
-                          "on Kafka (contracts.events, contracts.terms); false while the outbox relay has one to publish"}}},
-        "ContractPage": {"type": "object", "properties": {"items": {"type": "array", "items": _ref("Contract")},
-                                                          "next_cursor": {"type": ["string", "null"]}}},
-        "Version": {"type": "object", "properties": {
-            "contract_id": {"type": "string"}, "version": {"type": "integer"}, "kind": {"enum": list(VERSION_KINDS)},
-            "state": {"enum": list(VERSION_STATES)}, "terms": _ref("Terms"), "effective_from": ts,
-            "ends_at": {**ts, "type": ["string", "null"], "description": "term end (exclusive)"},
-            "backdated": {"type": "boolean"}, "committed_value": {"type": ["string", "null"]}, "etag": {"type": "string"},
-            "authors": {"type": "array", "items": {"type": "string"}}, "submitted_by": {"type": ["string", "null"]},
-            "required_approvals": {"type": "object"}, "approvals": {"type": "array", "items": {"type": "object"}},
-            "missing_approvals": {"type": "object"}}},
-        "Diff": {"type": "object", "properties": {"changes": {"type": "array", "items": {"type": "object", "properties": {
-            "path": {"type": "string"}, "from": {}, "to": {}, "change": {"enum": ["added", "removed", "changed"]}}}}}},
-        "AuditVerification": {"type": "object", "properties": {
-            "ok": {"type": "boolean"}, "checked": {"type": "integer"},
-            "first_broken_link": {"type": ["object", "null"]}}},
+        **response_schemas(ts),
     }
-    version_props = schemas["Version"]["properties"]
-    version_props["decided_at"] = {**ts, "type": ["string", "null"]}
-    schemas["PartnerVersion"]["properties"].update({k: version_props[k] for k in PARTNER_VERSION_FIELDS})
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tally contracts API", "version": "1.0.0",
@@ -319,7 +287,9 @@ def terms_schemas() -> dict[str, Any]:
     }, ("payouts",))
     partner_payout = _obj({"event_type": _ref("EventType"), "partner_payout": _ref("Price"),
                            "tiers": {"type": "array", "items": _obj({"from_conversions": _int(1, tb.CONVERSIONS_MAX),
-                                                                     "partner_payout": _ref("Price")})}})
+                                                                     "partner_payout": _ref("Price")},
+                                                                    ("from_conversions", "partner_payout"))}},
+                          ("event_type", "partner_payout", "tiers"))
     return {
         "Id": {"type": "string", "pattern": ID_PATTERN, "maxLength": bounds.ID_LEN_MAX,
                "description": f"1 to {bounds.ID_LEN_MAX} characters of {bounds.ID_CHARSET}"},
@@ -340,18 +310,116 @@ def terms_schemas() -> dict[str, Any]:
                                   "libs/tally_billing/README.md): a cpm contract has cpm terms, a cpa contract cpa "
                                   "terms. Amounts are decimal strings, dates YYYY-MM-DD; every bound is "
                                   "tally_billing.bounds'."),
-        "PartnerTerms": {"type": "object", "description": "The terms as a partner named on the contract reads them: "
-                         "flight, currency and campaigns, its payouts (never the advertiser price), the attribution "
-                         "windows, the per-partner caps and its own overrides only.",
-                         "properties": {
-                             "view": {"const": "partner"}, "contract_type": {"enum": ["cpm", "cpa"]},
-                             "common": {"type": "object", "additionalProperties": False,
-                                        "properties": {k: common["properties"][k] for k in PARTNER_COMMON_FIELDS}},
-                             "cpa": _nullable({"type": "object", "additionalProperties": False, "properties": {
-                                 "payouts": {"type": "array", "items": partner_payout},
-                                 "partner_overrides": {"type": "array", "items": override,
-                                                       "description": "the reading partner's own overrides only"},
-                                 "attribution": _nullable(attribution),
-                                 "caps": {"type": "object", "properties": {"per_partner": _nullable(_ref("CapLimits"))}}}}),
-                         }, "additionalProperties": False},
+        "PartnerTerms": _obj({
+            "view": {"const": "partner"}, "contract_type": {"enum": ["cpm", "cpa"]},
+            "common": _obj({k: common["properties"][k] for k in PARTNER_COMMON_FIELDS}, PARTNER_COMMON_FIELDS),
+            "cpa": _nullable(_obj({
+                "payouts": {"type": "array", "items": partner_payout},
+                "partner_overrides": {"type": "array", "items": override,
+                                      "description": "the reading partner's own overrides only"},
+                "attribution": _nullable(attribution),
+                "caps": _obj({"per_partner": _nullable(_ref("CapLimits"))}, ("per_partner",))},
+                ("payouts", "partner_overrides", "attribution", "caps"))),
+        }, ("view", "contract_type", "common", "cpa"), description="The terms as a partner named on the contract "
+            "reads them: flight, currency and campaigns, its payouts (never the advertiser price), the attribution "
+            "windows, the per-partner caps and its own overrides only."),
+    }
+
+
+# --------------------------------------------------------------------------- the answers, typed
+
+
+def _closed(properties: dict[str, Any], *optional: str, **extra: Any) -> dict[str, Any]:
+    """A closed object (``views.py`` writes exactly these keys) whose keys are all required but ``optional``."""
+    return {"type": "object", "additionalProperties": False,
+            "required": [k for k in properties if k not in optional], "properties": properties, **extra}
+
+
+def response_schemas(ts: dict[str, Any]) -> dict[str, Any]:
+    """What ``views.py`` answers, every key it writes required (nullable where it can be null),
+    closed where the view is; ``tests/unit/contracts/test_contracts_openapi_responses.py``
+    renders the views and validates them against these."""
+    ts_or_null = {**ts, "type": ["string", "null"]}
+    text = {"type": "string"}
+    text_or_null = {"type": ["string", "null"]}
+    role_counts = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1},
+                   "description": "role -> number of approvals"}
+    version_ref = _closed({"version": {"type": "integer"}, "kind": {"enum": list(VERSION_KINDS)},
+                           "state": {"enum": list(VERSION_STATES)}})
+    contract_props: dict[str, Any] = {
+        "id": text, "name": text, "contract_type": {"enum": ["cpm", "cpa"]}, "advertiser_id": text,
+        "partner_ids": {"type": "array", "items": text}, "currency": text, "time_zone": text,
+        "status": {"enum": list(STATUSES), "description": "derived from the versions and the clock"},
+        "current_version": {"type": ["integer", "null"], "description": "the approved version in force"},
+        "revision": {"type": "integer"}, "created_at": ts, "created_by": text, "terminated_at": ts_or_null,
+        "versions": {"type": "array", "items": version_ref,
+                     "description": "every version, oldest first (tenants: approved ones only)"},
+        "renewal": _ref("Renewal"),
+        "published": {"type": "boolean", "description": "GET /contracts/{id} and the steps' answers only: every "
+                      "change of the contract is on Kafka (contracts.events, contracts.terms); false while the outbox "
+                      "relay has one to publish"},
+    }
+    renewal_props = {"auto_renew": {"type": "boolean"}, "term_ends_at": ts_or_null, "notice_deadline": ts_or_null,
+                     "cancelled": {"type": "boolean"}, "cancelled_at": ts_or_null, "cancelled_by": text_or_null}
+    approval = _closed({"approver": text, "role": text, "comment": text_or_null, "at": ts})
+    version_props: dict[str, Any] = {
+        "contract_id": text, "version": {"type": "integer"}, "kind": {"enum": list(VERSION_KINDS)},
+        "state": {"enum": list(VERSION_STATES)}, "terms": _ref("Terms"), "effective_from": ts,
+        "ends_at": {**ts_or_null, "description": "term end (exclusive)"}, "backdated": {"type": "boolean"},
+        "committed_value": {**text_or_null, "description": "a decimal string (the terms' committed value)"}, "etag": text,
+        "authors": {"type": "array", "items": text}, "submitted_by": text_or_null, "submitted_at": ts_or_null,
+        "submission": {"type": "integer", "minimum": 0, "description": "how often the version was submitted"},
+        "required_approvals": {**role_counts, "description": "what the approval policy requires (role -> count)"},
+        "approvals": {"type": "array", "items": approval, "description": "of the current submission"},
+        "missing_approvals": {**role_counts, "description": "still missing while submitted; {} otherwise"},
+        "decided_at": ts_or_null, "decided_by": text_or_null, "decision_comment": text_or_null,
+        "comment": text_or_null, "created_at": ts, "updated_at": ts,
+    }
+    partner_version = {k: version_props[k] for k in PARTNER_VERSION_FIELDS}
+    queue_version = {k: version_props[k] for k in (
+        "version", "kind", "effective_from", "ends_at", "backdated", "committed_value", "etag", "authors",
+        "submitted_by", "submitted_at", "submission", "required_approvals", "approvals", "missing_approvals")}
+    audit_entry = _closed({"seq": {"type": "integer"}, "entity_type": text, "entity_id": text, "action": text,
+                           "actor": text, "tenant_type": text_or_null, "tenant_id": text_or_null,
+                           "before": {"description": "the entity before the step (any JSON)"},
+                           "after": {"description": "the entity after the step (any JSON)"},
+                           "at": ts, "prev_hash": text, "hash": text})
+    return {
+        "Renewal": _closed(renewal_props, "term_ends_at", "notice_deadline", "cancelled", "cancelled_at",
+                           "cancelled_by", description="only auto_renew (false) until a version is approved; a "
+                           "partner user never sees cancelled_by"),
+        "VersionRef": version_ref,
+        "Approval": approval,
+        "Contract": _closed({**contract_props, "draft": _ref("Version")}, "renewal", "published", "draft",
+                            description="renewal and published: the contract's own answers, not the list's; draft: "
+                                        "POST /contracts only (version 1)"),
+        "PartnerContract": _closed({"view": {"const": "partner"},
+                                    **{k: v for k, v in contract_props.items() if k != "created_by"},
+                                    "partner_ids": {"type": "array", "maxItems": 1, "items": text}},
+                                   "renewal", "published",
+                                   description="A contract as a partner named on it reads it: no staff names, and "
+                                               "itself as the only partner."),
+        "ContractPage": _closed({"items": {"type": "array", "items": {"oneOf": [_ref("Contract"), _ref("PartnerContract")]}},
+                                 "next_cursor": text_or_null}),
+        "Version": _closed(version_props),
+        "PartnerVersion": _closed({**partner_version, "view": {"const": "partner"}, "terms": _ref("PartnerTerms")},
+                                  description="A version as a partner reads it: no authors, approvals, comments or "
+                                              "committed value; terms in the partner view."),
+        "VersionList": _closed({"items": {"type": "array", "items": {"oneOf": [_ref("Version"), _ref("PartnerVersion")]}}}),
+        "Diff": _closed({"contract_id": text, "from_version": {"type": "integer"}, "to_version": {"type": "integer"},
+                         "changes": {"type": "array", "items": _closed({
+                             "path": text, "from": {}, "to": {}, "change": {"enum": ["added", "removed", "changed"]}})}}),
+        "AuditEntry": audit_entry,
+        "AuditPage": _closed({"items": {"type": "array", "items": _ref("AuditEntry")}, "next_cursor": text_or_null}),
+        "AuditVerification": _closed({"ok": {"type": "boolean"}, "checked": {"type": "integer"},
+                                      "first_broken_link": {"oneOf": [
+                                          _closed({"seq": {"type": "integer"}, "reason": text}), {"type": "null"}]}}),
+        "ApprovalQueueItem": _closed({
+            "contract": _closed({k: contract_props[k] for k in
+                                 ("id", "name", "advertiser_id", "status", "currency", "time_zone")}),
+            "version": _closed(queue_version),
+            "can_decide": {"type": "boolean", "description": "the caller may approve (or reject) it now"},
+            "why_not": {**text_or_null, "description": "why the caller cannot (null when it can)"}}),
+        "ApprovalQueuePage": _closed({"items": {"type": "array", "items": _ref("ApprovalQueueItem")},
+                                      "next_cursor": text_or_null}),
     }

@@ -78,35 +78,64 @@ _INT_OR_NULL = {"type": ["integer", "null"]}
 _ADJUSTMENT_KINDS = ["late_event", "reversal_after_close", "ivt_credit", "backdated_amendment", "manual_credit"]
 
 
+def _closed(properties: dict[str, Any], *optional: str, **extra: Any) -> dict[str, Any]:
+    """A closed object whose keys are all required but ``optional``."""
+    return {"type": "object", "additionalProperties": False,
+            "required": [k for k in properties if k not in optional], "properties": properties, **extra}
+
+
 def _schemas() -> dict[str, Any]:
-    line = {"type": "object", "required": ["id", "kind", "description", "amount_exact", "amount"], "properties": {
-        "id": {"type": "string", "format": "uuid"}, "line_no": {"type": "integer"},
+    # The documents are their tables' rows (``api.document_doc``, ``api._list``: every column but
+    # ``aggregation_key``), so each schema is closed and names every column, required; the unit
+    # test ``test_invoicing_openapi_responses.py`` renders rows built from the migrations' columns.
+    uuid = {"type": "string", "format": "uuid"}
+    uuid_or_null = {"type": ["string", "null"], "format": "uuid"}
+    text = {"type": "string"}
+    line_common = {
+        "id": uuid, "line_no": {"type": "integer"},
         "kind": {"enum": ["cpm_impressions", "cpm_over_delivery", "minimum_commitment_shortfall", "cpa_conversions",
                           "adjustment", "cpa_payout"]},
-        "adjustment_kind": {"enum": [*_ADJUSTMENT_KINDS, None]}, "description": {"type": "string"},
+        "adjustment_kind": {"enum": [*_ADJUSTMENT_KINDS, None]}, "description": text,
         "contract_id": _TEXT_OR_NULL, "contract_version": _INT_OR_NULL, "event_type": _TEXT_OR_NULL,
-        "quantity": _INT_OR_NULL, "unit_price": _AMOUNT_OR_NULL, "amount_exact": _AMOUNT,
+        "quantity": _INT_OR_NULL, "amount_exact": _AMOUNT,
         "amount": {**_AMOUNT, "description": "amount_exact rounded once, half-even, to the currency's minor unit"},
-        "close_id": _TEXT_OR_NULL, "corrects_line_id": _TEXT_OR_NULL, "corrects_period_key": _TEXT_OR_NULL}}
+        "close_id": _TEXT_OR_NULL, "corrects_period_key": _TEXT_OR_NULL, "corrects_line_id": uuid_or_null,
+        "created_at": _TS}
+    #: invoice lines only / statement lines only (``Line`` is either)
+    invoice_line_only = {"invoice_id": uuid, "price_point": _TEXT_OR_NULL, "unit": _TEXT_OR_NULL,
+                         "unit_price": _AMOUNT_OR_NULL, "corrects_invoice_id": uuid_or_null, "created_by": _TEXT_OR_NULL}
+    statement_line_only = {"statement_id": uuid, "advertiser_id": text, "corrects_statement_id": uuid_or_null}
+    line = _closed({**line_common, **invoice_line_only, **statement_line_only}, *invoice_line_only,
+                   *statement_line_only, description="A line of an invoice (invoice_id, price_point, unit, unit_price, "
+                   "corrects_invoice_id, created_by) or of a payout statement (statement_id, advertiser_id, "
+                   "corrects_statement_id).")
     party_doc = {
-        "id": {"type": "string", "format": "uuid"}, "number": _TEXT_OR_NULL, "currency": {"type": "string"},
-        "period_key": {"type": "string"}, "issue_date": _DATE_OR_NULL, "payment_reference": _TEXT_OR_NULL,
+        "id": uuid, "number": _TEXT_OR_NULL, "number_year": _INT_OR_NULL, "number_seq": _INT_OR_NULL,
+        "currency": text, "period_key": text, "issue_date": _DATE_OR_NULL, "payment_reference": _TEXT_OR_NULL,
         "prepared_by": _TEXT_OR_NULL, "prepared_at": _TS_OR_NULL, "finalized_by": _TEXT_OR_NULL,
-        "finalized_at": _TS_OR_NULL, "sent_at": _TS_OR_NULL, "paid_at": _TS_OR_NULL, "created_at": _TS, "updated_at": _TS}
-    invoice_props = {**party_doc, "advertiser_id": {"type": "string"},
+        "approved_by": {**_TEXT_OR_NULL, "description": "four-eyes: the second finance user, when one was needed"},
+        "finalized_at": _TS_OR_NULL, "sent_by": _TEXT_OR_NULL, "sent_at": _TS_OR_NULL, "paid_by": _TEXT_OR_NULL,
+        "paid_at": _TS_OR_NULL, "created_at": _TS, "updated_at": _TS}
+    invoice_props = {**party_doc, "advertiser_id": text, "period_start": _TS_OR_NULL, "period_end": _TS_OR_NULL,
                      "status": {"enum": ["draft", "finalized", "sent", "paid", "void"]},
-                     "total": {**_MONEY, "description": "sum of the rounded lines"}, "due_date": _DATE_OR_NULL,
-                     "payment_terms_days": _INT_OR_NULL, "po_references": {"type": "array", "items": {"type": "string"}},
+                     "total": {**_AMOUNT, "description": "sum of the rounded lines, at the currency's minor unit"},
+                     "due_date": _DATE_OR_NULL, "payment_terms_days": _INT_OR_NULL,
+                     "po_references": {"type": "array", "items": text}, "voided_by": _TEXT_OR_NULL,
                      "voided_at": _TS_OR_NULL}
-    statement_props = {**party_doc, "partner_id": {"type": "string"},
+    statement_props = {**party_doc, "partner_id": text,
                        "status": {"enum": ["draft", "finalized", "sent", "paid"]},
-                       "lines_total": _MONEY, "carried_in": _MONEY, "balance": _MONEY, "minimum_payout": _MONEY,
-                       "amount_payable": _MONEY, "carried_out": _MONEY, "carried_in_from": _TEXT_OR_NULL}
-    credit_note_props = {"id": {"type": "string", "format": "uuid"}, "number": {"type": "string"},
-                         "invoice_id": {"type": "string", "format": "uuid"}, "advertiser_id": {"type": "string"},
-                         "currency": {"type": "string"}, "total": _MONEY, "reason": {"type": "string"},
-                         "issue_date": {"type": "string", "format": "date"}, "created_by": {"type": "string"},
+                       "lines_total": {**_AMOUNT, "description": "at the currency's minor unit"},
+                       "carried_in": _MONEY, "balance": _MONEY, "minimum_payout": _MONEY,
+                       "amount_payable": _MONEY, "carried_out": _MONEY, "carried_in_from": uuid_or_null}
+    credit_note_props = {"id": uuid, "number": text, "number_year": {"type": "integer"},
+                         "number_seq": {"type": "integer"}, "invoice_id": uuid, "advertiser_id": text,
+                         "currency": text, "total": {**_AMOUNT, "description": "at the currency's minor unit"},
+                         "reason": text, "issue_date": {"type": "string", "format": "date"}, "created_by": text,
                          "created_at": _TS}
+    credit_note_line = _closed({"id": uuid, "credit_note_id": uuid, "invoice_line_id": uuid, "description": text,
+                                "quantity": _INT_OR_NULL, "unit_price": _AMOUNT_OR_NULL,
+                                "amount": {**_AMOUNT, "description": "at the currency's minor unit"},
+                                "position": {"type": "integer"}, "kind": {"const": "credit"}})
     audit_entry = {"type": "object", "required": ["seq", "entity_type", "entity_id", "action", "actor", "at", "hash"],
                    "properties": {"seq": {"type": "integer"}, "entity_type": {"type": "string"},
                                   "entity_id": {"type": "string"}, "action": {"type": "string"},
@@ -117,23 +146,16 @@ def _schemas() -> dict[str, Any]:
                       "kafka_offset": {"type": "integer"}}
     return {
         "Line": line,
-        "Invoice": {"type": "object", "required": ["id", "advertiser_id", "currency", "status", "lines"], "properties": {
-            **invoice_props, "lines": {"type": "array", "items": ref("Line")},
-            "credit_note": {"type": ["object", "null"], "properties": {"id": {"type": "string"}, "number": {"type": "string"}}},
-            "awaiting": {"type": "string", "description": "202 only: who must finalize next"}}},
-        "InvoiceSummary": {"type": "object", "required": ["id", "advertiser_id", "currency", "status"],
-                           "properties": invoice_props},
-        "Statement": {"type": "object", "required": ["id", "partner_id", "currency", "status", "lines"], "properties": {
-            **statement_props, "lines": {"type": "array", "items": ref("Line")}}},
-        "StatementSummary": {"type": "object", "required": ["id", "partner_id", "currency", "status"],
-                             "properties": statement_props},
-        "CreditNote": {"type": "object", "required": ["id", "number", "invoice_id", "total", "lines"], "properties": {
-            **credit_note_props, "invoice_number": _TEXT_OR_NULL,
-            "lines": {"type": "array", "items": {"type": "object", "properties": {
-                "id": {"type": "string"}, "invoice_line_id": {"type": "string"}, "description": {"type": "string"},
-                "quantity": _INT_OR_NULL, "unit_price": _AMOUNT_OR_NULL, "amount": _MONEY, "kind": {"const": "credit"}}}}}},
-        "CreditNoteSummary": {"type": "object", "required": ["id", "number", "invoice_id", "total"],
-                              "properties": credit_note_props},
+        "Invoice": _closed({**invoice_props, "lines": {"type": "array", "items": ref("Line")},
+                            "credit_note": {"oneOf": [_closed({"id": uuid, "number": text}), {"type": "null"}]},
+                            "awaiting": {"type": "string", "description": "202 only: who must finalize next"}},
+                           "awaiting"),
+        "InvoiceSummary": _closed(invoice_props),
+        "Statement": _closed({**statement_props, "lines": {"type": "array", "items": ref("Line")}}),
+        "StatementSummary": _closed(statement_props),
+        "CreditNote": _closed({**credit_note_props, "invoice_number": _TEXT_OR_NULL,
+                               "lines": {"type": "array", "items": credit_note_line}}),
+        "CreditNoteSummary": _closed(credit_note_props),
         "Lineage": {"type": "object", "required": ["line_id", "close", "adjustments"], "properties": {
             "line_id": {"type": "string"}, "corrects_line_id": _TEXT_OR_NULL, "corrects_period_key": _TEXT_OR_NULL,
             "close": {"type": ["object", "null"], "properties": {

@@ -4,6 +4,11 @@
 path only needs the integer microseconds, so this decoder reads with copies of the catalog's
 schemas stripped of logical types (the binary encoding is identical). The writer schema is
 still resolved by fingerprint for every record, so old writer versions keep decoding.
+
+Impressions come from ad servers' own producers too, so every field is held to its limit
+(``tally_billing.bounds``): the compiled reader checks lengths, control characters and the event
+time's range as it reads, and falls back on anything beyond; the fallback decodes the whole
+record and ``bounds.record_problem`` names the field, as attribution does for the same bytes.
 """
 
 from __future__ import annotations
@@ -11,13 +16,19 @@ from __future__ import annotations
 import importlib
 import io
 import sys
+import time
 from array import array
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import fastavro
 
-from tally_billing.usage import BUCKETS_PER_DAY
+from tally_billing import bounds
+from tally_billing.usage import BUCKETS_PER_DAY, from_micros
 from tally_streams.avro import HEADER_LEN, MAGIC, DecodeError, SchemaCatalog
+from tally_streams.kafka import out_of_bounds
+from tally_streams.records import ImpressionRecord, IvtFlag, MeasurementSource
 
 
 def strip_logical_types(schema: Any) -> Any:
@@ -96,31 +107,63 @@ def _simple_op(t: Any) -> int | None:
     return _SIMPLE_OPS.get(t) if isinstance(t, str) else None
 
 
-def field_program(schema: Any, wanted: tuple[str, ...]) -> tuple[tuple[bool, int, Any], ...] | None:
+Limit = tuple[int, int] | None
+Program = tuple[tuple[bool, int, Any, Limit], ...]
+
+
+def field_program(schema: Any, wanted: tuple[str, ...], limits: Mapping[str, tuple[int, int]] | None = None) -> Program | None:
     """The compiled reader's program for a flat record schema (logical types stripped), or None when
-    a field has a type it does not read (then only fastavro is used)."""
+    a field has a type it does not read (then only fastavro is used). ``limits``: per field name, the
+    (lo, hi) a long must lie in, or the number of characters of a string (which must then hold no
+    control character); the reader falls back on a record beyond one."""
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return None
     names = [f["name"] for f in schema["fields"]]
     if any(w not in names for w in wanted):
         return None
-    program: list[tuple[bool, int, Any]] = []
+    limits = limits or {}
+    program: list[tuple[bool, int, Any, Limit]] = []
     for f in schema["fields"]:
         t = f["type"]
         want = f["name"] in wanted
+        limit = limits.get(f["name"])
         op = _simple_op(t)
         if op is not None:
-            program.append((want, op, None))
+            program.append((want, op, None, limit))
         elif isinstance(t, dict) and t.get("type") == "enum":
-            program.append((want, _OP_ENUM, tuple(t["symbols"])))
+            program.append((want, _OP_ENUM, tuple(t["symbols"]), None))
         elif isinstance(t, list):
             branches = [_simple_op(b) for b in t]
             if not branches or len(branches) > 8 or any(b is None for b in branches):
                 return None
-            program.append((want, _OP_UNION, tuple(branches)))
+            program.append((want, _OP_UNION, tuple(branches), limit))
         else:
             return None
     return tuple(program)
+
+
+def reader_limits(name: str, schema: Any) -> dict[str, tuple[int, int]] | None:
+    """The compiled reader's limits for the fields of catalog schema ``name`` (``tally_billing.bounds``):
+    ids by characters, instants as µs, integers as they are. None when a field has a limit the reader
+    cannot check (then only the fallback, which checks everything, is used)."""
+    out: dict[str, tuple[int, int]] = {}
+    for f in schema["fields"]:
+        lim = bounds.avro_limit(name, f["name"])
+        if lim is None:
+            continue
+        if lim.kind == "id":
+            out[f["name"]] = (int(lim.minimum), int(lim.maximum))
+        elif lim.kind == "instant":
+            out[f["name"]] = (bounds.INSTANT_US_MIN, bounds.INSTANT_US_MAX)
+        elif lim.kind == "integer":
+            out[f["name"]] = (int(lim.minimum), int(lim.maximum))
+        else:
+            return None
+    return out
+
+
+#: what ``ImpressionDecoder.decode_fields`` gives per record (``ImpressionDecoder.FIELDS``; event time in µs)
+ImpressionFields = tuple[str, int, str, str, IvtFlag, MeasurementSource]
 
 
 class ImpressionDecoder(RawDecoder):
@@ -132,7 +175,8 @@ class ImpressionDecoder(RawDecoder):
         latest = catalog.latest("impression")
         self._header = latest.header
         schema = strip_logical_types(_unparsed(latest.schema))
-        program = field_program(schema, self.FIELDS)
+        limits = reader_limits("impression", schema)
+        program = None if limits is None else field_program(schema, self.FIELDS, limits)
         # The C reader returns wanted fields in schema order; map them to FIELDS order.
         order = [f["name"] for f in schema["fields"] if f["name"] in self.FIELDS]
         self._perm = tuple(order.index(name) for name in self.FIELDS)
@@ -143,29 +187,48 @@ class ImpressionDecoder(RawDecoder):
     def compiled(self) -> bool:
         return self._program is not None
 
-    def decode_fields(self, values: list[bytes | None]) -> list[tuple[Any, ...] | DecodeError]:
+    def decode_fields(self, values: list[bytes | None], now_us: int | None = None) -> list[ImpressionFields | DecodeError]:
         """Per record: (impression_id, event_time µs, advertiser_id, campaign_id, ivt, measurement_source), or the
-        DecodeError of a record that cannot be read (exactly what :meth:`decode` raises for it)."""
-        fast: list[tuple[Any, ...] | None]
+        DecodeError of a record that cannot be read (exactly what :meth:`decode` raises for it), or of
+        one with a value beyond its limit (``tally_streams.kafka.out_of_bounds``; ``now_us``, the
+        consumer's clock, only decides between a future and a stale event time)."""
+        fast: list[ImpressionFields | None]
         if self._program is not None:
             fast = _fastavro_fields.decode_batch(values, self._header, self._program)
             if not self._identity:
-                fast = [None if r is None else tuple(r[i] for i in self._perm) for r in fast]
+                fast = cast("list[ImpressionFields | None]", [None if r is None else tuple(r[i] for i in self._perm)
+                                                              for r in fast])
             if None not in fast:
-                return cast("list[tuple[Any, ...] | DecodeError]", fast)  # every record read by the C reader
+                return cast("list[ImpressionFields | DecodeError]", fast)  # every record read by the C reader
         else:
             fast = [None] * len(values)
-        out: list[tuple[Any, ...] | DecodeError] = []
+        out: list[ImpressionFields | DecodeError] = []
         for value, r in zip(values, fast, strict=True):
-            out.append(r if r is not None else self._slow(value))
+            out.append(r if r is not None else self._slow(value, now_us))
         return out
 
-    def _slow(self, value: bytes | None) -> tuple[Any, ...] | DecodeError:
+    def _slow(self, value: bytes | None, now_us: int | None) -> ImpressionFields | DecodeError:
         try:
             rec = self.decode(value)
         except DecodeError as exc:
             return exc
-        return tuple(rec[name] for name in self.FIELDS)
+        # the limits are those of the decoded record as attribution sees it (datetimes, not µs)
+        typed = cast(ImpressionRecord, {**rec, "event_time": _instant(rec["event_time"])})
+        problem = bounds.record_problem("impression", typed)
+        if problem is not None:
+            now = _instant(time.time_ns() // 1000 if now_us is None else now_us)
+            return out_of_bounds(problem, typed, now)
+        return (rec["impression_id"], rec["event_time"], rec["advertiser_id"], rec["campaign_id"], rec["ivt"],
+                rec["measurement_source"])
+
+
+def _instant(us: int) -> datetime:
+    """µs since the epoch as a datetime; beyond datetime's range, its first or last instant
+    (outside the bounds either way, so the record is refused as ahead of or behind any clock)."""
+    try:
+        return from_micros(us)
+    except OverflowError:
+        return (datetime.max if us > 0 else datetime.min).replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- metering.deltas

@@ -13,8 +13,9 @@ import pytest
 
 from tally_billing.examples import cpa_terms_json, cpm_terms_json
 from tally_billing.terms import validate_terms
-from tally_contracts import domain
+from tally_contracts import domain, views
 from tally_contracts.openapi_spec import spec
+from tally_kit.db import dumps
 
 from .test_contracts_bounds import worst_cpa, worst_cpm
 
@@ -46,15 +47,17 @@ def test_a_value_beyond_a_bound_is_refused_by_the_document_and_by_the_api(field:
 
 
 def test_the_partner_view_matches_its_schema_and_the_staff_view_its_own() -> None:
-    now = datetime(2026, 3, 1, tzinfo=UTC).isoformat()
-    version = {"contract_id": "ctr_1", "version": 1, "kind": "initial", "state": "approved", "terms": cpa_terms_json(),
-               "effective_from": now, "ends_at": None, "backdated": False, "committed_value": "5000.00", "etag": '"e"',
-               "authors": ["olivia"], "submitted_by": "olivia", "required_approvals": {"approver": 1},
-               "approvals": [], "missing_approvals": {}, "decided_at": now}
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    row = {"contract_id": "ctr_1", "version": 1, "kind": "initial", "state": "approved", "terms": cpa_terms_json(),
+           "effective_from": now, "ends_at": None, "backdated": False, "committed_value": "5000.00", "row_revision": 1,
+           "authors": ["olivia"], "submitted_by": "olivia", "submitted_at": now, "submission": 1,
+           "required_approvals": {"approver": 1}, "decided_at": now, "decided_by": "alex", "decision_comment": None,
+           "comment": None, "created_at": now, "updated_at": now}
+    version = json.loads(dumps(views.version(row, [])))
     view = domain.partner_version(version, "partner-tv1")
     assert [e.message for e in validator("PartnerVersion").iter_errors(view)] == []
     assert not validator("PartnerVersion").is_valid(version)
-    assert validator("Version").is_valid(version)
+    assert [e.message for e in validator("Version").iter_errors(version)] == []
 
 
 def test_every_ref_in_the_document_resolves() -> None:

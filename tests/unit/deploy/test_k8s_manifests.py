@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tally_streams import topics
+from tally_streams import acls, security, topics
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
@@ -30,6 +30,13 @@ SERVICE_SETTINGS = ("tally_contracts", "tally_attribution", "tally_metering", "t
                     "tally_pacing")
 #: read by the service kit and the supervisor rather than by one service's settings
 KIT_ENV = {"TALLY_JWT_SECRET", "TALLY_STATE_DIR"}
+#: read by every Kafka client through tally_streams.security (its SPEC, part of each service's --validate)
+SECURITY_ENV = {s.env for s in security.SPEC}
+#: the workloads that talk to Kafka, and the service (principal) each runs as
+KAFKA_WORKLOADS = {("Deployment", "contracts"): "contracts", ("Deployment", "ingest"): "ingest",
+                   ("Deployment", "spend"): "metering", ("Deployment", "invoicing"): "invoicing",
+                   ("StatefulSet", "attribution"): "attribution", ("StatefulSet", "metering"): "metering",
+                   ("StatefulSet", "pacing"): "pacing"}
 Doc = dict[str, Any]
 
 
@@ -146,7 +153,8 @@ def test_kafka_is_three_controllers_and_three_brokers_with_the_production_settin
     for topic in of_kind(docs, "KafkaTopic"):
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     config_map = one(docs, "ConfigMap", "tally-config")
-    assert config_map["data"]["TALLY_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    assert config_map["data"]["TALLY_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
 
 
 def test_postgresql_is_a_cloudnativepg_cluster_holding_both_databases(docs: list[Doc]) -> None:
@@ -186,7 +194,13 @@ def test_every_stream_worker_takes_its_id_from_the_pod_name_and_keeps_a_volume(d
                                                                                id_env: str) -> None:
     statefulset = one(docs, "StatefulSet", worker)
     (container,) = containers(statefulset)
-    assert env_of(container)[id_env]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    env = env_of(container)
+    if "valueFrom" in env[id_env]:
+        assert env[id_env]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    else:  # the pod name under a prefix: "tally-attribution-$(POD_NAME)"
+        ref = env[id_env]["value"].rsplit("$(", 1)[1].rstrip(")")
+        assert env[ref]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert list(env).index(ref) < list(env).index(id_env)  # Kubernetes expands only earlier variables
     claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
     assert claims and claims <= {m["name"] for m in container["volumeMounts"]}
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
@@ -205,6 +219,7 @@ def test_metering_scales_on_the_lag_of_its_own_group_on_the_impressions(docs: li
     assert trigger["metadata"]["consumerGroup"] == group
     assert trigger["metadata"]["topic"] == topics.IMPRESSIONS.name
     assert trigger["metadata"]["bootstrapServers"] == one(docs, "ConfigMap", "tally-config")["data"]["TALLY_KAFKA_BOOTSTRAP"]
+    assert (trigger["metadata"]["sasl"], trigger["metadata"]["tls"]) == ("scram_sha512", "enable")
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= topics.IMPRESSIONS.partitions
 
 
@@ -229,7 +244,7 @@ def test_service_monitors_scrape_every_service_on_a_port_it_has(docs: list[Doc])
 
 
 def test_manifests_set_only_settings_the_services_read(docs: list[Doc]) -> None:
-    known = {s.env for _, s in settings_spec()} | KIT_ENV
+    known = {s.env for _, s in settings_spec()} | KIT_ENV | SECURITY_ENV
     used = set(one(docs, "ConfigMap", "tally-config")["data"])
     for workload in of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet"):
         for container in containers(workload):
@@ -243,3 +258,85 @@ def test_every_container_runs_a_module_that_exists(docs: list[Doc]) -> None:
             args = container["args"]
             assert args[:2] == ["python", "-m"], args
             assert importlib.util.find_spec(args[2]) is not None, args
+
+
+# ---------------------------------------------------------------------- authentication and ACLs
+
+
+def test_the_kafka_users_file_is_what_the_generator_writes_from_the_catalog() -> None:
+    gen = gen_topics()
+    assert gen.USERS_OUT.read_text() == gen.render_users(), "run .venv/bin/python deploy/k8s/gen_topics.py"
+
+
+def test_every_service_is_a_scram_kafka_user_with_the_acls_derived_from_the_catalog(docs: list[Doc]) -> None:
+    users = {u["metadata"]["name"]: u for u in of_kind(docs, "KafkaUser")}
+    assert set(users) == {acls.username(s) for s in topics.SERVICES}
+    (kafka,) = of_kind(docs, "Kafka")
+    found = []
+    for name, user in users.items():
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert user["spec"]["authorization"]["type"] == "simple"
+        for rule in user["spec"]["authorization"]["acls"]:
+            res = rule["resource"]
+            assert rule["host"] == "*" and rule.get("type", "allow") == "allow"
+            for op in rule["operations"]:
+                found.append(acls.Acl(f"User:{name}", res["type"], res.get("name", acls.CLUSTER_NAME),
+                                      res.get("patternType", acls.LITERAL), op))
+    assert sorted(found) == acls.acls()
+
+
+def test_the_kafka_listener_authenticates_with_scram_over_tls_and_authorizes_with_acls(docs: list[Doc]) -> None:
+    (kafka,) = of_kind(docs, "Kafka")
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert listeners and all(lst["authentication"] == {"type": "scram-sha-512"} and lst["tls"] is True
+                             for lst in listeners)
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    assert kafka["spec"]["entityOperator"]["userOperator"] is not None
+    data = one(docs, "ConfigMap", "tally-config")["data"]
+    assert (data["TALLY_KAFKA_SECURITY_PROTOCOL"], data["TALLY_KAFKA_SASL_MECHANISM"]) == ("SASL_SSL", "SCRAM-SHA-512")
+
+
+def test_every_kafka_workload_runs_as_its_own_user_with_the_cluster_ca(docs: list[Doc]) -> None:
+    ca_file = one(docs, "ConfigMap", "tally-config")["data"]["TALLY_KAFKA_SSL_CA_FILE"]
+    users = {u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")}
+    for (kind, name), service in KAFKA_WORKLOADS.items():
+        workload = one(docs, kind, name)
+        (container,) = containers(workload)
+        env = env_of(container)
+        user = acls.username(service)
+        assert env["TALLY_KAFKA_USERNAME"]["value"] == user and user in users, name
+        assert env["TALLY_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": user, "key": "password"}, name
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        (mount,) = [m for m, path in mounts.items() if ca_file.startswith(path + "/")]
+        assert volumes[mount]["secret"]["secretName"] == f"{one(docs, 'Kafka', 'tally')['metadata']['name']}-cluster-ca-cert"
+
+
+def test_the_stream_workers_transactional_ids_are_granted_to_them() -> None:
+    """attribution's transactional id on Kubernetes is tally-attribution-<pod>, metering's
+    tally-metering-<group>-<pod>: both under the prefix their KafkaUser may use."""
+    docs = base_docs()
+    granted = {(a.principal, a.name) for a in acls.acls() if a.resource == acls.TRANSACTIONAL_ID}
+    (att,) = containers(one(docs, "StatefulSet", "attribution"))
+    tid = env_of(att)["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"]["value"].replace("$(POD_NAME)", "attribution-0")
+    assert any(p == "User:tally-attribution" and tid.startswith(prefix) for p, prefix in granted), tid
+    from tally_metering.settings import SPEC
+
+    group = next(s.default for s in SPEC if s.env == "TALLY_METERING_GROUP")
+    tid = f"tally-metering-{group}-metering-0"  # the worker's (tally_metering.worker) with its pod name as worker id
+    assert any(p == "User:tally-metering" and tid.startswith(prefix) for p, prefix in granted), tid
+
+
+def test_every_kafka_scaler_authenticates_as_its_worker(docs: list[Doc]) -> None:
+    auths = {a["metadata"]["name"]: a for a in of_kind(docs, "TriggerAuthentication")}
+    for scaled in of_kind(docs, "ScaledObject"):
+        ref = scaled["spec"]["scaleTargetRef"]
+        (container,) = containers(one(docs, ref["kind"], ref["name"]))
+        for trigger in scaled["spec"]["triggers"]:
+            auth = auths[trigger["authenticationRef"]["name"]]["spec"]
+            params = {e["parameter"]: e for e in auth["env"]}
+            assert set(params) == {"username", "password"}
+            for e in params.values():
+                assert e["containerName"] == container["name"] and e["name"] in env_of(container)
+            assert {s["parameter"] for s in auth["secretTargetRef"]} == {"ca"}

@@ -14,22 +14,24 @@ from typing import Any
 
 import pytest
 
+from tally_billing import bounds
 from tally_metering import codec
-from tally_metering.codec import ImpressionDecoder, field_program
+from tally_metering.codec import ImpressionDecoder, field_program, reader_limits
 from tally_streams.avro import DecodeError, SchemaCatalog
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _records(catalog: SchemaCatalog, n: int, rng: random.Random) -> list[bytes]:
+    """Valid impressions, every field inside its limits (``tally_billing.bounds``)."""
     enc = catalog.codec("impression")
     out = []
     for i in range(n):
         out.append(enc.encode({
             "impression_id": f"imp-{i}-" + "é" * rng.randrange(3) + "x" * rng.randrange(200),
-            "event_time": T0 + timedelta(microseconds=rng.randrange(-10**15, 10**15)),
+            "event_time": T0 + timedelta(microseconds=rng.randrange(-10**14, 10**14)),
             "advertiser_id": f"adv-{rng.randrange(10)}", "campaign_id": f"cmp-{rng.randrange(100)}",
-            "partner_id": rng.choice([None, "", "p-1", "πartner"]), "household_id": f"hh-{rng.randrange(10**6)}",
+            "partner_id": rng.choice([None, "p", "p-1", "πartner"]), "household_id": f"hh-{rng.randrange(10**6)}",
             "device_type": rng.choice(["ctv", "mobile", "desktop", "tablet", "other"]),
             "ivt": rng.choice(["none", "givt", "sivt"]), "measurement_source": rng.choice(["first_party", "third_party"]),
         }))
@@ -77,9 +79,12 @@ def test_program_covers_the_real_schema(catalog: SchemaCatalog) -> None:
     from tally_metering.codec import _unparsed, strip_logical_types
 
     schema = strip_logical_types(_unparsed(catalog.latest("impression").schema))
-    program = field_program(schema, ImpressionDecoder.FIELDS)
+    program = field_program(schema, ImpressionDecoder.FIELDS, reader_limits("impression", schema))
     assert program is not None
-    assert [w for w, _, _ in program].count(True) == 6
+    assert [w for w, _, _, _ in program].count(True) == 6
+    limits = {name: limit for (_, _, _, limit), name in zip(program, [f["name"] for f in schema["fields"]], strict=True)}
+    assert limits["household_id"] == (1, 256) and limits["partner_id"] == (1, 256) and limits["ivt"] is None
+    assert limits["event_time"] == (bounds.INSTANT_US_MIN, bounds.INSTANT_US_MAX)
     # a type the C reader does not know disables it instead of guessing
     odd = {**schema, "fields": [*schema["fields"], {"name": "score", "type": "double"}]}
     assert field_program(odd, ImpressionDecoder.FIELDS) is None
@@ -116,3 +121,60 @@ def test_malformed_records_dead_letter_identically(decoders: tuple[ImpressionDec
     answered = [(r, w) for r, w in zip(raw, want, strict=True) if r is not None]
     assert answered
     assert all(not isinstance(w, DecodeError) and _same(r, w) for r, w in answered)
+
+
+def _impression(catalog: SchemaCatalog, **over: Any) -> bytes:
+    rec: dict[str, Any] = {"impression_id": "imp-1", "event_time": T0, "advertiser_id": "adv-1", "campaign_id": "cmp-1",
+                           "partner_id": None, "household_id": "hh-1", "device_type": "ctv", "ivt": "none",
+                           "measurement_source": "first_party"}
+    return catalog.codec("impression").encode({**rec, **over})
+
+
+BEYOND = [
+    ({"household_id": "h" * 300}, "household_id", "invalid"),  # a field metering does not even keep
+    ({"household_id": "é" * 257}, "household_id", "invalid"),  # characters, not bytes
+    ({"impression_id": ""}, "impression_id", "invalid"),
+    ({"campaign_id": "c\x00"}, "campaign_id", "invalid"),
+    ({"advertiser_id": "a\x85"}, "advertiser_id", "invalid"),  # a C1 control character
+    ({"partner_id": ""}, "partner_id", "invalid"),
+    ({"partner_id": "p" * 257}, "partner_id", "invalid"),
+    ({"event_time": datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)}, "event_time", "stale_event_time"),
+    ({"event_time": datetime(2200, 1, 1, tzinfo=UTC)}, "event_time", "future_event_time"),
+]
+
+
+@pytest.mark.parametrize(("over", "field", "kind"), BEYOND)
+def test_a_value_beyond_its_limit_is_refused_naming_the_field_by_both_paths(
+        decoders: tuple[ImpressionDecoder, ImpressionDecoder], catalog: SchemaCatalog,
+        over: dict[str, Any], field: str, kind: str) -> None:
+    fast, slow = decoders
+    value = _impression(catalog, **over)
+    now_us = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert codec._fastavro_fields.decode_batch([value], fast._header, fast._program) == [None]  # the C reader falls back
+    got, want = fast.decode_fields([value], now_us)[0], slow.decode_fields([value], now_us)[0]
+    assert isinstance(got, DecodeError) and _same(got, want)
+    assert (got.kind, got.field) == (kind, field) and got.reason.startswith(field)
+
+
+def test_values_at_their_limits_are_read_by_the_compiled_reader(
+        decoders: tuple[ImpressionDecoder, ImpressionDecoder], catalog: SchemaCatalog) -> None:
+    fast, _ = decoders
+    values: list[bytes | None] = [
+        _impression(catalog, household_id="h" * 256, partner_id="é" * 256, impression_id="名" * 256),
+        _impression(catalog, event_time=datetime(2000, 1, 1, tzinfo=UTC)),
+        _impression(catalog, event_time=datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    ]
+    assert None not in codec._fastavro_fields.decode_batch(values, fast._header, fast._program)
+
+
+def test_a_foreign_record_beyond_a_limit_gets_the_kind_attribution_gives_it(catalog: SchemaCatalog) -> None:
+    """Both consumers call tally_billing.bounds.record_problem and tally_streams.kafka.out_of_bounds."""
+    from tally_streams.kafka import out_of_bounds
+
+    value = _impression(catalog, household_id="h" * 300)
+    rec = catalog.codec("impression").decode(value)
+    problem = bounds.record_problem("impression", rec)
+    assert problem is not None
+    theirs = out_of_bounds(problem, rec, T0)
+    ours = ImpressionDecoder(catalog).decode_fields([value])[0]
+    assert isinstance(ours, DecodeError) and (ours.kind, ours.reason, ours.field) == (theirs.kind, theirs.reason, theirs.field)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
-from tally_attribution.fixtures import impression
 from tally_attribution.processor import Processor
 from tally_attribution.settings import SPEC as ATTRIBUTION_SPEC
 from tally_billing.routing import to_micros
+from tally_kit.clock import FixedClock
 from tally_kit.settings import load
 from tally_metering.settings import SPEC as METERING_SPEC
 from tally_metering.state import DedupeStore
@@ -26,7 +26,9 @@ from tally_streams.kafka import (
     FailedRecord,
     classify_rejection,
     dead_letter_for,
+    out_of_bounds,
 )
+from tests.attribution_builders import impression
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TOPIC = "ads.impressions"
@@ -71,11 +73,6 @@ class _Sink:
         return None
 
 
-class _FixedClock:
-    def now(self) -> datetime:
-        return NOW
-
-
 def _bad_impressions(catalog: SchemaCatalog) -> list[bytes]:
     codec = catalog.codec("impression")
     return [
@@ -90,7 +87,7 @@ def _bad_impressions(catalog: SchemaCatalog) -> list[bytes]:
 
 def _attribution_dead_letters(catalog: SchemaCatalog, values: list[bytes]) -> list[dict[str, Any]]:
     settings = load(ATTRIBUTION_SPEC, {"TALLY_ATTRIBUTION_TOPIC_IMPRESSIONS": TOPIC, "TALLY_ATTRIBUTION_GROUP": "attr-g"})
-    proc = Processor(settings, catalog, clock=lambda: NOW)
+    proc = Processor(settings, catalog, clock=FixedClock(NOW))
     sink = _Sink()
     proc.producer = sink
     proc._in_txn = True
@@ -102,7 +99,7 @@ def _attribution_dead_letters(catalog: SchemaCatalog, values: list[bytes]) -> li
 
 def _metering_dead_letters(catalog: SchemaCatalog, values: list[bytes]) -> list[dict[str, Any]]:
     settings = load(METERING_SPEC, {"TALLY_METERING_TOPIC_IMPRESSIONS": TOPIC, "TALLY_METERING_GROUP": "meter-g"})
-    worker = Worker(settings, _FixedClock(), catalog)
+    worker = Worker(settings, FixedClock(NOW), catalog)
     worker.dedupe[0] = DedupeStore()
     sent: list[tuple[str, bytes]] = []
     worker._produce = lambda topic, value, key, partition=None: sent.append((topic, value))
@@ -142,3 +139,49 @@ def test_a_dead_letter_for_an_undecodable_record_names_the_refusing_group_and_ol
     v1_bytes = catalog.codec("dead_letter", 1).encode({k: v for k, v in record.items() if k != "consumer_group"})
     assert catalog.codec("dead_letter").decode(v1_bytes)["consumer_group"] is None  # v1 data, v2 reader
     assert catalog.codec("dead_letter", 1).decode(catalog.codec("dead_letter").encode(record))["offset"] == 7  # and back
+
+
+def test_both_consumers_refuse_an_impression_beyond_a_limit_alike_naming_the_field(catalog: SchemaCatalog) -> None:
+    """An ad server's own producer (no ingest in between) writes an id that is empty, longer than 256
+    characters or has a control character, or an event time outside 2000..2199."""
+    codec = catalog.codec("impression")
+    hour_ago = NOW - timedelta(hours=1)
+    control = "must not contain control characters (NUL, newline, ...)"
+    instants = "must be from 2000-01-01T00:00:00+00:00 to 2199-12-31T23:59:59.999999+00:00"
+    values = [codec.encode(impression("i-long-hh", "h" * 300, hour_ago, "adv", "c1")),
+              codec.encode({**impression("i-long-partner", "hh-1", hour_ago, "adv", "c1"), "partner_id": "ü" * 257}),
+              codec.encode(impression("", "hh-1", hour_ago, "adv", "c1")),
+              codec.encode(impression("i-nl", "hh-1", hour_ago, "adv", "c\n1")),
+              codec.encode(impression("i-c1", "hh-1", hour_ago, "adv\x85", "c1")),
+              codec.encode(impression("i-early", "hh-1", datetime(2000, 1, 1, tzinfo=UTC) - timedelta(microseconds=1),
+                                      "adv", "c1")),
+              codec.encode(impression("i-late", "hh-1", datetime(2200, 1, 1, tzinfo=UTC), "adv", "c1"))]
+    attribution = _attribution_dead_letters(catalog, values)
+    metering = _metering_dead_letters(catalog, values)
+    seen = [(d["offset"], d["error_kind"], d["field"], d["reason"]) for d in metering]
+    assert seen == [(0, INVALID, "household_id", "household_id must have 1 to 256 characters (has 300)"),
+                    (1, INVALID, "partner_id", "partner_id must have 1 to 256 characters (has 257)"),
+                    (2, INVALID, "impression_id", "impression_id must have 1 to 256 characters (has 0)"),
+                    (3, INVALID, "campaign_id", f"campaign_id {control}"),
+                    (4, INVALID, "advertiser_id", f"advertiser_id {control}"),
+                    (5, STALE_EVENT_TIME, "event_time", f"event_time {instants}"),
+                    (6, FUTURE_EVENT_TIME, "event_time", f"event_time {instants}")]
+    assert [(d["offset"], d["error_kind"], d["field"], d["reason"]) for d in attribution] == seen
+
+
+def test_out_of_bounds_classifies_like_every_other_refusal() -> None:
+    rec = {"event_time": datetime(2200, 1, 1, tzinfo=UTC), "household_id": "h" * 300}
+    ahead = out_of_bounds(("event_time", "must be from ..."), rec, NOW)
+    assert (ahead.kind, ahead.field, ahead.reason) == (FUTURE_EVENT_TIME, "event_time", "event_time must be from ...")
+    behind = out_of_bounds(("event_time", "must be from ..."), {"event_time": datetime(1999, 1, 1, tzinfo=UTC)}, NOW)
+    assert behind.kind == STALE_EVENT_TIME
+    assert out_of_bounds(("household_id", "is too long"), rec, NOW).kind == INVALID
+
+
+def test_a_decode_error_keeps_its_field_across_processes_and_into_its_dead_letter() -> None:
+    import pickle
+
+    err = DecodeError(INVALID, "household_id is too long", field="household_id").located(TOPIC, 1, 9)
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.kind, back.reason, back.field, back.offset) == (INVALID, "household_id is too long", "household_id", 9)
+    assert dead_letter_for(FailedRecord(TOPIC, 1, 9, None, b"x", back))["field"] == "household_id"
