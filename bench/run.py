@@ -11,6 +11,7 @@ as "not measured: <why>", never as a number. All traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import traceback
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tally_bench import common
 from tally_bench.common import NotMeasured, Report, Target
 
-SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts", "rerate", "pacing")
+SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts", "rerate", "pacing", "dedupe")
 
 
 def declare(report: Report) -> None:
@@ -47,6 +48,9 @@ def declare(report: Report) -> None:
     f("ingest.p99", s4, "request latency p99, 2 processes", "ms")
     f("ingest.events_1p", s4, "accepted events/s, 1 process (the service's default)", "events/s")
     f("ingest.p99_1p", s4, "request latency p99, 1 process", "ms")
+    f("ratio.ingest_over_producer", s4, "ingest events/s (2 processes) / ProducerPerformance records/s, same sitting", "ratio",
+      note="medians; ProducerPerformance runs in this sitting's stream rounds (--only kafka,ingest)")
+    f("ratio.ingest_1p_over_producer", s4, "ingest events/s (1 process) / ProducerPerformance records/s, same sitting", "ratio")
     s5 = "5 Attribution (processor, one process)"
     f("attribution.index", s5, "exposure index build, impressions/s", "impressions/s", target=Target(">=", 100_000, ">= 100,000"))
     f("ratio.attribution_index_over_metering", s5, "index build / metering impressions/s, same sitting", "ratio",
@@ -196,6 +200,14 @@ def ingest_runs(report: Report, args: argparse.Namespace) -> None:
                                                 f"requests in flight, {args.ingest_seconds:.0f} s per run, acks=all")
 
     guarded(report, keys, body)
+    producer = report.figures["kafka.producer"].values
+    for ratio, key in (("ratio.ingest_over_producer", "ingest.events"), ("ratio.ingest_1p_over_producer", "ingest.events_1p")):
+        events = report.figures[key].values
+        if producer and events:
+            report.add(ratio, statistics.median(events) / statistics.median(producer))
+            print(f"  {ratio:<28} {statistics.median(events) / statistics.median(producer):.2f}", flush=True)
+        else:
+            report.not_measured([ratio], "needs ProducerPerformance (kafka) and ingest in the same sitting")
 
 
 def e2e_runs(report: Report, args: argparse.Namespace) -> None:
@@ -262,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pacing-seconds", type=float, default=10)
     ap.add_argument("--pacing-keys", type=int, default=1000, help="contract-periods the updates are spread over")
     ap.add_argument("--pacing-records", type=int, default=100_000, help="pre-filled totals for the throughput run")
+    ap.add_argument("--dedupe-ids", type=int, default=50_000_000,
+                    help="distinct impression ids filled into metering's dedupe horizon (section dedupe)")
     ap.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as a Markdown table and exit")
     args = ap.parse_args(argv)
     if args.markdown:
@@ -279,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         args.invoices, args.households, args.conversions, args.index_timeout_s = 500, 20_000, 1_000, 120
         args.uncovered, args.steady_seconds = 20_000, 3
         args.rerate_campaigns = min(args.rerate_campaigns, 50)
+        args.dedupe_ids = min(args.dedupe_ids, 200_000)
     started = time.monotonic()
     report = Report()
     declare(report)
@@ -309,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     if "pacing" in args.only:
         print("pacing (faust worker) ...", flush=True)
         optional(report, args, "pacing", ["pacing.update_p50", "pacing.update_p99", "pacing.offered", "pacing.worker"])
+    if "dedupe" in args.only:
+        print("metering dedupe set on disk ...", flush=True)
+        from tally_bench import dedupe_store
+
+        dedupe_store.declare(report, args.dedupe_ids)
+        optional(report, args, "dedupe_store", dedupe_store.KEYS)
     for f in report.figures.values():
         if not f.values and f.not_measured is None:
             section = f.key.split(".")[0]

@@ -255,6 +255,14 @@ def validate_settings(module: str, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def migrate(module: str, env: Mapping[str, str]) -> None:
+    """Run ``python -m module migrate`` with ``env`` (the kit's migrations, then the service's); NotMeasured if it fails."""
+    res = subprocess.run([sys.executable, "-m", module, "migrate"], env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    if res.returncode != 0:
+        raise NotMeasured(f"{module} migrate failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+
+
 class Service:
     """``python -m <module>`` as a child process with its settings in the environment."""
 

@@ -30,6 +30,7 @@ from .common import (
     Report,
     Service,
     free_port,
+    migrate,
     module_available,
     pg_dsn,
     token,
@@ -74,10 +75,7 @@ def measure(report: Report, args: Any) -> None:
         why = validate_settings(MODULE, env)
         if why:
             raise NotMeasured(why)
-        res = subprocess.run([sys.executable, "-m", MODULE, "migrate"], env={**os.environ, **env}, capture_output=True,
-                             text=True, timeout=120, cwd=ROOT)
-        if res.returncode != 0:
-            raise NotMeasured(f"{MODULE} migrate failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+        migrate(MODULE, env)
         svc = Service("contracts", MODULE, env, args=["serve"]).start()
         svc.wait_http(port, "/healthz", timeout_s=60)
         base = f"http://127.0.0.1:{port}"

@@ -42,6 +42,24 @@ def bodies(batch: int, count: int, seed: int = 11) -> list[str]:
     return [json.dumps([impression_json(b * batch + i, rng, now) for i in range(batch)]) for b in range(count)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live children (the extra ingest processes), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
 class IngestBench:
     def __init__(self, processes: int = 1) -> None:
         self.processes = processes
@@ -85,6 +103,8 @@ class IngestBench:
             cfg_path = f.name
         prof = (Profiler(self.svc.proc.pid, "attribution-ingest", duration_s + warmup_s)
                 if profile and self.svc is not None and self.svc.proc is not None else None)
+        pid = self.svc.proc.pid if self.svc is not None and self.svc.proc is not None else None
+        cpu0 = cpu_seconds(pid) if pid else 0.0
         try:
             env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
             res = subprocess.run([sys.executable, "-m", "tally_bench.loadgen", cfg_path], env=env, capture_output=True,
@@ -94,6 +114,11 @@ class IngestBench:
         if res.returncode != 0:
             raise NotMeasured(f"load generator failed: {res.stderr.strip().splitlines()[-2:]}")
         out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        if pid and out.get("events_per_s"):
+            # CPU of the ingest processes per accepted event: their CPU over warm-up + window, scaled
+            # to the window (a steady rate assumed); unlike events/s it hardly depends on the cores' other load
+            accepted = out["events_per_s"] * duration_s
+            out["cpu_us_per_event"] = (cpu_seconds(pid) - cpu0) / accepted * 1e6 * duration_s / (duration_s + warmup_s)
         if prof is not None:
             prof.finish()
             out["profile"] = prof.summary()

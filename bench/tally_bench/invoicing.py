@@ -10,9 +10,6 @@ invoices with one line each (the harness counts the rows; it is a measurement, n
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,12 +25,12 @@ from tally_streams.topics import ADJUSTMENTS, PERIODS_CLOSED
 
 from .common import (
     BOOTSTRAP,
-    ROOT,
     NotMeasured,
     Profiler,
     Report,
     Service,
     free_port,
+    migrate,
     module_available,
     pg_dsn,
     unique,
@@ -105,10 +102,7 @@ def one_run(invoices: int, timeout_s: float = 150, profile: bool = False) -> dic
         why = validate_settings(MODULE, env)
         if why:
             raise NotMeasured(why)
-        res = subprocess.run([sys.executable, "-m", MODULE, "migrate"], env={**os.environ, **env}, capture_output=True,
-                             text=True, timeout=120, cwd=ROOT)
-        if res.returncode != 0:
-            raise NotMeasured(f"{MODULE} migrate failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+        migrate(MODULE, env)
         codec = SchemaCatalog.load().codec("period_closed")
         p = Producer(producer_config(BOOTSTRAP, "tally-bench-closed"))
         for i in range(invoices):

@@ -1,4 +1,4 @@
-"""3. The peer: a Kafka Streams application (tests/bench-peer, Java 17, Maven) counting CPM
+"""3. The peer: a Kafka Streams application (bench/peer, Java 17, Maven) counting CPM
 impressions per contract, period and price point from the shared topic.
 
 Built once per harness run with ``mvn -q -B package``; each run uses a fresh application id
@@ -18,7 +18,7 @@ from pathlib import Path
 from .common import BOOTSTRAP, ROOT, NotMeasured
 from .dataset import Dataset
 
-PEER_DIR = ROOT / "tests" / "bench-peer"
+PEER_DIR = ROOT / "bench" / "peer"
 JAR = PEER_DIR / "target" / "tally-bench-peer.jar"
 
 

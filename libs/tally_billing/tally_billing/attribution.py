@@ -8,11 +8,13 @@ candidates or contracts are given: every choice uses a total order on
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 
 from tally_billing.cpa import (
     CpaUsage,
@@ -26,7 +28,7 @@ from tally_billing.cpa import (
 from tally_billing.money import exact_amount
 from tally_billing.periods import ensure_aware, flight_end_instant, period_containing, zone
 from tally_billing.terms import AttributionModel, ContractType
-from tally_billing.versions import ContractVersion, version_in_force
+from tally_billing.versions import ContractVersion, step_instants, version_in_force
 
 __all__ = [
     "Attributed",
@@ -92,6 +94,45 @@ class Conversion:
 class CpaContract:
     contract_id: str
     versions: tuple[ContractVersion, ...]
+    #: ``_VersionTable`` of ``versions``, built on first use (a decision asks it once per
+    #: exposure; the contract book keeps the same ``CpaContract`` until the contract changes)
+    _table: _VersionTable | None = field(default=None, init=False, repr=False, compare=False)
+
+    def in_force(self, at: datetime) -> ContractVersion | None:
+        """``version_in_force(self.versions, at)``, from the table."""
+        return self._versions().lookup(at)[0]
+
+    def rating(self, at: datetime) -> tuple[ContractVersion | None, bool]:
+        """``_plain_rating_version(self, at)``: the version that prices a conversion at ``at``
+        and whether it does so in the attribution tail, from the table."""
+        return self._versions().lookup(at)[1]
+
+    def _versions(self) -> _VersionTable:
+        t = self._table
+        if t is None:
+            t = _VersionTable(self.versions)
+            object.__setattr__(self, "_table", t)
+        return t
+
+
+class _VersionTable:
+    """``version_in_force`` and ``_plain_rating_version`` of one contract's versions as a step
+    function of time. Both change only where some version's ``effective_from``,
+    ``effective_to``, flight start or (one microsecond after) flight end lies, so each is
+    computed — by those very functions — once at every such instant, and an instant is then
+    looked up by bisection: the same answer, without a zone conversion per exposure."""
+
+    __slots__ = ("starts", "values")
+
+    def __init__(self, versions: tuple[ContractVersion, ...]) -> None:
+        self.starts = step_instants(versions)
+        contract = CpaContract("", versions)
+        self.values = [(version_in_force(versions, p), _plain_rating_version(contract, p)) for p in self.starts]
+
+    def lookup(self, at: datetime) -> tuple[ContractVersion | None, tuple[ContractVersion | None, bool]]:
+        i = bisect_right(self.starts, at) - 1
+        # before every step no version has started: neither in force nor rating
+        return self.values[i] if i >= 0 else (None, (None, False))
 
 
 @dataclass(frozen=True)
@@ -157,11 +198,13 @@ class Attributed:
     #: position), kept so a backdated amendment can re-price it without re-deciding it
     tier_position: int = 0
 
-    @property
+    # computed once (a decision reads each amount two or three times; each computation enters
+    # the money context); the decision is frozen, so the amounts cannot change
+    @cached_property
     def advertiser_amount(self) -> Decimal:
         return self.priced.advertiser_amount
 
-    @property
+    @cached_property
     def partner_amount(self) -> Decimal:
         return self.priced.partner_amount
 
@@ -190,9 +233,10 @@ class _Candidate:
         return (ensure_aware(e.occurred_at), e.exposure_id, self.contract_id, e.campaign_id, e.partner_id)
 
 
-def _rating_version(contract: CpaContract, at: datetime) -> tuple[ContractVersion | None, bool]:
+def _plain_rating_version(contract: CpaContract, at: datetime) -> tuple[ContractVersion | None, bool]:
     """Version that prices a conversion at ``at``; ``tail`` when the contract has ended but its
-    terms keep the attribution tail (the last version in force then prices it)."""
+    terms keep the attribution tail (the last version in force then prices it). Computed from
+    the versions: ``CpaContract.rating`` tabulates it."""
     v = version_in_force(contract.versions, at)
     if v is not None:
         return v, False
@@ -247,7 +291,7 @@ def decide(
 
     active: list[tuple[CpaContract, ContractVersion, bool]] = []
     for contract in sorted(contracts, key=lambda k: k.contract_id):
-        version, tail = _rating_version(contract, at)
+        version, tail = contract.rating(at)
         if version is None or version.terms.contract_type is not ContractType.CPA:
             continue
         terms = version.terms
@@ -266,7 +310,7 @@ def decide(
             e_at = ensure_aware(e.occurred_at)
             if e.household_id != c.household_id or e_at > at or (end is not None and e_at > end):
                 continue
-            at_impression = version_in_force(contract.versions, e_at)
+            at_impression = contract.in_force(e_at)
             if at_impression is None or e.campaign_id not in at_impression.terms.common.campaign_ids:
                 continue
             matched.append(_Candidate(contract.contract_id, version, e, tail))
@@ -372,7 +416,7 @@ def _price(c: Conversion, at: datetime, win: _Candidate, usage: UsageSnapshot) -
         partner_limits(cpa, partner_id, c.event_type, local),
         usage.contract.get(win.contract_id, CpaUsage()),
         usage.partner.get((win.contract_id, partner_id), CpaUsage()),
-        priced.advertiser_amount,
+        attributed.advertiser_amount,
     )
     if cap.capped:
         return Rejected(c.conversion_id, RejectReason.CAPPED, f"{cap.by} cap reached", would_have_been=attributed)
@@ -418,7 +462,8 @@ def reprice(versions: Sequence[ContractVersion], c: DecidedConversion) -> Repric
     percentage price meets a conversion without an order value: the conversion then keeps the
     price it was decided at.
     """
-    version, _tail = _rating_version(CpaContract("", tuple(versions)), ensure_aware(c.occurred_at))
+    # computed, not tabulated: a table pays for itself only over many instants of one contract
+    version, _tail = _plain_rating_version(CpaContract("", tuple(versions)), ensure_aware(c.occurred_at))
     if version is None or version.terms.cpa is None:
         return None
     local = ensure_aware(c.occurred_at).astimezone(zone(version.terms.common.time_zone)).date()

@@ -1,6 +1,6 @@
 """Pacing: spend against the budget expected at an instant of a period and flight, forecasts.
 
-DOMAIN ("Pacing"): the expected spend at an instant is the budget times the elapsed share of
+docs/DOMAIN.md ("Pacing"): the expected spend at an instant is the budget times the elapsed share of
 the period or flight — even pacing unless a curve says otherwise; a contract is on pace within
 a tolerance, under or over outside it; the projected cap instant is where the current pace
 reaches the cap.
@@ -32,7 +32,7 @@ per local day of the contract's zone.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
@@ -57,8 +57,11 @@ __all__ = [
     "SeriesPoint",
     "Window",
     "alert_state",
+    "flight_window",
     "hour_of",
+    "lifetime_spend",
     "pace",
+    "pace_total_cap",
     "pacing_window",
     "parse_curve",
     "series",
@@ -220,6 +223,41 @@ def pacing_window(period_start: datetime, period_end: datetime, *, flight_start:
     if flight_end is not None:
         end = min(end, ensure_aware(flight_end) + _US)
     return Window(start, end) if end > start else None
+
+
+def flight_window(flight_start: datetime, flight_end: datetime | None) -> Window | None:
+    """The whole flight, ``[flight_start, flight_end + 1 µs)`` (``flight_end`` is its last instant,
+    as for :func:`pacing_window`), over which a total (lifetime) cap is paced; None when the
+    flight is open-ended (a lifetime cap without an end is not spread over anything)."""
+    if flight_end is None:
+        return None
+    start, end = ensure_aware(flight_start), ensure_aware(flight_end) + _US
+    return Window(start, end) if end > start else None
+
+
+def lifetime_spend(period_spends: Iterable[Decimal]) -> Decimal:
+    """A contract's spend over its life: the sum of its periods' totals, exact (a credit is negative)."""
+    total = Decimal(0)
+    for s in period_spends:
+        _frac(s)  # finite, or ValueError
+        total = _CTX.add(total, s)
+    return total
+
+
+def pace_total_cap(*, period_spends: Iterable[Decimal], as_of: datetime, flight_start: datetime,
+                   flight_end: datetime | None, cap_total: Decimal, curve: Curve = EVEN,
+                   tolerance_pct: Decimal = Decimal(10)) -> Pacing | None:
+    """The pacing of a total (lifetime) cap: the contract's spend over all its periods against the
+    cap spread over the whole flight by ``curve`` — :func:`pace` with the flight as the window
+    and the cap as both budget and cap. None when the flight is open-ended."""
+    window = flight_window(flight_start, flight_end)
+    if window is None:
+        return None
+    spend = lifetime_spend(period_spends)
+    if spend < 0:  # credits beyond what was spent: nothing is spent yet
+        spend = Decimal(0)
+    return pace(spend=spend, as_of=as_of, window=window, budget=cap_total, cap=cap_total, curve=curve,
+                tolerance_pct=tolerance_pct)
 
 
 class PacingStatus(StrEnum):

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -69,12 +70,16 @@ def ensure_aware(instant: datetime) -> datetime:
     return instant.astimezone(UTC)
 
 
+@lru_cache(maxsize=8192)
 def local_midnight(day: date, tz: str) -> datetime:
     """The first instant (UTC) whose local date in ``tz`` is ``day``.
 
     When midnight itself is skipped by a DST jump the day starts at the first local time that
     exists (fold=0 resolves the gap to the post-transition instant).  When midnight occurs
     twice, the earlier occurrence starts the day.
+
+    Remembered per (day, zone) — a pure function of both, asked for every exposure and contract
+    (flight start and end, period bounds) by attribution's decisions.
     """
     z = zone(tz)
     naive = datetime.combine(day, time())
@@ -117,10 +122,24 @@ def _first_day_of(day: date, kind: PeriodKind) -> date:
     return day - timedelta(days=day.weekday())
 
 
+#: the last period answered per (zone, kind): periods tile time, so the one whose
+#: ``[start, end)`` holds an instant is the answer for it (consecutive asks mostly share one)
+_LAST_PERIOD: dict[tuple[str, PeriodKind], Period] = {}
+
+
 def period_containing(instant: datetime, tz: str, kind: PeriodKind) -> Period:
     """The billing period of ``kind`` in zone ``tz`` that contains ``instant``."""
     kind = PeriodKind(kind)
     utc_instant = ensure_aware(instant)
+    held = _LAST_PERIOD.get((tz, kind))
+    if held is not None and held.start <= utc_instant < held.end:
+        return held
+    p = _period_containing(utc_instant, tz, kind)
+    _LAST_PERIOD[(tz, kind)] = p
+    return p
+
+
+def _period_containing(utc_instant: datetime, tz: str, kind: PeriodKind) -> Period:
     local_day = utc_instant.astimezone(zone(tz)).date()
     p = _period_from_first_day(_first_day_of(local_day, kind), tz, kind)
     # A repeated local hour around midnight can put an instant's local date on the other

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,9 +39,10 @@ from tally_billing.cpa import (
     reverse,
 )
 from tally_billing.money import exact
-from tally_billing.periods import Period, PeriodKind, period_containing
+from tally_billing.periods import period_containing
 from tally_billing.terms import ContractType, Price, PriceKind
-from tally_billing.versions import ContractVersion, InvalidVersions, version_in_force, versions_from_record
+from tally_billing.usage import DAY_US, from_micros, to_micros
+from tally_billing.versions import ContractVersion, InvalidVersions, versions_from_record
 
 from .state import EXPOSURE_WIDTH, SEP, AttributionState, exposure_rows
 
@@ -65,17 +66,6 @@ def fits_amount_scale(amount: Decimal) -> bool:
     return exponent >= -AMOUNT_SCALE and integer_digits <= AMOUNT_PRECISION - AMOUNT_SCALE
 
 
-def to_us(t: datetime) -> int:
-    t = t.astimezone(UTC)
-    return (t - EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-DAY_US = 86_400_000_000
 
 
 def _time_then_id(e: tuple[Any, ...]) -> tuple[int, str]:
@@ -162,15 +152,6 @@ class ContractBook:
         return next((v for v in e.versions if v.version == version), None)
 
 
-def rating_version(contract: CpaContract, at: datetime) -> ContractVersion | None:
-    """The version that rates a conversion at ``at`` (in force, else the last started: tail)."""
-    v = version_in_force(contract.versions, at)
-    if v is not None:
-        return v
-    started = [x for x in contract.versions if x.effective_from <= at]
-    return max(started, key=lambda x: (x.effective_from, x.version)) if started else None
-
-
 # --------------------------------------------------------------------------- decisions
 
 
@@ -243,9 +224,9 @@ class Decider:
         impression) attributes to it. Which campaigns are covered is read from the book at
         every trim, so such an exposure becomes an ordinary one the moment its contract arrives.
         """
-        outcome = self.index_exposure(imp["impression_id"], to_us(imp["event_time"]), imp["advertiser_id"],
+        outcome = self.index_exposure(imp["impression_id"], to_micros(imp["event_time"]), imp["advertiser_id"],
                                       imp["campaign_id"], imp["partner_id"], imp["household_id"], imp["ivt"],
-                                      to_us(arrival))
+                                      to_micros(arrival))
         return Indexed(outcome, FUTURE_IMPRESSION if outcome == IMPRESSION_DEAD_LETTER else None)
 
     def index_exposure(self, impression_id: str, event_us: int, advertiser_id: str, campaign_id: str,
@@ -308,7 +289,6 @@ class Decider:
         self._max_future_us = self.max_future // timedelta(microseconds=1)
         self._precontract_us = self.precontract_window // timedelta(microseconds=1)
         self._late_us = self.late_allowance // timedelta(microseconds=1)
-        self._periods: dict[tuple[str, PeriodKind], Period] = {}
 
     def exposure_horizon_us(self) -> int:
         return self.book.max_lookback_days * DAY_US + self._late_us
@@ -317,7 +297,7 @@ class Decider:
         """Drop exposures beyond their horizon (the longest lookback in force plus the late
         allowance; the pre-contract window for campaigns no CPA contract covers yet) and dedupe
         memory older than its retention. Returns the number of keys removed or shrunk."""
-        now_us = to_us(now)
+        now_us = to_micros(now)
         forget = now_us - self.dedupe_retention // timedelta(microseconds=1)
         household_horizon = now_us - timedelta(days=self.book.max_household_window_days) // timedelta(microseconds=1)
         changed = 0
@@ -381,15 +361,7 @@ class Decider:
     def _remember_rejected(self, conv: Mapping[str, Any]) -> None:
         key = "c:" + conv["conversion_id"]
         if self.state.get(key) is None:
-            self.state.put(key, {"s": "rejected", "t": to_us(conv["event_time"])})
-
-    def _period_key(self, at: datetime, tz: str, kind: PeriodKind) -> str:
-        """``period_containing(at, tz, kind).key``, remembering the last period per (zone, kind):
-        periods tile time, so the one whose [start, end) holds ``at`` is the answer."""
-        held = self._periods.get((tz, kind))
-        if held is None or not held.start <= at < held.end:
-            held = self._periods[(tz, kind)] = period_containing(at, tz, kind)
-        return held.key
+            self.state.put(key, {"s": "rejected", "t": to_micros(conv["event_time"])})
 
     def _usage(self, contracts: list[CpaContract], at: datetime) -> tuple[UsageSnapshot, dict[str, str]]:
         """Usage of every candidate contract in the period of ``at`` (in that contract's zone)."""
@@ -398,10 +370,10 @@ class Decider:
         event_counts: dict[tuple[str, str], int] = {}
         periods: dict[str, str] = {}
         for k in contracts:
-            v = rating_version(k, at)
+            v = k.rating(at)[0]
             if v is None:
                 continue
-            period = self._period_key(at, v.terms.common.time_zone, v.terms.common.billing_period)
+            period = period_containing(at, v.terms.common.time_zone, v.terms.common.billing_period).key
             periods[k.contract_id] = period
             u = self.state.get(f"u:{k.contract_id}{SEP}{period}")
             if u is not None:
@@ -419,12 +391,12 @@ class Decider:
             conversion_id_seen=self.state.get("c:" + cid) is not None,
             order_id_seen=order_key is not None and self.state.get(order_key) is not None,
             household_conversions=tuple(
-                PriorConversion(p[0], p[1], from_us(p[2])) for p in self.state.get("h:" + household) or ()
+                PriorConversion(p[0], p[1], from_micros(p[2])) for p in self.state.get("h:" + household) or ()
             ),
         )
         held = self.state.exposures("x:" + household)
         exposures = [
-            Exposure(held[i], household, held[i + 3], held[i + 4] or "", from_us(held[i + 1]))
+            Exposure(held[i], household, held[i + 3], held[i + 4] or "", from_micros(held[i + 1]))
             for i in range(0, len(held), EXPOSURE_WIDTH) if held[i + 2] == adv
         ]
         contracts = self.book.cpa_contracts_of(adv)
@@ -480,7 +452,7 @@ class Decider:
                rule: str) -> None:
         """Record an attributed conversion (advertiser amount ``amount``, rule ``rule``): dedupe
         memory, caps and tier counters."""
-        t = to_us(conv["event_time"])
+        t = to_micros(conv["event_time"])
         k = a.contract_id
         with exact():
             for key in (f"u:{k}{SEP}{period}", f"p:{k}{SEP}{a.partner_id}{SEP}{period}"):
@@ -496,7 +468,7 @@ class Decider:
         self.state.put("c:" + conv["conversion_id"], {
             "s": "attributed", "t": t, "contract_id": k, "version": a.version, "advertiser_id": conv["advertiser_id"],
             "partner_id": a.partner_id, "event_type": conv["event_type"], "exposure_id": a.exposure_id,
-            "exposure_us": to_us(a.exposure_at), "rule": rule, "period_key": a.period_key,
+            "exposure_us": to_micros(a.exposure_at), "rule": rule, "period_key": a.period_key,
             "order_value": None if conv["value"] is None else str(conv["value"]),
             "tier": p.tier_index, "adv_price": _price_json(p.advertiser_price), "par_price": _price_json(p.partner_payout),
             "adv": _leg_json(p.advertiser), "par": _leg_json(p.partner), "reversals": [],
@@ -530,7 +502,7 @@ class Decider:
         earlier = tuple(_reversal_of(r, orig_id) for r in orig["reversals"])
         lock = None if version is None or version.terms.cpa is None else version.terms.cpa.reversal_lock_days
         out = reverse(
-            priced, conversion_id=orig_id, conversion_at=from_us(orig["t"]),
+            priced, conversion_id=orig_id, conversion_at=from_micros(orig["t"]),
             order_value=None if orig["order_value"] is None else Decimal(orig["order_value"]),
             earlier=earlier, reversal=Reversal(rid, orig_id, conv["event_time"], conv.get("reversal_amount")),
             lock_days=lock,
@@ -550,16 +522,16 @@ class Decider:
             "refunded": None if out.refunded_order_value is None else str(out.refunded_order_value),
         }]
         self.state.put("c:" + orig_id, orig)
-        self.state.put("c:" + rid, {"s": "reversal", "t": to_us(conv["event_time"]), "of": orig_id})
+        self.state.put("c:" + rid, {"s": "reversal", "t": to_micros(conv["event_time"]), "of": orig_id})
         with exact():
             adv_amount = -out.advertiser_amount
             partner_amount = -out.partner_amount
-        exposure_time = from_us(orig["exposure_us"])
+        exposure_time = from_micros(orig["exposure_us"])
         attributed = {
             "conversion_id": rid, "kind": "reversal", "original_conversion_id": orig_id,
             "contract_id": orig["contract_id"], "contract_version": orig["version"], "advertiser_id": orig["advertiser_id"],
             "partner_id": orig["partner_id"] or None, "event_type": orig["event_type"], "event_time": conv["event_time"],
-            "original_event_time": from_us(orig["t"]), "exposure_id": orig["exposure_id"], "exposure_time": exposure_time,
+            "original_event_time": from_micros(orig["t"]), "exposure_id": orig["exposure_id"], "exposure_time": exposure_time,
             "rule": orig["rule"], "currency": cur or "", "advertiser_amount": adv_amount, "partner_payout": partner_amount,
             "decided_at": now, "order_value": out.refunded_order_value, "tier_position": None,
             "reversal_completes": out.completes,

@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -29,14 +29,16 @@ from prometheus_client import CollectorRegistry
 
 from tally_kit import web as kit_web
 from tally_kit.auth import TokenVerifier, bearer_token
+from tally_kit.clock import Clock, WallClock
 from tally_kit.inputs import JsonRefused, loads_strict
 from tally_kit.openapi import add_openapi
 from tally_kit.problems import ApiError, validation_error
 from tally_streams.avro import EncodeError, SchemaCatalog
-from tally_streams.kafka import AsyncProducer, dead_letter_record, producer_config
+from tally_streams.kafka import AsyncProducer, admin_config, dead_letter_record, producer_config
 
 from .metrics import IngestMetrics
 from .openapi_spec import spec
+from .settings import AttributionSettings
 from .validation import Checked, check_conversion, check_impression, check_ivt_report, event_id
 
 log = logging.getLogger("tally.attribution.ingest")
@@ -64,7 +66,7 @@ class IngestConfig:
     max_future: timedelta
     catalog: SchemaCatalog
     metrics: IngestMetrics
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Clock = field(default_factory=WallClock)
 
 
 @dataclass(slots=True)
@@ -82,12 +84,12 @@ class _Event:
 
 
 def create_ingest_app(
-    settings: Any,
+    settings: AttributionSettings,
     catalog: SchemaCatalog,
     *,
     verifier: TokenVerifier | None = None,
     registry: CollectorRegistry | None = None,
-    clock: Callable[[], datetime] | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
     verifier = verifier or TokenVerifier.from_env()
     app = kit_web.create_app("attribution", verifier=verifier, public_paths={"/v1/postback"}, registry=registry,
@@ -119,7 +121,7 @@ def create_ingest_app(
         await app[PRODUCER_KEY].close()
 
     async def broker_answers(app: web.Application) -> None:
-        admin = AdminClient({"bootstrap.servers": cfg.bootstrap})
+        admin = AdminClient(admin_config(cfg.bootstrap))
         md = await asyncio.to_thread(admin.list_topics, cfg.topic_impressions, 2)
         if not md.brokers:
             raise RuntimeError("no Kafka broker answered")
@@ -142,25 +144,37 @@ def create_ingest_app(
 async def post_impressions(request: web.Request) -> web.Response:
     kit_web.principal(request).require("ingest")
     cfg = request.app[CONFIG_KEY]
-    now = cfg.clock()
-    objs, raws = await _read_batch(request, cfg.max_events)
-    events = [_Event(i, raws[i] if raws else None,
-                     _unparsable(obj) or check_impression(obj, now=now, max_future=cfg.max_future),
-                     event_id("impression", obj), obj=obj)
-              for i, obj in enumerate(objs)]
+    events = await _checked_events(request, "impression", check_impression)
     return await _answer(request, "impression", cfg.topic_impressions, "impression", events)
 
 
 async def post_conversions(request: web.Request) -> web.Response:
     kit_web.principal(request).require("ingest")
     cfg = request.app[CONFIG_KEY]
-    now = cfg.clock()
-    objs, raws = await _read_batch(request, cfg.max_events)
-    events = [_Event(i, raws[i] if raws else None,
-                     _unparsable(obj) or check_conversion(obj, now=now, max_future=cfg.max_future),
-                     event_id("conversion", obj), obj=obj)
-              for i, obj in enumerate(objs)]
+    events = await _checked_events(request, "conversion", check_conversion)
     return await _answer(request, "conversion", cfg.topic_conversions, "conversion", events)
+
+
+async def _checked_events(request: web.Request, kind: str, check: Callable[..., Checked]) -> list[_Event]:
+    """The request's events, each checked field by field.
+
+    A JSON array of flat objects is parsed by orjson (``_loads_flat_batch``); when any of its
+    events is rejected, the batch is parsed again by ``loads_strict`` and checked again, so a
+    rejected event is answered and dead-lettered exactly as on the plain path (its numbers as
+    ``Decimal``; an accepted event never holds a number).
+    """
+    cfg = request.app[CONFIG_KEY]
+    now = cfg.clock.now()
+    body = await request.read()
+    objs, raws = _read_batch(body, request.content_type, cfg.max_events, fast=True)
+    while True:
+        events = [_Event(i, raws[i] if raws else None,
+                         _unparsable(obj) or check(obj, now=now, max_future=cfg.max_future),
+                         event_id(kind, obj), obj=obj)
+                  for i, obj in enumerate(objs)]
+        if raws is not _FAST or all(e.checked.record is not None for e in events):
+            return events
+        objs, raws = _read_batch(body, request.content_type, cfg.max_events, fast=False)
 
 
 class _NotJson:
@@ -179,14 +193,17 @@ def _unparsable(obj: Any) -> Checked | None:
     return Checked(None, [("$", f"not valid JSON: {obj.error}")]) if isinstance(obj, _NotJson) else None
 
 
-async def _read_batch(request: web.Request, max_events: int) -> tuple[list[Any], list[bytes] | None]:
+#: ``_read_batch``'s raws when orjson parsed the batch (``_loads_flat_batch``); like None, no raw lines
+_FAST: list[bytes] = []
+
+
+def _read_batch(body: bytes, ctype: str, max_events: int, *, fast: bool) -> tuple[list[Any], list[bytes] | None]:
     """The parsed events, and for NDJSON each one's raw line; an unparsable line is its own bad event.
 
-    The raw bytes of an array element are not kept (None): only a rejected event needs them,
-    for its dead letter, and ``_Event.raw_bytes`` re-serialises it then.
+    The raw bytes of an array element are not kept (None, or ``_FAST`` when ``fast`` let orjson
+    parse the array): only a rejected event needs them, for its dead letter, and
+    ``_Event.raw_bytes`` re-serialises it then.
     """
-    body = await request.read()
-    ctype = request.content_type
     if ctype in NDJSON_TYPES:
         lines = [ln.strip() for ln in body.split(b"\n") if ln.strip()]
         if len(lines) > max_events:
@@ -200,6 +217,11 @@ async def _read_batch(request: web.Request, max_events: int) -> tuple[list[Any],
         return objs, lines
     if ctype != "application/json":
         raise ApiError(415, "send application/json (an array of events) or application/x-ndjson (one event per line)")
+    flat = _loads_flat_batch(body) if fast else None
+    if flat is not None:
+        if len(flat) > max_events:
+            raise ApiError(413, f"at most {max_events} events per request; split the batch")
+        return flat, _FAST
     try:
         parsed = loads_strict(body, text=False)
     except JsonRefused as exc:
@@ -208,6 +230,39 @@ async def _read_batch(request: web.Request, max_events: int) -> tuple[list[Any],
     if len(items) > max_events:
         raise ApiError(413, f"at most {max_events} events per request; split the batch")
     return items, None
+
+
+def _loads_flat_batch(body: bytes) -> list[dict[str, Any]] | None:
+    """A JSON array of objects without nested values or duplicate keys, parsed by orjson (~4x
+    faster than ``loads_strict``), or None: then ``loads_strict`` decides, with its answers.
+
+    orjson refuses what ``loads_strict`` refuses except nesting up to its own limit and
+    duplicate keys (it keeps the last), so both are ruled out by counting bytes: the body holds
+    exactly the brackets of one array of n objects (so nothing nests), and exactly as many
+    commas as separate the n objects and their parsed keys (a duplicate key is one more comma
+    than parsed keys). A bracket or comma inside a string only sends the body to the plain path.
+    A lone surrogate (``\\ud800``) makes orjson fail, so that body too. Numbers are orjson's
+    (a float where ``loads_strict`` gives a ``Decimal``, and for an integer beyond 64 bits): no
+    accepted event holds a number, and ``_checked_events`` reads a batch with a rejected event
+    again with ``loads_strict``.
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(parsed) is not list or not parsed:
+        return None
+    n = len(parsed)
+    if body.count(b"[") + body.count(b"{") != n + 1:
+        return None
+    keys = 0
+    for item in parsed:
+        if type(item) is not dict or not item:
+            return None
+        keys += len(item)
+    if body.count(b",") != keys - 1:  # (keys - 1 per object) + (n - 1 between the objects)
+        return None
+    return parsed
 
 
 async def _answer(request: web.Request, kind: str, topic: str, schema: str, events: list[_Event]) -> web.Response:
@@ -258,7 +313,7 @@ async def _produce_all(request: web.Request, kind: str, topic: str, schema: str,
     codec = cfg.catalog.codec(schema)
     dlq_codec = cfg.catalog.codec("dead_letter")
     source = f"http:{request.path}"
-    now = cfg.clock()
+    now = cfg.clock.now()
     good = [e for e in events if e.checked.record is not None]
     encoded = codec.encode_many([e.checked.record for e in good if e.checked.record is not None])
     for e, data in zip(good, encoded, strict=True):
@@ -326,7 +381,7 @@ async def postback(request: web.Request) -> web.Response:
     if "timestamp" in params and "event_time" not in params:
         obj["event_time"] = params["timestamp"]
     unknown = sorted(set(params) - POSTBACK_PARAMS)
-    checked = check_conversion(obj, now=cfg.clock(), max_future=cfg.max_future, source="postback",
+    checked = check_conversion(obj, now=cfg.clock.now(), max_future=cfg.max_future, source="postback",
                                partner_id=principal.tenant_id, allowed_sources=("postback",))
     if unknown:
         # check_conversion already names unknown fields; keep the partner's own parameter names
@@ -362,7 +417,7 @@ async def post_ivt_report(request: web.Request) -> web.Response:
     principal = kit_web.principal(request)
     principal.require("verification", "ingest")
     cfg = request.app[CONFIG_KEY]
-    now = cfg.clock()
+    now = cfg.clock.now()
     if request.content_type != "application/json":
         raise ApiError(415, "send the report as one JSON object (application/json)")
     body = await request.read()

@@ -148,6 +148,8 @@ def parse_instant(v: Any) -> datetime | None:
         return None
     try:
         t = datetime.fromisoformat(v)
+        if t.tzinfo is UTC:  # "Z" and "+00:00": already the answer
+            return t
         if t.tzinfo is None or t.utcoffset() is None:
             return None
         return t.astimezone(UTC)
@@ -156,6 +158,44 @@ def parse_instant(v: Any) -> datetime | None:
 
 
 def check_impression(raw: Any, *, now: datetime, max_future: timedelta) -> Checked:
+    """The impression's Avro record, or every bad field.
+
+    A valid impression is recognised by ``_impression_if_valid`` (the same rules, in one pass,
+    without collecting problems); anything it does not accept is checked by the plain path below,
+    which names every bad field.
+    """
+    rec = _impression_if_valid(raw, now + max_future)
+    if rec is not None:
+        return Checked(rec, [])
+    return _check_impression_plain(raw, now=now, max_future=max_future)
+
+
+def _impression_if_valid(raw: Any, latest: datetime) -> dict[str, Any] | None:
+    """The record of a valid impression (the plain path's, key for key), or None: the plain path
+    then decides. ``latest`` = now + max_future."""
+    if type(raw) is not dict or not raw.keys() <= IMPRESSION_FIELDS:
+        return None
+    get = raw.get
+    iid, adv, cmp, hh, partner = (get("impression_id"), get("advertiser_id"), get("campaign_id"),
+                                  get("household_id"), get("partner_id"))
+    ids = (iid, adv, cmp, hh) if partner is None else (iid, adv, cmp, hh, partner)
+    for v in ids:
+        if type(v) is not str or not v or len(v) > MAX_ID_LEN or v.isspace():
+            return None
+    if _CONTROL.search("".join(ids)) is not None:  # type: ignore[arg-type]  # every one is a str here
+        return None
+    t = parse_instant(get("event_time"))
+    if t is None or not INSTANT_MIN <= t <= INSTANT_MAX or t > latest:
+        return None
+    # a JSON null is not ``get``'s default: it is no choice here, and the plain path reads it as absent
+    device, ivt, source = get("device_type", "other"), get("ivt", "none"), get("measurement_source", "first_party")
+    if device not in DEVICE_TYPES or ivt not in IVT_FLAGS or source not in MEASUREMENT_SOURCES:
+        return None
+    return {"impression_id": iid, "event_time": t, "advertiser_id": adv, "campaign_id": cmp, "partner_id": partner,
+            "household_id": hh, "device_type": device, "ivt": ivt, "measurement_source": source}
+
+
+def _check_impression_plain(raw: Any, *, now: datetime, max_future: timedelta) -> Checked:
     if not isinstance(raw, Mapping):
         return Checked(None, [("$", "an event must be a JSON object")])
     r = _Reader(raw, now, max_future)
@@ -230,7 +270,7 @@ def check_conversion(
 def event_id(kind: str, raw: Any) -> str | None:
     """The event's own id, when it has a readable one (for per-event answers)."""
     key = "impression_id" if kind == "impression" else "conversion_id"
-    if isinstance(raw, Mapping) and isinstance(raw.get(key), str):
+    if (type(raw) is dict or isinstance(raw, Mapping)) and isinstance(raw.get(key), str):  # dict: spares the ABC check
         return str(raw[key])
     return None
 

@@ -28,17 +28,19 @@ from aiohttp_sse import sse_response
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from tally_billing.bounds import ID_LEN_MAX
+from tally_billing.money import format_decimal
 from tally_kit import web as kweb
 from tally_kit.auth import Principal, TokenVerifier
 from tally_kit.db import dumps
 from tally_kit.inputs import check_lengths
 from tally_kit.openapi import add_openapi
 from tally_kit.problems import ApiError, validation_error
-from tally_kit.settings import Settings
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import consumer_config
+from tally_streams.records import RunningTotalRecord
 
 from .openapi_spec import spec
+from .settings import MeteringSettings
 
 log = logging.getLogger("tally.metering.api")
 
@@ -51,11 +53,11 @@ class TotalsView:
 
     def __init__(self, bootstrap: str, topic: str, catalog: SchemaCatalog) -> None:
         self.topic = topic
-        self.codec = catalog.codec("running_total")
-        self.totals: dict[str, dict[str, Any]] = {}
+        self.codec = catalog.codec("running_total", record=RunningTotalRecord)
+        self.totals: dict[str, RunningTotalRecord] = {}
         self.caught_up = threading.Event()
         self._stop = threading.Event()
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = set()
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[RunningTotalRecord]]] = set()
         self._lock = threading.Lock()
         # A short broker wait: an idle fetch is answered as soon as a commit moves the stable offset anyway.
         self._consumer = Consumer(consumer_config(bootstrap, "tally-metering-api", **{"enable.partition.eof": True,
@@ -100,18 +102,18 @@ class TotalsView:
                     loop.call_soon_threadsafe(_offer, queue, rec)
         self._consumer.close()
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+    def subscribe(self) -> asyncio.Queue[RunningTotalRecord]:
+        queue: asyncio.Queue[RunningTotalRecord] = asyncio.Queue(maxsize=10_000)
         with self._lock:
             self._subscribers.add((asyncio.get_running_loop(), queue))
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[RunningTotalRecord]) -> None:
         with self._lock:
             self._subscribers = {s for s in self._subscribers if s[1] is not queue}
 
 
-def _offer(queue: asyncio.Queue[dict[str, Any]], rec: dict[str, Any]) -> None:
+def _offer(queue: asyncio.Queue[RunningTotalRecord], rec: RunningTotalRecord) -> None:
     if queue.full():  # a stalled client loses the oldest update, never blocks the reader
         queue.get_nowait()
     queue.put_nowait(rec)
@@ -144,12 +146,12 @@ def _contract_in_scope(view: TotalsView, who: Principal, contract_id: str | None
     one with none yet is an empty list for everyone (its id alone reveals nothing)."""
     if contract_id is None or not who.is_tenant:
         return
-    of_contract = [r for r in list(view.totals.values()) if r.get("contract_id") == contract_id]
+    of_contract = [r for r in list(view.totals.values()) if r["contract_id"] == contract_id]
     if of_contract and not any(who.sees_advertiser(r["advertiser_id"]) for r in of_contract):
         raise ApiError(404, "contract not found")
 
 
-def _visible(rec: dict[str, Any], who: Principal, filters: dict[str, str]) -> bool:
+def _visible(rec: RunningTotalRecord, who: Principal, filters: dict[str, str]) -> bool:
     if not who.sees_advertiser(rec["advertiser_id"]):
         return False
     return all(str(rec.get(k)) == v for k, v in filters.items())
@@ -158,7 +160,7 @@ def _visible(rec: dict[str, Any], who: Principal, filters: dict[str, str]) -> bo
 def _plain(value: Any) -> Any:
     """Exact decimals as plain strings without the schema's trailing zeros (12.345, not 12.345000000000)."""
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return format_decimal(value, trailing_zeros=False)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -166,7 +168,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _public(rec: dict[str, Any]) -> dict[str, Any]:
+def _public(rec: RunningTotalRecord) -> dict[str, Any]:
     """A total as JSON-ready data: amounts are decimal strings, never floats."""
     out = _plain(rec)
     assert isinstance(out, dict)
@@ -201,7 +203,8 @@ async def stream_spend(request: web.Request) -> web.StreamResponse:
         view.unsubscribe(queue)
 
 
-def create_api(settings: Settings, *, verifier: TokenVerifier | None = None, catalog: SchemaCatalog | None = None) -> web.Application:
+def create_api(settings: MeteringSettings, *, verifier: TokenVerifier | None = None,
+               catalog: SchemaCatalog | None = None) -> web.Application:
     app = kweb.create_app("metering", verifier=verifier or TokenVerifier.from_env())
     view = TotalsView(settings.kafka_bootstrap, settings.metering_topic_running_totals, catalog or SchemaCatalog.load())
     app[VIEW_KEY] = view
@@ -223,7 +226,7 @@ def create_api(settings: Settings, *, verifier: TokenVerifier | None = None, cat
     return app
 
 
-def serve(settings: Settings, stop: threading.Event) -> None:
+def serve(settings: MeteringSettings, stop: threading.Event) -> None:
     async def main() -> None:
         runner = web.AppRunner(create_api(settings))
         await runner.setup()

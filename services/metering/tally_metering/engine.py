@@ -28,6 +28,7 @@ from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY, DAY_US
 
 from . import domain as d
 from .metrics import WorkerMetrics
+from .settings import MeteringSettings
 from .state import ContractState, ConversionState, PeriodState, TotalsStore
 
 log = logging.getLogger("tally.metering.stage_two")
@@ -44,7 +45,7 @@ def delta_partition(advertiser_id: str, partitions: int) -> int:
 
 
 class StageTwo:
-    def __init__(self, settings: Any, book: ContractBook, emit: Emit, metrics: WorkerMetrics,
+    def __init__(self, settings: MeteringSettings, book: ContractBook, emit: Emit, metrics: WorkerMetrics,
                  lookup_contract: Callable[[str], Contract | None] | None = None) -> None:
         self.book = book
         self.emit = emit
@@ -65,6 +66,8 @@ class StageTwo:
         #: contracts whose terms changed since their periods were last derived (checked every step)
         self.terms_changed: set[str] = set()
         self._last_close_check = 0.0
+        #: the earliest close time (period end + grace) of a period still open, as of the last close_due
+        self.next_close: datetime | None = None
 
     def close_and_publish(self, now: datetime) -> None:
         """Closes due periods and publishes throttled running totals (runs on every step)."""
@@ -546,10 +549,13 @@ class StageTwo:
         store.mark(ps)
 
     def close_due(self, now: datetime) -> None:
+        next_close: datetime | None = None
         for q, store in self.stores.items():
             for contract in self.book.contracts.values():
                 if delta_partition(contract.advertiser_id, self.n_deltas) == q:
-                    self._ensure_empty_periods(store, contract, now)
+                    upcoming = self._ensure_empty_periods(store, contract, now)
+                    if upcoming is not None and (next_close is None or upcoming < next_close):
+                        next_close = upcoming
             due = []
             for ps in store.periods.values():
                 if ps.closed:
@@ -558,13 +564,26 @@ class StageTwo:
                 if owner is None:
                     continue
                 period = self._period(owner, ps.period_key)
-                if close_time(period, self.grace) <= now:
+                closes = close_time(period, self.grace)
+                if closes <= now:
                     due.append((period.start, ps.contract_id, ps, owner, period))
+                elif next_close is None or closes < next_close:
+                    next_close = closes
             for _, _, ps, owner, period in sorted(due, key=lambda x: (x[0], x[1])):
                 self._close(store, owner, ps, period, now)
+        self.next_close = next_close
 
-    def _ensure_empty_periods(self, store: TotalsStore, contract: Contract, now: datetime) -> None:
-        """A period of the flight with no event still closes (its minimum commitment is owed)."""
+    def close_overdue_s(self, now: datetime) -> float:
+        """How far ``now`` is past the earliest close time of a period still open at the last
+        :meth:`close_due` (0 when none is past it). A worker that keeps stepping closes each period
+        when its time comes, so this stays near 0; one that is stuck (no steps: the broker is away,
+        a transaction cannot commit) lets it grow — ``tally_metering_period_close_overdue_seconds``."""
+        nxt = self.next_close
+        return 0.0 if nxt is None else max(0.0, (now - nxt).total_seconds())
+
+    def _ensure_empty_periods(self, store: TotalsStore, contract: Contract, now: datetime) -> datetime | None:
+        """A period of the flight with no event still closes (its minimum commitment is owed).
+        Returns the close time of the contract's next period to close, if it is one the flight bills."""
         first = contract.versions[0]
         p = contract.period_at(to_micros(max(first.effective_from, _flight_start(contract))))
         checked = self.empty_checked.get(contract.contract_id)
@@ -575,6 +594,9 @@ class StageTwo:
                 store.period(contract.contract_id, p.key)
             self.empty_checked[contract.contract_id] = p.key
             p = next_period(p)
+        if d.versions_governing(contract, p) and _flight_overlaps(contract, p):
+            return close_time(p, self.grace)
+        return None
 
     def _close(self, store: TotalsStore, contract: Contract, ps: PeriodState, period: Period, now: datetime) -> None:
         rating = self.rate(store, contract, ps, period)
@@ -596,7 +618,7 @@ class StageTwo:
             counts[d.BILLABLE] = rating.quantity("cpm_impressions")
             counts[d.OVER_DELIVERY] = rating.quantity("cpm_over_delivery")
         caps = terms.cpm.budget_caps if terms.cpm is not None else None
-        record = {
+        record: dict[str, Any] = {
             "total_id": f"{contract.contract_id}/{ps.period_key}", "contract_id": contract.contract_id,
             "advertiser_id": contract.advertiser_id, "contract_type": contract.contract_type,
             "currency": contract.currency, "time_zone": contract.time_zone, "period_kind": str(period.kind),

@@ -25,5 +25,17 @@ class WorkerMetrics:
         self.outputs = Counter("tally_metering_outputs_total",
                                "Records produced by kind (running_total, period_closed, adjustment, budget_alert, dead_letter)",
                                ["kind"], registry=r)
+        self.period_close_overdue = Gauge(
+            "tally_metering_period_close_overdue_seconds",
+            "Seconds the clock is past the earliest close time (period end + grace) of a period this worker holds open "
+            "(0 while every period closes on time; grows while the worker is stuck)", registry=r)
         self.restores = Counter("tally_metering_restores_total", "State restores from changelogs, by store", ["store"],
                                 registry=r)
+        self.store_opens = Counter(
+            "tally_metering_store_opens_total",
+            "On-disk stores opened on assignment, by store and outcome: trusted (checkpoint equals the committed offset), "
+            "rebuilt (no checkpoint, or a stale one: wiped and restored from the changelog)", ["store", "outcome"], registry=r)
+        self.store_memory = Gauge(
+            "tally_metering_store_memory_bytes",
+            "On-disk stores: bytes in their block caches (write buffers charged to them), and the bound (capacity)",
+            ["store", "measure"], registry=r)

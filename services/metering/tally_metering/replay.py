@@ -19,27 +19,36 @@ default); a lifetime tier or total cap takes the earlier periods from the same r
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from tally_billing.attribution import DecidedConversion, reprice, reprice_reversal
-from tally_billing.money import exact
+from tally_billing.money import exact, format_decimal
 from tally_billing.periods import period_by_key
 from tally_billing.routing import ContractBook, contract_from_record, to_micros
 from tally_billing.usage import BUCKET_US, BUCKETS_PER_DAY
-from tally_kit.settings import Settings
-from tally_streams.avro import DecodeError, SchemaCatalog
+from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
 from tally_streams.kafka import read_to_end
+from tally_streams.records import (
+    AdjustmentRecord,
+    AttributedConversionRecord,
+    ContractTermsRecord,
+    IvtReportOutcomeRecord,
+    IvtReportRecord,
+    PeriodClosedRecord,
+)
 
 from . import domain as d
 from .codec import ImpressionDecoder
+from .settings import MeteringSettings
 from .state import DAY_US
 
 PricePoint = tuple[str, int, str, str]  # line_type, version, price_point, partner ("" for advertiser lines)
+R = TypeVar("R", bound=Mapping[str, Any])
 
 
-def _decoded(bootstrap: str, topic: str, codec: Any) -> Iterable[dict[str, Any]]:
+def _decoded(bootstrap: str, topic: str, codec: AvroCodec[R]) -> Iterable[R]:
     for m in read_to_end(bootstrap, topic):
         try:
             yield codec.decode(m.value())
@@ -48,8 +57,8 @@ def _decoded(bootstrap: str, topic: str, codec: Any) -> Iterable[dict[str, Any]]
 
 
 def book_for(bootstrap: str, topic: str, catalog: SchemaCatalog) -> ContractBook:
-    latest: dict[str, dict[str, Any]] = {}
-    for rec in _decoded(bootstrap, topic, catalog.codec("contract_terms")):
+    latest: dict[str, ContractTermsRecord] = {}
+    for rec in _decoded(bootstrap, topic, catalog.codec("contract_terms", record=ContractTermsRecord)):
         held = latest.get(rec["contract_id"])
         if held is None or rec["revision"] >= held["revision"]:
             latest[rec["contract_id"]] = rec
@@ -58,7 +67,7 @@ def book_for(bootstrap: str, topic: str, catalog: SchemaCatalog) -> ContractBook
     return book
 
 
-def ledger_for(bootstrap: str, settings: Settings, catalog: SchemaCatalog, advertiser_id: str
+def ledger_for(bootstrap: str, settings: MeteringSettings, catalog: SchemaCatalog, advertiser_id: str
                ) -> dict[tuple[str, str], dict[int, d.UsageDay]]:
     """The advertiser's usage ledger, rebuilt from the raw impressions and the applied IVT reports."""
     usage: dict[tuple[str, str], dict[int, d.UsageDay]] = {}
@@ -78,9 +87,10 @@ def ledger_for(bootstrap: str, settings: Settings, catalog: SchemaCatalog, adver
         u.add((t // BUCKET_US) % BUCKETS_PER_DAY, cls, 1)
         u.max_event_us = max(u.max_event_us, t)
     applied = {o["report_id"] for o in _decoded(bootstrap, settings.metering_topic_ivt_outcomes,
-                                                catalog.codec("ivt_report_outcome")) if o["status"] == "applied"}
-    reports: dict[str, dict[str, Any]] = {}
-    for r in _decoded(bootstrap, settings.metering_topic_ivt_reports, catalog.codec("ivt_report")):
+                                                catalog.codec("ivt_report_outcome", record=IvtReportOutcomeRecord))
+               if o["status"] == "applied"}
+    reports: dict[str, IvtReportRecord] = {}
+    for r in _decoded(bootstrap, settings.metering_topic_ivt_reports, catalog.codec("ivt_report", record=IvtReportRecord)):
         if r["advertiser_id"] == advertiser_id and r["report_id"] in applied:
             reports.setdefault(r["report_id"], r)  # a repeat of a report id was not applied again
     for r in reports.values():
@@ -105,7 +115,7 @@ def cpa_totals(bootstrap: str, topic: str, catalog: SchemaCatalog, contract_id: 
     out: dict[str, d.PeriodTotals] = {}
     originals: dict[str, list[Any]] = {}  # id -> [period, version, event type, partner, amount, given back, full, priced]
     seen: set[str] = set()
-    for rec in _decoded(bootstrap, topic, catalog.codec("attributed_conversion")):
+    for rec in _decoded(bootstrap, topic, catalog.codec("attributed_conversion", record=AttributedConversionRecord)):
         if rec["contract_id"] != contract_id or rec["conversion_id"] in seen:
             continue
         seen.add(rec["conversion_id"])
@@ -113,9 +123,10 @@ def cpa_totals(bootstrap: str, topic: str, catalog: SchemaCatalog, contract_id: 
         if rec["kind"] == "conversion":
             pkey = contract.period_at(to_micros(rec["event_time"])).key
             version, event_type, partner = rec["contract_version"], rec["event_type"], rec.get("partner_id")
-            priced = None if rec.get("tier_position") is None else reprice(contract.versions, DecidedConversion(
-                decided_version=version, event_type=event_type, partner_id=partner, order_value=rec.get("order_value"),
-                occurred_at=rec["event_time"], tier_position=rec["tier_position"]))
+            tier = rec["tier_position"]
+            priced = None if tier is None else reprice(contract.versions, DecidedConversion(
+                decided_version=version, event_type=event_type, partner_id=partner, order_value=rec["order_value"],
+                occurred_at=rec["event_time"], tier_position=tier))
             originals[rec["conversion_id"]] = [pkey, version, event_type, partner, amount, Decimal(0), False, priced]
             if priced is not None:
                 version, amount, payout = priced.version, priced.advertiser_amount, priced.partner_amount
@@ -165,7 +176,7 @@ def _points(lines: Iterable[Any], payouts: Iterable[Any]) -> dict[PricePoint, tu
     return {k: v for k, v in out.items() if v != (0, Decimal(0))}
 
 
-def recompute(settings: Settings, catalog: SchemaCatalog, contract_id: str, period_key: str
+def recompute(settings: MeteringSettings, catalog: SchemaCatalog, contract_id: str, period_key: str
               ) -> dict[PricePoint, tuple[int, Decimal]]:
     bootstrap = settings.kafka_bootstrap
     book = book_for(bootstrap, settings.metering_topic_terms, catalog)
@@ -194,18 +205,19 @@ def recompute(settings: Settings, catalog: SchemaCatalog, contract_id: str, peri
     return {}
 
 
-def published(settings: Settings, catalog: SchemaCatalog, contract_id: str, period_key: str
+def published(settings: MeteringSettings, catalog: SchemaCatalog, contract_id: str, period_key: str
               ) -> tuple[dict[PricePoint, tuple[int, Decimal]], int] | None:
     """The period's closed lines plus every adjustment correcting it (None: not closed yet), and
     how many adjustments there are."""
     bootstrap = settings.kafka_bootstrap
     close = None
-    for r in _decoded(bootstrap, settings.metering_topic_periods_closed, catalog.codec("period_closed")):
+    for r in _decoded(bootstrap, settings.metering_topic_periods_closed, catalog.codec("period_closed", record=PeriodClosedRecord)):
         if r["contract_id"] == contract_id and r["period_key"] == period_key:
             close = r
     if close is None:
         return None
-    adjustments = [a for a in _decoded(bootstrap, settings.metering_topic_adjustments, catalog.codec("adjustment"))
+    adjustments = [a for a in _decoded(bootstrap, settings.metering_topic_adjustments,
+                                       catalog.codec("adjustment", record=AdjustmentRecord))
                    if a["contract_id"] == contract_id and a["corrects_period_key"] == period_key]
     lines = list(close["lines"]) + adjustments
     payouts = list(close["payouts"]) + [
@@ -215,7 +227,7 @@ def published(settings: Settings, catalog: SchemaCatalog, contract_id: str, peri
     return _points(lines, payouts), len(adjustments)
 
 
-def run_replay(settings: Settings, contract_id: str, period_key: str, out: Any = sys.stdout) -> int:
+def run_replay(settings: MeteringSettings, contract_id: str, period_key: str, out: Any = sys.stdout) -> int:
     """Print the comparison; 0 when equal, 1 when they differ, 2 when the period is not closed."""
     catalog = SchemaCatalog.load()
     got = published(settings, catalog, contract_id, period_key)
@@ -232,7 +244,7 @@ def run_replay(settings: Settings, contract_id: str, period_key: str, out: Any =
         differ += h != w
         line_type, version, point, partner = key
         what = f"{line_type} v{version} {point}" + (f" partner {partner}" if partner else "")
-        print(f"  {mark} {what}: published {h[0]} / {h[1].normalize():f}  recomputed {w[0]} / {w[1].normalize():f}",
-              file=out)
+        h_amount, w_amount = (format_decimal(x[1], trailing_zeros=False) for x in (h, w))
+        print(f"  {mark} {what}: published {h[0]} / {h_amount}  recomputed {w[0]} / {w_amount}", file=out)
     print("equal" if not differ else f"{differ} price point(s) differ", file=out)
     return 0 if not differ else 1

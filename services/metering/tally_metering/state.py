@@ -1,8 +1,10 @@
 """Metering's two kinds of state, and how they are written to and rebuilt from changelogs.
 
-* ``DedupeStore`` — per impressions partition: the impression ids already seen, bucketed by
-  event day so ids older than the dedupe horizon can be forgotten. Changelog: one record per
-  (batch, event day) with the new ids, in the dedupe topic's partition of the same number.
+* the dedupe set — per impressions partition: the impression ids already seen, by event day so
+  ids older than the dedupe horizon can be forgotten; on disk in the worker
+  (``tally_metering.store.DiskDedupeStore``), in memory here (``DedupeStore``, for tests and
+  benches), and the changelog codec. Changelog: one record per (batch, event day) with the new
+  ids, in the dedupe topic's partition of the same number.
 * ``TotalsStore`` — per deltas partition (one owner per advertiser): the usage ledger of every
   (advertiser, campaign) hashed to that partition, the totals of every (contract, period) of
   those advertisers with what a closed period has billed so far, each contract's once-only
@@ -19,11 +21,22 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 
 from tally_streams.avro import MAGIC, AvroCodec, SchemaCatalog
+from tally_streams.records import (
+    ContractStateRecord,
+    ConversionStateKind,
+    ConversionStateRecord,
+    DedupeIdsRecord,
+    IvtDecisionRecord,
+    IvtDecisionStatus,
+    LedgerDayRecord,
+    PeriodStateRecord,
+)
 
 from .domain import SEP, Line, PeriodTotals, UsageDay
 
@@ -31,16 +44,44 @@ DAY_US = 86_400_000_000
 
 
 class DedupeStore:
+    """The dedupe set in memory, with the interface of the worker's on-disk store
+    (``tally_metering.store.DiskDedupeStore``): for tests and benches of stage one without a disk."""
+
     def __init__(self) -> None:
         self.seen: set[str] = set()
         self.by_day: dict[int, list[str]] = {}
+        self.checkpoint: int | None = None
 
     def __len__(self) -> int:
         return len(self.seen)
 
+    def seen_among(self, ids: list[str]) -> set[str]:
+        return self.seen.intersection(ids)
+
     def add(self, day: int, ids: list[str]) -> None:
         self.seen.update(ids)
         self.by_day.setdefault(day, []).extend(ids)
+
+    def add_committed(self, days: dict[int, list[str]], checkpoint: int) -> None:
+        for day, ids in days.items():
+            self.add(day, ids)
+        self.checkpoint = checkpoint
+
+    def add_restored(self, day: int, ids: list[str], changelog_offset: int) -> None:
+        self.add(day, ids)
+
+    def set_checkpoint(self, checkpoint: int) -> None:
+        self.checkpoint = checkpoint
+
+    def wipe(self) -> None:
+        self.seen, self.by_day, self.checkpoint = set(), {}, None
+
+    def memory(self) -> tuple[int, int]:
+        """Not bounded: (0, 0), as no cache is configured."""
+        return 0, 0
+
+    def close(self) -> None:
+        """Nothing to release (the on-disk store closes its database)."""
 
     def forget_before(self, day: int) -> None:
         for d in [d for d in self.by_day if d < day]:
@@ -49,7 +90,7 @@ class DedupeStore:
     @staticmethod
     def encode(ids: list[str]) -> bytes:
         """A dedupe changelog value: ``schemas/metering_dedupe_ids`` (the key is the event day)."""
-        return _codec("metering_dedupe_ids").encode({"impression_ids": ids})
+        return _codec("metering_dedupe_ids", DedupeIdsRecord).encode({"impression_ids": ids})
 
     @staticmethod
     def decode(value: bytes | None) -> list[str]:
@@ -57,7 +98,7 @@ class DedupeStore:
             return []
         if value[:2] != MAGIC:  # newline-joined ids, from a worker before the changelog had its schema
             return value.decode().split("\n")
-        return list(_codec("metering_dedupe_ids").decode(value)["impression_ids"])
+        return list(_codec("metering_dedupe_ids", DedupeIdsRecord).decode(value)["impression_ids"])
 
 
 @dataclass
@@ -95,7 +136,7 @@ class PeriodState:
         return cls(d["c"], d["p"], PeriodTotals.from_json(d["t"]), bool(d["closed"]), d.get("closed_at_us"),
                    set(d.get("alerts", [])), billed)
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> PeriodStateRecord:
         """The ``metering_period_state`` record (schemas/)."""
         t = self.totals
         return {
@@ -115,7 +156,7 @@ class PeriodState:
         }
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> PeriodState:
+    def from_record(cls, r: PeriodStateRecord) -> PeriodState:
         t = r["totals"]
         totals = PeriodTotals(
             counts=dict(t["counts"]),
@@ -151,12 +192,12 @@ class ContractState:
         rev = d.get("rev")
         return cls(d["c"], {int(x) for x in d.get("total_alerts", [])}, int(rev) if rev is not None else None)
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> ContractStateRecord:
         """The ``metering_contract_state`` record (schemas/)."""
         return {"contract_id": self.contract_id, "total_alerts": sorted(self.total_alerts), "revision": self.revision}
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> ContractState:
+    def from_record(cls, r: ContractStateRecord) -> ContractState:
         return cls(r["contract_id"], set(r["total_alerts"]), r["revision"])
 
 
@@ -170,7 +211,7 @@ class ConversionState:
 
     contract_id: str
     conversion_id: str
-    kind: str
+    kind: ConversionStateKind  # conversion or reversal
     period_key: str
     #: what it contributes now: the version whose terms price it, and its exact amounts
     version: int
@@ -212,7 +253,7 @@ class ConversionState:
                 "ov": None if self.order_value is None else str(self.order_value), "tier": self.tier,
                 "of": self.original_id, "done": self.completes}
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> ConversionStateRecord:
         """The ``metering_conversion_state`` record (schemas/)."""
         return {"contract_id": self.contract_id, "conversion_id": self.conversion_id, "kind": self.kind,
                 "period_key": self.period_key, "version": self.version, "event_type": self.event_type,
@@ -225,7 +266,7 @@ class ConversionState:
                 "tier_position": self.tier, "original_conversion_id": self.original_id, "completes": self.completes}
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> ConversionState:
+    def from_record(cls, r: ConversionStateRecord) -> ConversionState:
         ov = r["order_value"]
         return cls(r["contract_id"], r["conversion_id"], r["kind"], r["period_key"], int(r["version"]), r["event_type"],
                    r["partner_id"], Decimal(r["advertiser_amount"]), Decimal(r["partner_payout"]),
@@ -251,9 +292,17 @@ class ConversionState:
 _Entry: TypeAlias = "PeriodState | ContractState | ConversionState | UsageDay"
 
 
+R = TypeVar("R", bound=Mapping[str, Any])
+
+
 @functools.cache
-def _codec(name: str) -> AvroCodec:
-    return SchemaCatalog.load().codec(name)
+def _cached_codec(name: str, record: type[Any]) -> AvroCodec[Any]:
+    return SchemaCatalog.load().codec(name, record=record)
+
+
+def _codec(name: str, record: type[R]) -> AvroCodec[R]:
+    """The catalog's codec of ``name``, typed with its record (``tally_streams.records``), loaded once."""
+    return _cached_codec(name, record)
 
 
 def _encode(entry: _Entry | bytes | None) -> bytes | None:
@@ -263,12 +312,13 @@ def _encode(entry: _Entry | bytes | None) -> bytes | None:
     if entry is None or isinstance(entry, bytes):
         return entry
     if isinstance(entry, UsageDay):
-        return _codec("metering_ledger_day").encode(entry.to_record())
+        # the billing library builds the record (it imports nothing of tally_streams)
+        return _codec("metering_ledger_day", LedgerDayRecord).encode(cast(LedgerDayRecord, entry.to_record()))
     if isinstance(entry, PeriodState):
-        return _codec("metering_period_state").encode(entry.to_record())
+        return _codec("metering_period_state", PeriodStateRecord).encode(entry.to_record())
     if isinstance(entry, ContractState):
-        return _codec("metering_contract_state").encode(entry.to_record())
-    return _codec("metering_conversion_state").encode(entry.to_record())
+        return _codec("metering_contract_state", ContractStateRecord).encode(entry.to_record())
+    return _codec("metering_conversion_state", ConversionStateRecord).encode(entry.to_record())
 
 
 class TotalsStore:
@@ -331,9 +381,10 @@ class TotalsStore:
     def mark(self, entry: _Entry) -> None:
         self.dirty[entry.key] = entry
 
-    def decide_ivt_report(self, report_id: str, status: str) -> None:
+    def decide_ivt_report(self, report_id: str, status: IvtDecisionStatus) -> None:
         self.ivt_reports[report_id] = status
-        self.dirty[f"ir{SEP}{report_id}"] = _codec("metering_ivt_decision").encode({"report_id": report_id, "status": status})
+        self.dirty[f"ir{SEP}{report_id}"] = _codec("metering_ivt_decision", IvtDecisionRecord).encode(
+            {"report_id": report_id, "status": status})
 
     def take_dirty(self) -> dict[str, bytes | None]:
         """The changelog records of everything changed since the last call, each encoded once."""
@@ -351,26 +402,26 @@ class TotalsStore:
         legacy = value[:1] == b"{"
         if kind == "ug":
             u = UsageDay.from_json(json.loads(value)) if legacy else UsageDay.from_record(
-                _codec("metering_ledger_day").decode(value))
+                _codec("metering_ledger_day", LedgerDayRecord).decode(value))
             self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
         elif kind == "ir":
             if legacy:
                 d = json.loads(value)
                 self.ivt_reports[d["id"]] = d["status"]
             else:
-                r = _codec("metering_ivt_decision").decode(value)
+                r = _codec("metering_ivt_decision", IvtDecisionRecord).decode(value)
                 self.ivt_reports[r["report_id"]] = r["status"]
         elif kind == "cp":
             ps = PeriodState.from_json(json.loads(value)) if legacy else PeriodState.from_record(
-                _codec("metering_period_state").decode(value))
+                _codec("metering_period_state", PeriodStateRecord).decode(value))
             self.periods[(ps.contract_id, ps.period_key)] = ps
         elif kind == "ct":
             cs = ContractState.from_json(json.loads(value)) if legacy else ContractState.from_record(
-                _codec("metering_contract_state").decode(value))
+                _codec("metering_contract_state", ContractStateRecord).decode(value))
             self.contracts[cs.contract_id] = cs
         elif kind == "cv":
             cv = ConversionState.from_json(json.loads(value)) if legacy else ConversionState.from_record(
-                _codec("metering_conversion_state").decode(value))
+                _codec("metering_conversion_state", ConversionStateRecord).decode(value))
             self.conversions[(cv.contract_id, cv.conversion_id)] = cv
         else:
             raise ValueError(f"unknown changelog key {key!r}")

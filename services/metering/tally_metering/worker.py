@@ -26,6 +26,7 @@ import threading
 import time
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,20 +34,32 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from tally_billing.bounds import record_problem
 from tally_billing.routing import Contract, ContractBook, from_micros, to_micros
 from tally_billing.usage import BUCKET_US
 from tally_kit.clock import Clock
 from tally_streams import topics as catalog_topics
-from tally_streams.avro import AvroCodec, DecodeError, SchemaCatalog
+from tally_streams.avro import DecodeError, SchemaCatalog
 from tally_streams.eos import ChangelogRecord, Consumed, ExactlyOnceLoop, TableFollower, TransactionFailed, restore
-from tally_streams.kafka import classify_rejection, consumer_config, dead_letter_record, ensure_topics, producer_config
+from tally_streams.kafka import (
+    admin_config,
+    classify_rejection,
+    consumer_config,
+    dead_letter_record,
+    ensure_topics,
+    out_of_bounds,
+    producer_config,
+)
+from tally_streams.records import AttributedConversionRecord, ContractTermsRecord, IvtReportRecord
 from tally_streams.topics import TopicSpec
 
 from . import domain as d
 from .codec import DeltaCodec, ImpressionDecoder
 from .engine import StageTwo, delta_partition
 from .metrics import WorkerMetrics
+from .settings import MeteringSettings
 from .state import DAY_US, DedupeStore, TotalsStore
+from .store import DiskDedupeStore
 
 log = logging.getLogger("tally.metering.worker")
 
@@ -88,7 +101,7 @@ class _Usage:
 
 
 class Worker:
-    def __init__(self, settings: Any, clock: Clock, catalog: SchemaCatalog | None = None,
+    def __init__(self, settings: MeteringSettings, clock: Clock, catalog: SchemaCatalog | None = None,
                  metrics: WorkerMetrics | None = None) -> None:
         self.s = settings
         self.clock = clock
@@ -104,13 +117,15 @@ class Worker:
         self.n_deltas = settings.metering_delta_partitions
         self.imp_decoder = ImpressionDecoder(self.catalog)
         self.delta_codec = DeltaCodec(self.catalog)
-        self.att_codec: AvroCodec = self.catalog.codec("attributed_conversion")
-        self.ivt_codec: AvroCodec = self.catalog.codec("ivt_report")
-        self.terms_codec = self.catalog.codec("contract_terms")
+        self.att_codec = self.catalog.codec("attributed_conversion", record=AttributedConversionRecord)
+        self.ivt_codec = self.catalog.codec("ivt_report", record=IvtReportRecord)
+        self.terms_codec = self.catalog.codec("contract_terms", record=ContractTermsRecord)
         self.codecs = {n: self.catalog.codec(n) for n in ("running_total", "period_closed", "adjustment", "budget_alert",
                                                            "dead_letter", "ivt_report_outcome")}
         self.book = ContractBook()
-        self.dedupe: dict[int, DedupeStore] = {}
+        #: stage one's dedupe set per impressions partition: on disk (a RocksDB each, under STORE_DIR;
+        #: tests and benches of stage one alone may put the in-memory DedupeStore here)
+        self.dedupe: dict[int, DiskDedupeStore | DedupeStore] = {}
         self.topic_of = {"running_total": settings.metering_topic_running_totals,
                          "period_closed": settings.metering_topic_periods_closed,
                          "adjustment": settings.metering_topic_adjustments,
@@ -118,10 +133,13 @@ class Worker:
                          "ivt_report_outcome": settings.metering_topic_ivt_outcomes}
         #: stage two: the ledger, the totals and every billing effect; no I/O of its own
         self.two = StageTwo(settings, self.book, self._emit_effect, self.metrics, lookup_contract=self.contract)
+        self.metrics.period_close_overdue.set_function(lambda: self.two.close_overdue_s(self.clock.now()))
         self.stores = self.two.stores  # the same dict: the rebalance code below keeps it current
         self._last_housekeeping = 0.0
         #: impression ids first seen in the open batch, per impressions partition and event day
         self._new_ids: dict[int, dict[int, list[str]]] = {}
+        #: ... taken by the batch's changelog: written to the stores once its transaction committed
+        self._pending_ids: dict[int, dict[int, list[str]]] = {}
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ setup
@@ -129,7 +147,7 @@ class Worker:
     def ensure_internal_topics(self) -> None:
         from confluent_kafka.admin import AdminClient
 
-        md = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap}).list_topics(timeout=10)
+        md = AdminClient(admin_config(self.s.kafka_bootstrap)).list_topics(timeout=10)
         if self.t_imp not in md.topics:
             raise RuntimeError(f"input topic {self.t_imp} does not exist")
         n_imp = len(md.topics[self.t_imp].partitions)
@@ -208,22 +226,37 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=60)}
         imp_restore, state_restore = [], []
+        assigned = {(tp.topic, tp.partition) for tp in partitions}
+        for p in list(self.dedupe):
+            if (self.t_imp, p) not in assigned:
+                self.dedupe.pop(p).close()  # kept on disk: trusted again if it comes back unchanged
+        to_open = [tp.partition for tp in partitions if tp.topic == self.t_imp and tp.partition not in self.dedupe]
+        if to_open:  # in parallel: after a SIGKILL each store replays its write-ahead log
+            with ThreadPoolExecutor(min(8, len(to_open)), thread_name_prefix="open-store") as pool:
+                self.dedupe.update(zip(to_open, pool.map(self._open_dedupe, to_open), strict=True))
         for tp in partitions:
             k = (tp.topic, tp.partition)
             current = k in self.loop.committed and self.loop.committed[k] == committed.get(k)
-            if tp.topic == self.t_imp and not (current and tp.partition in self.dedupe):
-                imp_restore.append(tp.partition)
+            if tp.topic == self.t_imp:
+                # Kafka Streams' checkpoint rule under exactly-once: the local store is trusted only
+                # when the offset it reflects is the group's committed one; else it is rebuilt
+                store = self.dedupe[tp.partition]
+                if store.checkpoint is not None and store.checkpoint == committed.get(k):
+                    outcome = "trusted"
+                else:  # missing or stale: wiped and rebuilt from the changelog
+                    outcome = "missing" if store.checkpoint is None else "stale"
+                    imp_restore.append(tp.partition)
+                self.metrics.store_opens.labels("dedupe", outcome).inc()
+                log.info("dedupe store opened", extra={"worker": self.s.metering_worker_id, "partition": tp.partition,
+                                                       "outcome": outcome, "checkpoint": store.checkpoint,
+                                                       "committed": committed.get(k)})
             elif tp.topic == self.t_deltas and not (current and tp.partition in self.stores):
                 state_restore.append(tp.partition)
-        assigned = {(tp.topic, tp.partition) for tp in partitions}
-        for p in list(self.dedupe):
-            if (self.t_imp, p) not in assigned or p in imp_restore:
-                del self.dedupe[p]
         for q in list(self.stores):
             if (self.t_deltas, q) not in assigned or q in state_restore:
                 del self.stores[q]
         self.loop.forget(assigned.__contains__)
-        self._restore_dedupe(imp_restore)
+        self._restore_dedupe(imp_restore, committed)
         self._restore_state(state_restore)
         log.info("partitions assigned", extra={"worker": self.s.metering_worker_id, "partitions": sorted(f"{t}[{p}]" for t, p in assigned),
                                                "restored_dedupe": imp_restore, "restored_state": state_restore})
@@ -238,24 +271,42 @@ class Worker:
         self.loop.forget(lambda k: k not in lost)
         for tp in partitions:
             if tp.topic == self.t_imp:
-                self.dedupe.pop(tp.partition, None)
+                store = self.dedupe.pop(tp.partition, None)
+                if store is not None:
+                    store.close()
             elif tp.topic == self.t_deltas:
                 self.stores.pop(tp.partition, None)
 
-    def _restore_dedupe(self, partitions: list[int]) -> None:
+    def _open_dedupe(self, partition: int) -> DiskDedupeStore:
+        return DiskDedupeStore(self.s.store_dir / f"dedupe-{self.t_imp}-{partition}", self.s.metering_store_memory_mb)
+
+    def _close_dedupe(self) -> None:
+        for store in self.dedupe.values():
+            store.close()
+        self.dedupe.clear()
+
+    def _restore_dedupe(self, partitions: list[int], committed: dict[tuple[str, int], int]) -> None:
+        """Wipe the stores of ``partitions`` and rebuild them from the dedupe changelog; their
+        checkpoint (the committed offset the changelog reflects) is written last."""
         if not partitions:
             return
         cutoff_day = (to_micros(self.clock.now()) - self.horizon_us) // DAY_US
-        stores = {p: DedupeStore() for p in partitions}
+        for p in partitions:
+            self.dedupe[p].wipe()
 
         def apply(m: Message) -> None:
             day = int(_key(m))
             if day >= cutoff_day:
-                stores[_where(m)[1]].add(day, DedupeStore.decode(_value(m)))
+                _, partition, offset = _where(m)
+                self.dedupe[partition].add_restored(day, DedupeStore.decode(_value(m)), offset)
 
-        restore(self.restorer, self.s.metering_topic_dedupe, partitions, apply)
-        self.dedupe.update(stores)
+        started = time.monotonic()
+        n = restore(self.restorer, self.s.metering_topic_dedupe, partitions, apply)
+        for p in partitions:
+            self.dedupe[p].set_checkpoint(committed[(self.t_imp, p)])
         self.metrics.restores.labels("dedupe").inc(len(partitions))
+        log.info("dedupe stores rebuilt", extra={"partitions": partitions, "records": n,
+                                                 "seconds": round(time.monotonic() - started, 3)})
 
     def _restore_state(self, partitions: list[int]) -> None:
         if not partitions:
@@ -290,9 +341,10 @@ class Worker:
                 return
             except ResetRequired:
                 log.warning("transaction failed; rebuilding state from the changelogs")
-                self.dedupe.clear()
+                self._new_ids, self._pending_ids = {}, {}
                 self.two.reset()
             finally:
+                self._close_dedupe()  # on disk: trusted again on assignment if still current
                 self._close_clients()
 
     def _produce(self, topic: str, value: bytes | None, key: str | bytes, partition: int | None = None) -> None:
@@ -312,10 +364,11 @@ class Worker:
         msgs = self.consumer.consume(self.s.metering_batch_max, self.batch_wait_s)
         started = time.perf_counter()
         try:
-            self.loop.step(msgs, self._process, self._changelog)
+            consumed = self.loop.step(msgs, self._process, self._changelog)
         except TransactionFailed as exc:
             log.warning("transaction failed", extra={"error": str(exc), "fenced": exc.fenced})
             raise ResetRequired from exc
+        self._store_committed_ids(consumed)
         if msgs:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
@@ -350,10 +403,24 @@ class Worker:
             self.two.rederive_changed_terms(now)
         self.housekeeping(now)
 
+    def _store_committed_ids(self, consumed: Consumed) -> None:
+        """After the commit: the batch's new ids and the committed offset (the checkpoint) into
+        each impressions partition's store, in one write batch. A failed write leaves the store
+        behind the committed offset, so it is rebuilt (and never used half-written)."""
+        pending, self._pending_ids = self._pending_ids, {}
+        try:
+            for partition, _ in consumed.of_topic(self.t_imp):
+                self.dedupe[partition].add_committed(pending.get(partition, {}),
+                                                     self.loop.committed[(self.t_imp, partition)])
+        except Exception as exc:
+            log.exception("dedupe store write failed after the commit")
+            raise ResetRequired from exc
+
     def _changelog(self) -> Iterator[ChangelogRecord]:
         """What changed in this batch's state: the dedupe ids seen, then every stage-two entry
         (each encoded once however often it changed; None: a tombstone)."""
         new_ids, self._new_ids = self._new_ids, {}
+        self._pending_ids = new_ids
         for partition, days in new_ids.items():
             for day, ids in days.items():
                 yield self.s.metering_topic_dedupe, partition, str(day), DedupeStore.encode(ids)
@@ -378,16 +445,19 @@ class Worker:
             store = self.dedupe.get(partition)
             if store is None:  # assigned without restore would be a bug: never count blind
                 raise RuntimeError(f"no dedupe state for {self.t_imp}[{partition}]")
-            seen = store.seen
             ids_by_day = new_ids.setdefault(partition, {})
             usage: dict[str, _Usage] = {}
             all_usage.append(usage)
-            # Only the six fields used, per batch (compiled reader; fastavro for anything unusual).
-            decoded = self.imp_decoder.decode_fields([m.value() for m in msgs])
+            # Only the six fields used, per batch (compiled reader; fastavro for anything unusual or
+            # beyond its limits, which then names the field, as attribution does for the same bytes).
+            decoded = self.imp_decoder.decode_fields([m.value() for m in msgs], now_us)
+            # the ids of the batch the store already holds: one multi-get per partition and batch
+            seen = store.seen_among([rec[0] for rec in decoded if rec.__class__ is tuple])
             for m, rec in zip(msgs, decoded, strict=True):
                 if rec.__class__ is not tuple:
                     assert isinstance(rec, DecodeError)
-                    self._dead_letter(self.s.metering_topic_dlq_impressions, m, classify_rejection(rec), rec.reason)
+                    self._dead_letter(self.s.metering_topic_dlq_impressions, m, classify_rejection(rec), rec.reason,
+                                      field=rec.field)
                     continue
                 iid, t, advertiser, campaign, ivt, source = rec
                 if t > hi or t < lo:
@@ -427,11 +497,9 @@ class Worker:
         for u in (x for usage in all_usage for x in usage.values()):
             self._produce(self.t_deltas, self._usage_delta(u), u.advertiser_id,
                           partition=delta_partition(u.advertiser_id, self.n_deltas))
-        for partition, days in new_ids.items():
-            store = self.dedupe[partition]
-            for day, ids in days.items():
-                store.add(day, ids)
-        self._new_ids = new_ids  # written by _changelog, with the batch's other changelog records
+        # written by _changelog with the batch's other changelog records, and into the stores
+        # once the transaction committed (_store_committed_ids)
+        self._new_ids = new_ids
         if received:
             self.metrics.events.labels("impression", d.RECEIVED).inc(received)
         if dupes:
@@ -458,6 +526,11 @@ class Worker:
                 rec = self.ivt_codec.decode(m.value())
             except DecodeError as exc:
                 self._dead_letter(self.s.metering_topic_dlq_impressions, m, classify_rejection(exc), exc.reason)
+                continue
+            problem = record_problem("ivt_report", rec)  # ads.ivt_reports may come from vendors' own producers
+            if problem is not None:
+                refused = out_of_bounds(problem, rec, self.clock.now())
+                self._dead_letter(self.s.metering_topic_dlq_impressions, m, refused.kind, refused.reason, field=refused.field)
                 continue
             self._forward("ivt_report", m, rec["advertiser_id"])
 
@@ -529,6 +602,9 @@ class Worker:
 
     def _report_state(self) -> None:
         self.metrics.state_size.labels("dedupe_ids").set(sum(len(s) for s in self.dedupe.values()))
+        disk = [s.memory() for s in self.dedupe.values()]
+        self.metrics.store_memory.labels("dedupe", "used").set(sum(u for u, _ in disk))
+        self.metrics.store_memory.labels("dedupe", "capacity").set(sum(c for _, c in disk))
         self.metrics.state_size.labels("ledger_rows").set(sum(s.ledger_cells() for s in self.stores.values()))
         self.metrics.state_size.labels("periods").set(sum(len(s.periods) for s in self.stores.values()))
         self.metrics.state_size.labels("conversions").set(sum(len(s.conversions) for s in self.stores.values()))
@@ -544,21 +620,23 @@ class Worker:
             log.debug("lag not available yet")
 
 
-def _conversion_json(rec: dict[str, Any]) -> dict[str, Any]:
+def _conversion_json(rec: AttributedConversionRecord) -> dict[str, Any]:
     """An attributed conversion as JSON for the deltas topic (times as micros, amounts as strings)."""
     out = {k: v for k, v in rec.items() if not isinstance(v, (datetime, Decimal))}
     out["event_time_us"] = to_micros(rec["event_time"])
-    out["original_event_time_us"] = to_micros(rec["original_event_time"]) if rec.get("original_event_time") else None
+    original = rec["original_event_time"]
+    out["original_event_time_us"] = None if original is None else to_micros(original)
     out["advertiser_amount"] = str(rec["advertiser_amount"])
     out["partner_payout"] = str(rec["partner_payout"])
-    # v2 facts (absent from v1 records): what a backdated amendment re-prices the conversion from
-    out["order_value"] = None if rec.get("order_value") is None else str(rec["order_value"])
-    out["tier_position"] = rec.get("tier_position")
-    out["reversal_completes"] = rec.get("reversal_completes")
+    # v2 facts (None in v1 records, read into v2): what a backdated amendment re-prices the conversion from
+    order_value = rec["order_value"]
+    out["order_value"] = None if order_value is None else str(order_value)
+    out["tier_position"] = rec["tier_position"]
+    out["reversal_completes"] = rec["reversal_completes"]
     return out
 
 
-def _ivt_json(rec: dict[str, Any]) -> dict[str, Any]:
+def _ivt_json(rec: IvtReportRecord) -> dict[str, Any]:
     """An IVT report as stage two applies it (window times as micros)."""
     return {"report_id": rec["report_id"], "vendor": rec["vendor"], "advertiser_id": rec["advertiser_id"],
             "entries": [[e["campaign_id"], to_micros(e["window_start"]), to_micros(e["window_end"]),

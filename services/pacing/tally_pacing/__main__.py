@@ -17,7 +17,6 @@ from .settings import SPEC
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     settings = validate_main(SPEC, args)
-    assert settings is not None
     logs.configure("pacing")
     from .app import run
 

@@ -1,7 +1,8 @@
 """The pacing API (port 8085), tenant-scoped exactly like the spend API.
 
 * ``GET /v1/pacing?contract_id=&advertiser_id=&period_key=&status=`` — the pacing of every
-  matching (contract, period), evaluated now (the service's clock).
+  matching (contract, period), evaluated now (the service's clock), with the pacing of the
+  contract's total (lifetime) cap over its flight (``lifetime``).
 * ``GET /v1/pacing/{contract}/series?period_key=&granularity=hour|day`` — spend and billable
   counts per UTC hour, or per local day of the contract's zone; the contract's latest period
   when ``period_key`` is left out.
@@ -17,12 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from tally_billing.pacing import HOUR, Granularity, HourTotal, series
+from tally_billing.pacing import HOUR, Granularity, HourTotal, pace_total_cap, series
 from tally_kit import web as kweb
 from tally_kit.auth import Principal, TokenVerifier
 from tally_kit.clock import Clock
@@ -91,11 +93,18 @@ def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _pacing_of(request: web.Request, p: PeriodState) -> dict[str, Any]:
+def _pacing_of(request: web.Request, p: PeriodState, contract_spends: list[Decimal]) -> dict[str, Any]:
+    """The view of ``p``; ``contract_spends`` are the totals of every period of its contract
+    (the lifetime spend its total cap is paced on)."""
     store = request.app[STORE_KEY]
     flight = store.flight(p.contract_id)
-    pacing = evaluate(p, flight, request.app[CLOCK_KEY].now(), request.app[RULES_KEY])
-    return pacing_view(p, pacing, flight, store.budget(p.total_id))
+    now, rules = request.app[CLOCK_KEY].now(), request.app[RULES_KEY]
+    lifetime = None
+    if p.cap_total is not None and flight is not None:
+        lifetime = pace_total_cap(period_spends=contract_spends, as_of=now, flight_start=flight.start,
+                                  flight_end=flight.end, cap_total=p.cap_total, curve=rules.curve,
+                                  tolerance_pct=rules.tolerance_pct)
+    return pacing_view(p, evaluate(p, flight, now, rules), flight, store.budget(p.total_id), lifetime)
 
 
 async def list_pacing(request: web.Request) -> web.Response:
@@ -103,10 +112,15 @@ async def list_pacing(request: web.Request) -> web.Response:
     filters = _query(request, FILTERS)
     mapping = {"contract_id": "contract_id", "advertiser_id": "advertiser_id", "period_key": "period_key",
                "status": "status"}
-    rows = [p for p in list(request.app[STORE_KEY].periods())
+    every = list(request.app[STORE_KEY].periods())
+    spends: dict[str, list[Decimal]] = {}
+    for p in every:
+        spends.setdefault(p.contract_id, []).append(p.amount)
+    rows = [p for p in every
             if who.sees_advertiser(p.advertiser_id)
             and all(str(getattr(p, mapping[k])) == v for k, v in filters.items())]
-    items = [_pacing_of(request, p) for p in sorted(rows, key=lambda p: (p.contract_id, p.period_start))]
+    items = [_pacing_of(request, p, spends[p.contract_id])
+             for p in sorted(rows, key=lambda p: (p.contract_id, p.period_start))]
     return kweb.json_ok({"items": items, "count": len(items)})
 
 
@@ -137,6 +151,8 @@ async def contract_series(request: web.Request) -> web.Response:
         if value is not None:
             hours[h] = hour_total(value)
         h += HOUR
+    # the hour of the newest total is kept in the periods value itself (state.hours_to_write)
+    hours[chosen.hour] = HourTotal(chosen.amount, chosen.billable)
     points = series(hours, period_start=chosen.period_start, period_end=chosen.period_end, tz=chosen.time_zone,
                     granularity=granularity)
     return kweb.json_ok(series_view(chosen, granularity.value, points))

@@ -10,52 +10,94 @@ The tables live in memory (``store="memory://"``) and are rebuilt from their cha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import faust
 from aiohttp import web
 from faust.serializers import codecs
+from faust.streams import Stream
 from faust.transport.drivers import TRANSPORTS
 from faust.types import TP, EventT, StreamT
 from mode import Service
 
+from tally_billing.usage import to_micros
 from tally_kit.auth import TokenVerifier
 from tally_kit.clock import Clock
-from tally_kit.settings import Settings
 from tally_streams.avro import DecodeError, SchemaCatalog
 from tally_streams.faust_codec import register_avro_codecs
 from tally_streams.kafka import dead_letter_record
+from tally_streams.records import BudgetAlertRecord, ContractTermsRecord, RunningTotalRecord
 
 from .api import create_api
 from .metrics import PacingMetrics
+from .settings import PacingSettings
 from .state import (
     Flight,
     InvalidRecord,
     PacingRules,
     PeriodState,
+    PeriodStep,
     TotalUpdate,
-    alert_due,
-    apply_total,
     budget_value,
     evaluate,
     flight_from_terms,
-    hour_key,
-    hour_value,
+    fold_period,
+    hours_to_write,
     newer,
     next_alert,
+    stalled,
 )
 
 log = logging.getLogger("tally.pacing")
+R = TypeVar("R", bound=Mapping[str, Any])  # a decoded record (tally_streams.records)
 
 TRANSPORTS.aliases.setdefault("tallykafka", "tally_pacing.transport:Transport")
 
+#: running totals are processed in batches of at most this many records, or what arrived
+#: within ``TOTALS_BATCH_WITHIN_S`` (each total is absolute: only the last per key is written)
+TOTALS_BATCH_MAX = 10_000
+TOTALS_BATCH_WITHIN_S = 1.0
 
-def rules_of(settings: Settings) -> PacingRules:
+
+class RoutedTable(faust.Table):
+    """faust's ``Table``, whose writes can name the source partition they belong to.
+
+    faust sends a table write to the changelog partition of the *current event*
+    (``Collection.partition_for_key``: ``current_event().message.partition``). In a batch from
+    ``stream.take_events`` the current event is whichever was buffered last, so a write for a
+    record of another partition would land in the wrong changelog partition — and be restored
+    by the wrong worker. ``put`` names the record's own topic-partition; a plain
+    ``table[key] = value`` inside ``stream.events()`` keeps faust's routing.
+    """
+
+    _pinned: int | None = None
+
+    def put(self, tp: TP, key: str, value: Any) -> None:
+        self._verify_source_topic_partitions(tp.topic)  # the check faust's routing makes
+        self._pinned = tp.partition
+        try:
+            self[key] = value
+        finally:
+            self._pinned = None
+
+    def find(self, key: str) -> Any:
+        """The value under ``key``, else None — without ``get``'s KeyError (a missing key raised
+        through faust's dict layers costs more than the lookup itself)."""
+        return self[key] if key in self else None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self._pinned is not None:
+            return self._pinned
+        return super().partition_for_key(key)
+
+
+def rules_of(settings: PacingSettings) -> PacingRules:
     return PacingRules(curve=settings.pacing_curve, tolerance_pct=settings.pacing_tolerance_pct,
                        under_alert_pct=settings.pacing_under_alert_pct,
                        alert_min_elapsed_pct=settings.pacing_alert_min_elapsed_pct)
@@ -121,7 +163,7 @@ class Built:
     metrics: PacingMetrics
 
 
-def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = None,
+def build(settings: PacingSettings, clock: Clock, *, catalog: SchemaCatalog | None = None,
           metrics: PacingMetrics | None = None, verifier: TokenVerifier | None = None) -> Built:
     catalog = catalog or SchemaCatalog.load()
     register_avro_codecs(catalog)
@@ -133,17 +175,22 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
         datadir=settings.pacing_datadir, topic_partitions=settings.pacing_partitions, table_standby_replicas=0,
         consumer_auto_offset_reset="earliest", broker_commit_interval=1.0, web_enabled=True,
         broker_session_timeout=float(settings.pacing_session_timeout_s), broker_heartbeat_interval=1.0,
-        key_serializer="raw", value_serializer="json",
+        key_serializer="raw", value_serializer="json", Table=RoutedTable,
         # Tally's producer settings (tally_streams.kafka.producer_config): acks=all, lz4, and a 5 ms
         # linger so that changelog records leave in batches rather than a request each
         producer_linger=0.005, producer_compression_type="lz4", producer_acks=-1,
     )
-    json_table = {"schema": faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+    # faust's conductor stops fetching while more than max_messages (100) table writes wait in its
+    # producer buffer, logging a warning per fetched record: a batch writes up to two per period
+    app.producer.buffer.max_messages = 2 * TOTALS_BATCH_MAX + 100
+    json_table: dict[str, Any] = {"schema": faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
                   "partitions": settings.pacing_partitions}
-    hourly = app.Table("hourly", help="cumulative totals per (contract, period, UTC hour)", **json_table)
-    periods = app.Table("periods", help="latest total, hour range and alert state per (contract, period)", **json_table)
+    hourly = cast(RoutedTable, app.Table("hourly", help="cumulative totals per (contract, period, UTC hour)",
+                                         **json_table))
+    periods = cast(RoutedTable, app.Table("periods", help="latest total, hour range and alert state per "
+                                          "(contract, period)", **json_table))
     budget = app.Table("budget", help="budget-alert thresholds reached per (contract, period)", **json_table)
-    flights = app.Table("flights", help="each contract's flight", **json_table)
+    flights = cast(RoutedTable, app.Table("flights", help="each contract's flight", **json_table))
     store = TableStore(app, hourly, periods, budget, flights)
 
     # Values are read raw and decoded in the agents with the registered faust Avro codecs: with a
@@ -159,6 +206,7 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
     kinds = {settings.pacing_topic_running_totals: "running_total", settings.pacing_topic_budget_alerts: "budget_alert",
              settings.pacing_topic_terms: "terms"}
     positions: dict[tuple[str, int], int] = {}
+    newest_seen = [0]  # the newest updated_at (µs) of a total processed, for caught_up()
 
     async def dead_letter(message: Any, kind: str, reason: str, field: str | None = None) -> None:
         rec = dead_letter_record(message.topic, error_kind=kind, reason=reason, key=message.key, value=message.value,
@@ -167,8 +215,9 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
         metrics.records.labels(kinds.get(message.topic, message.topic), "dead_letter").inc()
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
 
-    async def decoded(event: EventT, schema: str) -> dict[str, Any] | None:
-        """The event's value through the ``avro:<schema>`` faust codec; None once dead-lettered."""
+    async def decoded(event: EventT, schema: str, record: type[R]) -> R | None:
+        """The event's value through the ``avro:<schema>`` faust codec, typed as its record
+        (``tally_streams.records``); None once dead-lettered."""
         raw = event.message.value
         if raw is None:
             await dead_letter(event.message, "truncated", "no value (null record)")
@@ -179,17 +228,20 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
             await dead_letter(event.message, exc.kind, exc.reason)
             return None
         assert isinstance(value, dict)
-        return value
+        return cast(R, value)
 
     def _seen(event: EventT) -> None:
         m = event.message
         positions[(m.topic, m.partition)] = m.offset + 1
 
-    @app.agent(totals_topic)
-    async def on_totals(stream: StreamT[Any]) -> AsyncIterator[None]:
-        async for event in stream.events():
+    async def apply_totals(events: list[EventT]) -> None:
+        """One batch of running totals: decoded and typed per record, then per (partition, total)
+        folded in offset order (``fold_period``: the values record-by-record processing gives)
+        and written once; an unchanged value (a redelivery) is not written again."""
+        groups: dict[tuple[TP, str], list[TotalUpdate]] = {}
+        for event in events:
             _seen(event)
-            rec = await decoded(event, "running_total")
+            rec = await decoded(event, "running_total", RunningTotalRecord)
             if rec is None:
                 continue
             try:
@@ -197,34 +249,62 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
             except InvalidRecord as exc:
                 await dead_letter(event.message, "invalid", str(exc), field=exc.field)
                 continue
-            hk = hour_key(u.total_id, u.hour)
-            if newer(hourly.get(hk), u):
-                hourly[hk] = hour_value(u)
-            raw = periods.get(u.total_id)
-            prev = None if raw is None else PeriodState.from_json(raw)
-            state = apply_total(prev, u)
-            stale = prev is not None and prev.updated_at > u.updated_at
-            # alerts judge the total as of when metering computed it, so a backlog replayed later
-            # tells the same story it would have told live (the API evaluates at the clock)
-            alert = None
-            if not stale and alert_due(state, u.updated_at, settings.pacing_alert_interval_s):
-                raw_flight = flights.get(u.contract_id)
-                flight = None if raw_flight is None else Flight.from_json(raw_flight)
-                state, alert = next_alert(state, evaluate(state, flight, u.updated_at, rules), rules, clock.now())
-            if alert is not None:
-                # acknowledged before the state that remembers it is written: an alert is never lost
-                await (await alerts_topic.send(key=state.contract_id.encode(), value=alert))
-                metrics.alerts.labels(alert["state"]).inc()
-            periods[u.total_id] = state.to_json()
-            metrics.records.labels("running_total", "stale" if stale else "applied").inc()
-            metrics.update_seconds.observe(max(0.0, (datetime.now(UTC) - u.updated_at).total_seconds()))
+            groups.setdefault((event.message.tp, u.total_id), []).append(u)
+        now = clock.now()
+        steps: list[PeriodStep] = []
+        # per total: the partition of its last group, its stored value before the batch, its state now
+        # (a key found on two partitions — a producer that changed its partitioner — is folded once)
+        folded: dict[str, tuple[TP, Any, PeriodState]] = {}
+        for (tp, total_id), updates in groups.items():
+            prev: PeriodState | None
+            if total_id in folded:
+                _, raw, prev = folded[total_id]
+            else:
+                raw = periods.find(total_id)
+                prev = None if raw is None else PeriodState.from_json(raw)
+            raw_flight = flights.find(updates[0].contract_id)
+            step = fold_period(prev, updates, None if raw_flight is None else Flight.from_json(raw_flight), rules,
+                               settings.pacing_alert_interval_s, now)
+            for hk, value in hours_to_write(prev, updates, step.state).items():
+                held = hourly.find(hk)
+                if newer(held, value) and value != held:
+                    hourly.put(tp, hk, value)
+            steps.append(step)
+            folded[total_id] = (tp, raw, step.state)
+        # every alert acknowledged before the state that remembers it is written: never lost
+        sent = [await alerts_topic.send(key=a["contract_id"].encode(), value=a) for step in steps for a in step.alerts]
+        if sent:
+            await asyncio.gather(*sent)
+        for step in steps:
+            for a in step.alerts:
+                metrics.alerts.labels(a["state"]).inc()
+        for total_id, (tp, raw, state) in folded.items():
+            # with the partition of its source, for the writes of the stalled-delivery timer
+            value = {**state.to_json(), "partition": tp.partition}
+            if value != raw:
+                periods.put(tp, total_id, value)
+            newest_seen[0] = max(newest_seen[0], value["updated_at_us"])
+        written = datetime.now(UTC)
+        for updates, step in zip(groups.values(), steps, strict=True):
+            stale = sum(step.stale)
+            metrics.records.labels("running_total", "applied").inc(len(updates) - stale)
+            if stale:
+                metrics.records.labels("running_total", "stale").inc(stale)
+            for u in updates:
+                metrics.update_seconds.observe(max(0.0, (written - u.updated_at).total_seconds()))
+
+    @app.agent(totals_topic)
+    async def on_totals(stream: StreamT[Any]) -> AsyncIterator[None]:
+        # take_events is faust.Stream's (StreamT does not declare it)
+        async for events in cast(Stream[Any], stream).take_events(TOTALS_BATCH_MAX, within=TOTALS_BATCH_WITHIN_S):
+            await apply_totals(list(events))
             yield None
 
     @app.agent(budget_topic)
     async def on_budget_alerts(stream: StreamT[Any]) -> AsyncIterator[None]:
         async for event in stream.events():
             _seen(event)
-            rec = await decoded(event, "budget_alert")
+            rec = await decoded(event, "budget_alert", BudgetAlertRecord)
             if rec is None:
                 continue
             try:
@@ -240,7 +320,7 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
     async def on_terms(stream: StreamT[Any]) -> AsyncIterator[None]:
         async for event in stream.events():
             _seen(event)
-            rec = await decoded(event, "contract_terms")
+            rec = await decoded(event, "contract_terms", ContractTermsRecord)
             if rec is None:
                 continue
             try:
@@ -256,6 +336,57 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
                 flights[cid] = f.to_json()
                 metrics.records.labels("terms", "applied").inc()
             yield None
+
+    def caught_up() -> bool:
+        """Whether the totals read are live: a total computed within the alert interval was
+        processed, or every totals partition was read to its end (a worker replaying a backlog
+        after a restart must not judge periods on spend it has not read yet)."""
+        if app.in_recovery or app.rebalancing:
+            return False
+        if to_micros(clock.now()) - newest_seen[0] < max(1, settings.pacing_alert_interval_s) * 1_000_000:
+            return True
+        # a partition nothing was read from since the start counts as read: the timer first fires an
+        # interval after the start, by when a backlog is being read (and then has a position)
+        for (topic, partition), pos in list(positions.items()):
+            if topic != settings.pacing_topic_running_totals:
+                continue
+            try:
+                high = app.consumer.highwater(TP(topic, partition))
+            except (KeyError, AssertionError):  # not assigned any more
+                continue
+            # (a transaction's commit marker takes the offset after its last record: one more is read)
+            if high is not None and high - pos > 1:
+                return False
+        return True
+
+    @app.timer(float(max(1, settings.pacing_alert_interval_s)))
+    async def stalled_delivery() -> None:
+        """Alert on periods whose delivery stopped: no total arrives to be judged, so the timer
+        judges them at this service's clock (``under_pacing`` as the expected spend moves on)."""
+        if not caught_up():
+            return
+        now = clock.now()
+        for total_id, raw in list(periods.items()):
+            if raw.get("partition") is None or not stalled(raw, now, settings.pacing_alert_interval_s):
+                continue
+            p = PeriodState.from_json(raw)
+            raw_flight = flights.find(p.contract_id)
+            state, alert = next_alert(p, evaluate(p, None if raw_flight is None else Flight.from_json(raw_flight),
+                                                  now, rules), rules, now)
+            if alert is None:
+                continue  # nothing is written: the next tick judges it again (stalled periods are few)
+            # acknowledged before the state that remembers it is written, as on the totals path
+            await (await alerts_topic.send(key=p.contract_id.encode(), value=alert))
+            metrics.alerts.labels(alert["state"]).inc()
+            current = periods.find(total_id)
+            if current != raw:  # a batch of totals wrote the period while the alert was on its way
+                now_held = PeriodState.from_json(current)
+                if now_held.alert_seq != p.alert_seq:
+                    continue  # ... and told a state change itself: that one stands
+                state = replace(now_held, alert_state=state.alert_state, alert_seq=state.alert_seq,
+                                evaluated_at=state.evaluated_at)
+            periods.put(TP(settings.pacing_topic_running_totals, int(raw["partition"])), total_id,
+                        {**state.to_json(), "partition": raw["partition"]})
 
     @app.timer(5.0)
     async def export_gauges() -> None:
@@ -274,7 +405,7 @@ def build(settings: Settings, clock: Clock, *, catalog: SchemaCatalog | None = N
     return Built(app, store, metrics)
 
 
-def run(settings: Settings, clock: Clock) -> None:
+def run(settings: PacingSettings, clock: Clock) -> None:
     """Run the worker (and its API) until SIGTERM/SIGINT; faust's Worker owns the event loop."""
     from faust.worker import Worker
 

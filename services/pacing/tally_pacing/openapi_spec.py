@@ -41,8 +41,11 @@ def _schemas() -> dict[str, Any]:
             "period_key": {"type": "string"}, "period_start": _TS, "period_end": _TS,
             "period_status": {"enum": ["open", "closed"]}, "flight_start": _TS_OR_NULL, "flight_end": _TS_OR_NULL,
             "spend": _DECIMAL, "billable": {"type": "integer"}, "over_delivery": {"type": "integer"},
-            "budget": {**_DECIMAL_OR_NULL, "description": "the per-period budget cap, else the minimum commitment"},
+            "budget": {**_DECIMAL_OR_NULL, "description": "what the period is paced against: the per-period budget cap "
+                                                          "(CPA: the amount cap per period of the terms), else the "
+                                                          "minimum commitment"},
             "budget_cap_per_period": _DECIMAL_OR_NULL, "budget_cap_total": _DECIMAL_OR_NULL,
+            "cpa_amount_cap_per_period": {**_DECIMAL_OR_NULL, "description": "a CPA contract's amount cap per period"},
             "minimum_commitment": _DECIMAL_OR_NULL, "latest_event_time": _TS_OR_NULL, "updated_at": _TS,
             "status": {"enum": ["no_budget", "not_started", "on_pace", "under", "over", "outside_flight"]},
             "as_of": _TS_OR_NULL, "window_start": _TS_OR_NULL, "window_end": _TS_OR_NULL,
@@ -56,6 +59,21 @@ def _schemas() -> dict[str, Any]:
             "alert_state": {"enum": ["on_pace", "cap_exhaustion_projected", "under_pacing"]},
             "budget_alerts": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}},
                               "description": "thresholds metering's budget alerts reported, per cap kind"},
+            "lifetime": {"oneOf": [{"type": "null"}, ref("LifetimePacing")],
+                         "description": "the total (lifetime) cap paced over the whole flight; null without a total "
+                                        "cap or a flight with an end"},
+        }}
+    lifetime = {
+        "type": "object", "description": "the contract's spend over all its periods against its total cap, spread over "
+                                         "the flight by the pacing curve",
+        "required": ["cap_total", "spend", "status", "as_of", "window_start", "window_end"],
+        "properties": {
+            "cap_total": _DECIMAL, "spend": {**_DECIMAL, "description": "the sum of the contract's period totals"},
+            "status": {"enum": ["not_started", "on_pace", "under", "over"]}, "as_of": _TS,
+            "window_start": {**_TS, "description": "the flight's start"},
+            "window_end": {**_TS, "description": "the flight's end, exclusive"}, "curve": {"type": "string"},
+            "elapsed_share": _DECIMAL, "expected_spend": _DECIMAL_OR_NULL, "pace_pct": _DECIMAL_OR_NULL,
+            "projected_spend": _DECIMAL_OR_NULL, "projected_cap_at": _TS_OR_NULL, "cap_reached": {"type": "boolean"},
         }}
     point = {"type": "object", "required": ["start", "end", "spend", "cumulative_spend", "billable",
                                              "cumulative_billable"], "properties": {
@@ -63,6 +81,7 @@ def _schemas() -> dict[str, Any]:
         "cumulative_billable": {"type": "integer"}}}
     return {
         "Pacing": pacing,
+        "LifetimePacing": lifetime,
         "PacingList": {"type": "object", "required": ["items", "count"], "properties": {
             "items": {"type": "array", "items": ref("Pacing")}, "count": {"type": "integer", "minimum": 0}}},
         "SeriesPoint": point,

@@ -17,6 +17,8 @@ from typing import Any
 import aiokafka
 from faust.transport.drivers import aiokafka as driver
 
+from tally_streams.security import faust_credentials
+
 
 class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
@@ -33,3 +35,12 @@ class Consumer(driver.Consumer):
 
 class Transport(driver.Transport):
     Consumer = Consumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Tally's Kafka security settings (tally_streams.security: TALLY_KAFKA_SECURITY_PROTOCOL and the
+        # principal's user and password) as faust's broker_credentials, set before faust builds its
+        # producer and consumers (tally_pacing.app leaves them unset: they come from here only)
+        credentials = faust_credentials()
+        if credentials is not None:
+            self.app.conf.broker_credentials = credentials

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tally_attribution.fixtures import EPOCH_2026, cpa_terms, terms_record
 from tally_attribution.ingest import create_ingest_app
 from tally_attribution.processor import Processor
 from tally_attribution.settings import SPEC
@@ -22,6 +21,7 @@ from tally_kit.auth import TokenVerifier, mint_token
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
 from tests import clock
+from tests.attribution_builders import EPOCH_2026, cpa_terms, terms_record
 
 from .conftest import Harness, processor_env
 

@@ -21,6 +21,7 @@ from tally_attribution.ingest import PRODUCER_KEY, create_ingest_app
 from tally_attribution.settings import SPEC
 from tally_kit import auth as kit_auth
 from tally_kit.auth import TokenVerifier, mint_token
+from tally_kit.clock import FixedClock
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
 
@@ -54,7 +55,7 @@ async def client_for(kafka_bootstrap: str, catalog: SchemaCatalog, topic_names: 
 
     async def make(**env: str) -> TestClient[Any, Any]:
         settings = load(SPEC, {**os.environ, **processor_env(kafka_bootstrap, topic_names), **env})
-        app = create_ingest_app(settings, catalog, verifier=TokenVerifier(SECRET), clock=lambda: NOW)
+        app = create_ingest_app(settings, catalog, verifier=TokenVerifier(SECRET), clock=FixedClock(NOW))
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)

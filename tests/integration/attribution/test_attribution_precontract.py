@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tally_attribution.fixtures import conversion, cpa_terms, impression, terms_record
 from tally_attribution.processor import Processor
 from tally_attribution.settings import SPEC
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics
 from tests import clock
+from tests.attribution_builders import conversion, cpa_terms, impression, terms_record
 
 from .conftest import Harness, make_topics, processor_env
 

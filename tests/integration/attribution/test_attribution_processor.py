@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 from tally_attribution.processor import Processor
 from tests import clock
+from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 
 from .conftest import Harness
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics
 from tests import clock
+from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 
 from .conftest import ROOT, Harness, make_topics, processor_env
 

@@ -87,6 +87,9 @@ class MeteringWorld:
             "TALLY_METERING_MAX_FUTURE_SECONDS": str(40 * 86400),
             "TALLY_METERING_TOTALS_INTERVAL_MS": "200",
             "TALLY_METERING_TXN_TIMEOUT_MS": "10000",
+            # the on-disk stores of every worker of this world (one directory per worker id)
+            "TALLY_METERING_STORE_DIR": str(self.clock_file.parent / "stores" / worker_id),
+            "TALLY_METERING_STORE_MEMORY_MB": "16",
         }
         env.update(self.extra_env)
         return env

@@ -1,4 +1,4 @@
-"""IVT found after the fact (DOMAIN edge case 22): a vendor's report moves impressions from valid
+"""IVT found after the fact (docs/DOMAIN.md edge case 22): a vendor's report moves impressions from valid
 to invalid usage in the ledger, and every period it reaches is re-rated at the marginal price —
 flat rate, across a graduated tier, under a binding cap (a zero credit) — in a closed period as
 ``ivt_credit`` adjustments, in an open one as a lower running total. A report that claims more

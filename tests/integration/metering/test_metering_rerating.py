@@ -1,4 +1,4 @@
-"""Metering re-rates the past (DOMAIN: "the order of arrival never changes what is billed").
+"""Metering re-rates the past (docs/DOMAIN.md: "the order of arrival never changes what is billed").
 
 One metering run on the real broker, the clock moving through phases:
 

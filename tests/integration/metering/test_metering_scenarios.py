@@ -1,4 +1,4 @@
-"""Worked scenarios against the real broker (DOMAIN.md edge cases 1, 3, 4, 5, 8, 9, 12, 14).
+"""Worked scenarios against the real broker (docs/DOMAIN.md edge cases 1, 3, 4, 5, 8, 9, 12, 14).
 
 One metering run serves every scenario: each scenario has its own contract, the clock moves
 through three phases, and each test checks its contract's outputs.

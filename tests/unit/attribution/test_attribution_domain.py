@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tally_attribution.domain import ContractBook, Decider, Decision, Indexed, Source
-from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, cpm_terms, impression, terms_record
 from tally_attribution.state import AttributionState
+from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, cpm_terms, impression, terms_record
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 T = NOW - timedelta(days=1)

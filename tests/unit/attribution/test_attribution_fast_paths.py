@@ -3,25 +3,44 @@
 - the exposure index on flat per-household tuples (``Decider.index_exposure``) keeps exactly
   what the list-based index kept (dedupe, horizons, the per-household bound with uncovered
   exposures evicted first), for random impression streams and books;
-- the remembered billing period (``Decider._period_key``) is ``period_containing``'s, whatever
+- the remembered billing period of ``period_containing`` is the one computed afresh, whatever
   the order of the instants asked about;
+- the per-contract version table (``CpaContract.in_force`` / ``rating``) answers what
+  ``version_in_force`` computes, at random instants and at every step of it;
+- attribution's outputs written by the compiled flat writer are fastavro's bytes (or its refusal);
 - decisions through the Decider equal ``tally_billing.attribution.decide`` called on the same
   facts (the exposures read back from the flat index).
 """
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tally_attribution.domain import ContractBook, Decider, Source, to_us
-from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, cpm_terms, impression, terms_record
+from tally_attribution.domain import ContractBook, Decider, Source
 from tally_attribution.state import AttributionState
-from tally_billing.attribution import Conversion, DedupeFacts, Exposure, PriorConversion, decide
+from tally_billing import periods
+from tally_billing.attribution import (
+    Conversion,
+    CpaContract,
+    DedupeFacts,
+    Exposure,
+    PriorConversion,
+    _plain_rating_version,
+    decide,
+)
 from tally_billing.periods import PeriodKind, period_containing
+from tally_billing.usage import to_micros
+from tally_billing.versions import InvalidVersions, version_in_force, versions_from_record
+from tally_streams.avro import _FLAT_WRITERS, EncodeError, SchemaCatalog
+from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, cpm_terms, impression, terms_record
+from tests.unit.streams.avro_samples import sample
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 CAMPAIGNS = ["c1", "c2", "cpm1", "nope"]
@@ -46,8 +65,8 @@ def reference_index(d: Decider, held: dict[str, list[list[Any]]], imp: dict[str,
     before = held.get(imp["household_id"], [])
     if any(e[0] == imp["impression_id"] for e in before):
         return "duplicate"
-    now_us = to_us(arrival)
-    rows = sorted([*before, [imp["impression_id"], to_us(imp["event_time"]), imp["advertiser_id"], imp["campaign_id"],
+    now_us = to_micros(arrival)
+    rows = sorted([*before, [imp["impression_id"], to_micros(imp["event_time"]), imp["advertiser_id"], imp["campaign_id"],
                             imp["partner_id"]]], key=lambda e: (e[1], e[0]))
     horizon = (timedelta(days=d.book.max_lookback_days) + d.late_allowance) // timedelta(microseconds=1)
     pre = d.precontract_window // timedelta(microseconds=1)
@@ -99,10 +118,11 @@ zones = st.sampled_from(["UTC", "America/New_York", "Europe/London", "Asia/Kolka
 @given(st.lists(st.tuples(st.integers(0, 3 * 365 * 24 * 3600), zones, st.sampled_from(list(PeriodKind))), min_size=1,
                 max_size=40))
 def test_remembered_period_is_the_period_containing(asks: list[tuple[int, str, PeriodKind]]) -> None:
-    d = Decider(ContractBook(), AttributionState())
+    """``period_containing`` answers from the last period of the (zone, kind) when it holds the
+    instant: the same period as computed afresh."""
     for seconds, tz, kind in asks:
         at = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-        assert d._period_key(at, tz, kind) == period_containing(at, tz, kind).key
+        assert period_containing(at, tz, kind) == periods._period_containing(at, tz, kind)
 
 
 @settings(max_examples=150, deadline=None)
@@ -134,3 +154,92 @@ def test_decider_decides_like_decide(seen: list[tuple[Any, ...]], convs: list[tu
                     got["partner_payout"], got["period_key"]) == (
                 "attributed", want.contract_id, want.exposure_id, want.partner_id or None, want.advertiser_amount,
                 want.partner_amount, want.period_key)
+
+
+# ----------------------------------------------------------------- per-contract version table
+
+def _versions(spec: list[tuple[int, int | None, int, int | None, str, bool]]) -> tuple[Any, ...]:
+    """Contract versions from (effective_from day, effective_to days later, flight start day,
+    flight length in days, zone, attribution tail); days from 2026-01-01."""
+    rows = []
+    for n, (start, length, flight_start, flight_days, tz, tail) in enumerate(spec, start=1):
+        t = cpa_terms("adv", ["c1"])
+        fs = (EPOCH_2026 + timedelta(days=flight_start)).date()
+        t["common"].update({"time_zone": tz, "flight_start": fs.isoformat(), "attribution_tail": tail,
+                            "flight_end": None if flight_days is None else (fs + timedelta(days=flight_days)).isoformat()})
+        begin = EPOCH_2026 + timedelta(days=start, hours=n)
+        rows.append((n, begin, None if length is None else begin + timedelta(days=length), t))
+    return versions_from_record(terms_record("k", "adv", rows))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-20, 60), st.none() | st.integers(1, 40), st.integers(-20, 60),
+                          st.none() | st.integers(0, 30), zones, st.booleans()), min_size=1, max_size=4),
+       st.lists(st.integers(-30 * 24 * 3600, 120 * 24 * 3600), min_size=1, max_size=30), st.data())
+def test_version_table_is_version_in_force(spec: list[Any], seconds: list[int], data: st.DataObject) -> None:
+    """``CpaContract.in_force`` / ``rating`` (a table computed once per contract) answer what
+    ``version_in_force`` and ``_plain_rating_version`` compute, at random instants and exactly at
+    the instants where the answer changes (and one microsecond either side of them)."""
+    try:
+        versions = _versions(spec)
+    except InvalidVersions:
+        return  # overlapping or out-of-order versions: the book refuses them before any decision
+    contract = CpaContract("k", versions)
+    one_us = timedelta(microseconds=1)
+    edges = [e + d for e in contract._versions().starts for d in (-one_us, timedelta(0), one_us)]
+    instants = [EPOCH_2026 + timedelta(seconds=s, microseconds=data.draw(st.integers(0, 999_999))) for s in seconds]
+    for at in [*instants, *edges]:
+        assert contract.in_force(at) == version_in_force(versions, at), at
+        assert contract.rating(at) == _plain_rating_version(CpaContract("k", versions), at), at
+
+
+# ----------------------------------------------------------------- outputs through the compiled writer
+
+def _amounts(rng: random.Random) -> Decimal | Any:
+    return rng.choice([
+        Decimal(rng.randrange(-10**14, 10**14)).scaleb(-rng.randrange(0, 13)),  # fits decimal(38, 12)
+        Decimal("0"), Decimal("-0"), Decimal("0E-12"), Decimal("1E+20"), Decimal("-0.000000000001"),
+        Decimal("12345678901234567890123456.123456789012"),  # 38 digits
+        Decimal("1E-13"),  # too many decimals: refused
+        Decimal("123456789012345678901234567890123456789"),  # 39 digits: refused
+        Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"),
+        Decimal("3.14"),
+        4, 2.5, "1.00", None, True,
+    ])
+
+
+@pytest.mark.parametrize("name", ["conversion_outcome", "attributed_conversion", "conversion"])
+def test_outputs_written_by_the_compiled_writer_are_fastavros(name: str) -> None:
+    """Attribution's outputs (nullable decimals, booleans, timestamps) and the conversion: the
+    compiled flat writer's bytes are ``encode``'s (fastavro's), and what it cannot write — a
+    decimal with too many digits or decimals, NaN, a float, a non-bool — is refused or written
+    exactly as ``encode`` refuses or writes it."""
+    catalog = SchemaCatalog.load()
+    codec = catalog.codec(name)
+    assert codec._field_names and _FLAT_WRITERS[codec.schema.fingerprint] is not None, "the schema is compiled"
+    rng = random.Random(f"writer-{name}")
+    schema = codec.schema.schema
+    records = []
+    for _ in range(400):
+        rec = sample(schema, rng)
+        for f in schema["fields"]:
+            t = f["type"]
+            inner = next(x for x in t if x != "null") if isinstance(t, list) else t
+            if isinstance(inner, dict) and inner.get("logicalType") == "decimal" and rng.random() < 0.6:
+                rec[f["name"]] = _amounts(rng)
+            elif inner == "boolean" and rng.random() < 0.3:
+                rec[f["name"]] = rng.choice([True, False, None, 0, 1, "yes"])
+        records.append(rec)
+    got = codec.encode_many(records)
+    fast = 0
+    for rec, out in zip(records, got, strict=True):
+        try:
+            want: bytes | None = codec.encode(rec)
+        except (EncodeError, OverflowError):
+            want = None
+        if want is None:
+            assert isinstance(out, EncodeError), rec
+        else:
+            assert out == want, rec
+            fast += 1
+    assert fast > 100  # most records are writable: the comparison is not vacuous

@@ -1,7 +1,9 @@
 """The exposure index's compiled impression reader (``_impression_reader.c``) against
-``AvroCodec.decode``: on random records and on corrupted ones both paths give the same seven
-fields, or the same DecodeError (kind and reason: the same dead letter); and the compiled reader
-alone answers only for records fastavro reads without error, with fastavro's values."""
+``AvroCodec.decode``: on random records, on corrupted ones and on values at and beyond every
+limit (``tally_billing.bounds``) both paths give the same seven fields, or the same DecodeError
+(kind, reason and field: the same dead letter); and the compiled reader alone answers only for
+records fastavro reads without error and whose values are inside their limits, with fastavro's
+values."""
 
 from __future__ import annotations
 
@@ -14,17 +16,31 @@ from hypothesis import strategies as st
 
 from tally_attribution import impression_reader
 from tally_attribution.impression_reader import FIELDS, ImpressionReader, _layout_matches
+from tally_billing.bounds import ID_LEN_MAX, INSTANT_US_MAX, INSTANT_US_MIN
 from tally_streams.avro import DecodeError, SchemaCatalog
+from tally_streams.kafka import FUTURE_EVENT_TIME, STALE_EVENT_TIME
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-ids = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ID_FIELDS = ("impression_id", "advertiser_id", "campaign_id", "partner_id", "household_id")
+#: ids inside their limit (1..256 characters, no C0, DEL or C1 control character)
+ids = st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1, max_size=40)
+#: any text, empty and with control characters too
+any_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
 
-impressions = st.fixed_dictionaries({
-    "impression_id": ids, "event_time": st.integers(-10**15, 10**15).map(lambda us: T0 + timedelta(microseconds=us)),
-    "advertiser_id": ids, "campaign_id": ids, "partner_id": st.none() | ids, "household_id": ids,
-    "device_type": st.sampled_from(["ctv", "mobile", "desktop", "tablet", "other"]),
-    "ivt": st.sampled_from(["none", "givt", "sivt"]), "measurement_source": st.sampled_from(["first_party", "third_party"]),
-})
+
+def _impressions(text: st.SearchStrategy[str], us: st.SearchStrategy[int]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({
+        "impression_id": text, "event_time": us.map(lambda t: EPOCH + timedelta(microseconds=t)),
+        "advertiser_id": text, "campaign_id": text, "partner_id": st.none() | text, "household_id": text,
+        "device_type": st.sampled_from(["ctv", "mobile", "desktop", "tablet", "other"]),
+        "ivt": st.sampled_from(["none", "givt", "sivt"]), "measurement_source": st.sampled_from(["first_party", "third_party"]),
+    })
+
+
+#: records inside every limit, and any records (ids and times beyond their limits too)
+impressions = _impressions(ids, st.integers(INSTANT_US_MIN, INSTANT_US_MAX))
+anything = _impressions(any_text, st.integers(INSTANT_US_MIN - 10**15, INSTANT_US_MAX + 10**15))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +53,8 @@ def readers(catalog: SchemaCatalog) -> tuple[ImpressionReader, ImpressionReader]
 
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, DecodeError) or isinstance(b, DecodeError):
-        return isinstance(a, DecodeError) and isinstance(b, DecodeError) and (a.kind, a.reason) == (b.kind, b.reason)
+        return (isinstance(a, DecodeError) and isinstance(b, DecodeError)
+                and (a.kind, a.reason, a.field) == (b.kind, b.reason, b.field))
     return a == b and [type(x) for x in a] == [type(x) for x in b]
 
 
@@ -59,13 +76,68 @@ def test_random_records_read_alike(readers: tuple[ImpressionReader, ImpressionRe
     assert all(same(a, b) for a, b in zip(got, want, strict=True))
     assert None not in impression_reader._compiled.read_batch(values, fast._header, *fast._args)  # no fallback needed
     rec = recs[0]
-    assert got[0] == tuple(rec[f] if f != "event_time" else (rec[f] - datetime(1970, 1, 1, tzinfo=UTC))
-                           // timedelta(microseconds=1) for f in FIELDS)
+    assert got[0] == tuple(rec[f] if f != "event_time" else (rec[f] - EPOCH) // timedelta(microseconds=1) for f in FIELDS)
+
+
+def _read_alike(fast: ImpressionReader, plain: ImpressionReader, values: list[bytes | None]) -> list[Any]:
+    """Both paths agree; where the C reader answers on its own, fastavro reads the record without
+    error and inside every limit to the same values. Returns what the fastavro path gives."""
+    got, want = fast.read(values), plain.read(values)
+    assert all(same(a, b) for a, b in zip(got, want, strict=True))
+    for raw, w in zip(impression_reader._compiled.read_batch(values, fast._header, *fast._args), want, strict=True):
+        assert raw is None or (not isinstance(w, DecodeError) and same(raw, w))
+    return want
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(anything, min_size=1, max_size=20))
+def test_records_beyond_their_limits_read_alike(readers: tuple[ImpressionReader, ImpressionReader],
+                                                catalog: SchemaCatalog, recs: list[dict[str, Any]]) -> None:
+    _read_alike(*readers, [catalog.codec("impression").encode(r) for r in recs])
+
+
+_BASE = {"impression_id": "i-1", "event_time": T0, "advertiser_id": "adv", "campaign_id": "c1", "partner_id": "p1",
+         "household_id": "hh-1", "device_type": "ctv", "ivt": "none", "measurement_source": "first_party"}
+#: (value, inside its limit): lengths in code points of one to four UTF-8 bytes, every kind of control character
+_ID_VALUES = [
+    ("", False), ("a", True), ("a" * ID_LEN_MAX, True), ("a" * (ID_LEN_MAX + 1), False),
+    ("é" * ID_LEN_MAX, True), ("é" * (ID_LEN_MAX + 1), False), ("€" * ID_LEN_MAX, True), ("€" * (ID_LEN_MAX + 1), False),
+    ("😀" * ID_LEN_MAX, True), ("😀" * (ID_LEN_MAX + 1), False), ("😀" * 64, True), ("😀" * 65 + "a" * 191, True),
+    ("a\x00b", False), ("\x1f", False), ("tab\there", False), ("a\x7f", False), ("\x80", False), ("x\x85y", False),
+    ("\x9f", False), ("\xa0", True), ("\xc2", True), ("\u0100\u0080", False), ("\u2028", True),
+]
+_TIMES = [(INSTANT_US_MIN - 1, False), (INSTANT_US_MIN, True), (INSTANT_US_MAX, True), (INSTANT_US_MAX + 1, False)]
+
+
+@pytest.mark.parametrize("field", ID_FIELDS)
+def test_ids_at_and_beyond_their_limits_read_alike_and_dead_letter_naming_the_field(
+        readers: tuple[ImpressionReader, ImpressionReader], catalog: SchemaCatalog, field: str) -> None:
+    codec = catalog.codec("impression")
+    values: list[bytes | None] = [codec.encode({**_BASE, field: v}) for v, _ in _ID_VALUES]
+    want = _read_alike(*readers, values)
+    fast = impression_reader._compiled.read_batch(values, readers[0]._header, *readers[0]._args)
+    for (v, inside), w, raw in zip(_ID_VALUES, want, fast, strict=True):
+        if inside:
+            assert raw is not None and raw[FIELDS.index(field)] == v, (field, v)
+        else:
+            assert raw is None and isinstance(w, DecodeError) and w.field == field, (field, v, w)
+
+
+def test_event_times_at_and_beyond_their_limits_read_alike(readers: tuple[ImpressionReader, ImpressionReader],
+                                                            catalog: SchemaCatalog) -> None:
+    codec = catalog.codec("impression")
+    values: list[bytes | None] = [codec.encode({**_BASE, "event_time": EPOCH + timedelta(microseconds=us)})
+                                  for us, _ in _TIMES]
+    want = _read_alike(*readers, values)
+    fast = impression_reader._compiled.read_batch(values, readers[0]._header, *readers[0]._args)
+    assert [raw is not None and raw[1] == us for (us, _), raw in zip(_TIMES, fast, strict=True)] == [ok for _, ok in _TIMES]
+    assert [(w.kind, w.field) for w in want if isinstance(w, DecodeError)] == [
+        (STALE_EVENT_TIME, "event_time"), (FUTURE_EVENT_TIME, "event_time")]
 
 
 @st.composite
 def corrupted(draw: st.DrawFn, catalog: SchemaCatalog) -> bytes | None:
-    value = bytearray(catalog.codec("impression").encode(draw(impressions)))
+    value = bytearray(catalog.codec("impression").encode(draw(impressions | anything)))
     for _ in range(draw(st.integers(1, 3))):
         how = draw(st.sampled_from(["cut", "poke", "append", "body", "splice", "header", "none"]))
         at = draw(st.integers(0, max(0, len(value) - 1)))
@@ -93,10 +165,6 @@ def test_corrupted_records_dead_letter_alike(readers: tuple[ImpressionReader, Im
     @settings(max_examples=2000, deadline=None)
     @given(st.lists(corrupted(catalog), min_size=1, max_size=10))
     def check(values: list[bytes | None]) -> None:
-        got, want = fast.read(values), plain.read(values)
-        assert all(same(a, b) for a, b in zip(got, want, strict=True))
-        # where the C reader answers on its own, fastavro reads the record to the same values
-        for raw, w in zip(impression_reader._compiled.read_batch(values, fast._header, *fast._args), want, strict=True):
-            assert raw is None or (not isinstance(w, DecodeError) and same(raw, w))
+        _read_alike(fast, plain, values)
 
     check()

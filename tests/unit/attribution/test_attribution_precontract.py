@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally_attribution.domain import ContractBook, Decider, Decision, Indexed, Source
-from tally_attribution.fixtures import conversion, cpa_terms, impression, terms_record
 from tally_attribution.state import AttributionState
+from tests.attribution_builders import conversion, cpa_terms, impression, terms_record
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 T = NOW - timedelta(hours=1)

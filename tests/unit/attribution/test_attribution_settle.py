@@ -1,19 +1,22 @@
 """The settle gate with an injected clock and stand-in Kafka clients: a conversion is decided
 only when every impression partition is complete up to its arrival + settle delay, so the
-outcome is the same whatever the arrival order within the delay."""
+outcome is the same whatever the arrival order within the delay; and a transaction carrying
+decisions is committed soon after them, not at the commit interval."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition
 
-from tally_attribution.fixtures import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 from tally_attribution.processor import Processor
 from tally_attribution.settings import SPEC
+from tally_kit.clock import FixedClock
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
+from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTLE = timedelta(minutes=5)
@@ -73,9 +76,9 @@ class FakeConsumer:
 
 class Rig:
     def __init__(self, catalog: SchemaCatalog) -> None:
-        self.now = T0
+        self.clock = FixedClock(T0)
         settings = load(SPEC, {"TALLY_ATTRIBUTION_SETTLE_DELAY_MS": str(int(SETTLE.total_seconds() * 1000))})
-        self.proc = Processor(settings, catalog, clock=lambda: self.now)
+        self.proc = Processor(settings, catalog, clock=self.clock)
         self.proc.producer = FakeProducer()  # type: ignore[assignment]
         self.consumer = FakeConsumer()
         self.proc.consumer = self.consumer  # type: ignore[assignment]
@@ -99,7 +102,7 @@ class Rig:
         self.proc._on_conversion(m)  # type: ignore[arg-type]
 
     def tick(self, at: datetime) -> list[dict[str, Any]]:
-        self.now = at
+        self.clock.set(at)
         self.proc._last_catch_up = 0.0
         self.proc._decide_due()
         codec = self.catalog.codec("conversion_outcome")
@@ -140,3 +143,45 @@ def test_exposure_after_the_settle_delay_is_too_late(catalog: SchemaCatalog) -> 
     rig.impression(arrival=T0 + SETTLE + timedelta(seconds=1))
     assert out["reason"] == "no_exposure"
     assert rig.proc.state.pending == {}
+
+
+class _NoMessages:
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        return []
+
+
+def _cycle_commits(rig: Rig, *, age_s: float) -> int:
+    """Run one processor cycle (nothing new consumed) with the open transaction ``age_s`` old;
+    how many times it committed."""
+    commits: list[None] = []
+    rig.proc._commit = lambda: commits.append(None)
+    rig.consumer.consume = _NoMessages().consume  # type: ignore[attr-defined]
+    rig.proc.terms_consumer = _NoMessages()
+    now = time.monotonic()
+    rig.proc._last_lag = rig.proc._last_prune = now  # no lag report or prune sweep in this cycle
+    rig.proc._txn_started = now - age_s
+    rig.proc._cycle()
+    return len(commits)
+
+
+def test_a_transaction_with_decisions_is_committed_without_waiting_for_the_interval(catalog: SchemaCatalog) -> None:
+    """Outcomes become visible to read_committed readers only at the commit: a transaction that
+    carries decisions is committed at the end of their cycle once 20 ms old, not after the
+    200 ms commit interval; one with index changes only still waits for the interval."""
+    deciding = Rig(catalog)
+    deciding.conversion(arrival=T0)
+    deciding.impression(arrival=T0 + SETTLE)  # the partition is complete up to the due time
+    deciding.clock.set(T0 + SETTLE)
+    assert _cycle_commits(deciding, age_s=0.05) == 1
+    assert [o["outcome"] for o in deciding.tick(T0 + SETTLE)] == ["attributed"]  # decided in that cycle
+
+    indexing = Rig(catalog)
+    indexing.impression(arrival=T0)
+    assert _cycle_commits(indexing, age_s=0.05) == 0  # 50 ms < the 200 ms interval
+    assert _cycle_commits(indexing, age_s=0.25) == 1
+
+    young = Rig(catalog)
+    young.conversion(arrival=T0)
+    young.impression(arrival=T0 + SETTLE)
+    young.clock.set(T0 + SETTLE)
+    assert _cycle_commits(young, age_s=0.0) == 0  # decided, but the transaction is younger than 20 ms

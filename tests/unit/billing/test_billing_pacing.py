@@ -22,8 +22,11 @@ from tally_billing.pacing import (
     PacingStatus,
     Window,
     alert_state,
+    flight_window,
     hour_of,
+    lifetime_spend,
     pace,
+    pace_total_cap,
     pacing_window,
     parse_curve,
     series,
@@ -253,3 +256,46 @@ def test_series_spend_sums_to_the_last_cumulative_total(raw: dict[int, tuple[Dec
 
 def test_hour_of_floors_to_the_utc_hour() -> None:
     assert hour_of(datetime(2026, 3, 8, 6, 59, 59, 999999, tzinfo=UTC)) == datetime(2026, 3, 8, 6, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- the total (lifetime) cap
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(amounts, max_size=30))
+def test_lifetime_spend_is_the_exact_sum_of_the_periods(spends: list[Decimal]) -> None:
+    assert Fraction(lifetime_spend(spends)) == sum((Fraction(s) for s in spends), Fraction(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cap=positive_amounts, spends=st.lists(amounts, min_size=1, max_size=5), t=offsets_us, curve=curves)
+def test_a_one_period_flight_paces_its_total_cap_as_the_period_paces_its_cap(
+        cap: Decimal, spends: list[Decimal], t: int, curve: Curve) -> None:
+    # the flight is exactly March: the lifetime window is the period's, the spend all periods'
+    last = WINDOW.end - timedelta(microseconds=1)
+    got = pace_total_cap(period_spends=spends, as_of=at(t), flight_start=WINDOW.start, flight_end=last,
+                         cap_total=cap, curve=curve)
+    assert got == pace(spend=lifetime_spend(spends), as_of=at(t), window=WINDOW, budget=cap, cap=cap, curve=curve)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cap=positive_amounts, days=st.integers(1, 400), t=st.integers(0, 400 * 86_400_000_000), curve=curves)
+def test_the_total_cap_is_spread_over_the_whole_flight_and_expected_in_full_once_the_curve_is_at_one(
+        cap: Decimal, days: int, t: int, curve: Curve) -> None:
+    start = datetime(2026, 1, 1, 5, tzinfo=UTC)
+    end = start + timedelta(days=days) - timedelta(microseconds=1)
+    p = pace_total_cap(period_spends=[], as_of=start + timedelta(microseconds=t), flight_start=start, flight_end=end,
+                       cap_total=cap, curve=curve)
+    assert p is not None and p.window == flight_window(start, end) and p.window.end == start + timedelta(days=days)
+    assert p.expected_spend is not None and p.expected_spend <= cap
+    assert (p.expected_spend == cap) == (curve.share_at(p.window.elapsed(p.as_of)) == 1)
+    if t >= days * 86_400_000_000:  # the flight is over
+        assert p.elapsed_share == 1 and p.expected_spend == cap
+
+
+def test_an_open_ended_flight_has_no_total_cap_pacing() -> None:
+    assert flight_window(WINDOW.start, None) is None
+    assert pace_total_cap(period_spends=[Decimal(5)], as_of=WINDOW.end, flight_start=WINDOW.start, flight_end=None,
+                          cap_total=Decimal(10)) is None
+    with pytest.raises(ValueError):
+        lifetime_spend([Decimal("NaN")])

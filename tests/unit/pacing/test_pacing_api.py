@@ -14,6 +14,7 @@ from tally_billing.pacing import EVEN, PacingState
 from tally_billing.periods import PeriodKind, period_by_key
 from tally_kit.apidoc import route_mismatches
 from tally_kit.auth import TokenVerifier, mint_token
+from tally_kit.clock import FixedClock
 from tally_pacing.api import create_api
 from tally_pacing.openapi_spec import spec
 from tally_pacing.state import (
@@ -36,11 +37,6 @@ SECRET = "unit-test-secret-0123456789abcdef0123"
 MARCH = period_by_key("2026-03", "America/New_York", PeriodKind.MONTH)
 RULES = PacingRules(EVEN, Decimal(10), Decimal(20), Decimal(5))
 NOW = datetime(2026, 3, 16, 16, tzinfo=UTC)
-
-
-class Clock:
-    def now(self) -> datetime:
-        return NOW
 
 
 def record(contract: str = "c-1", advertiser: str = "adv-a", *, amount: str = "10", billable: int = 1000,
@@ -85,7 +81,7 @@ class Store:
 
 
 def _client(store: Store) -> TestClient[Any, Any]:
-    return TestClient(TestServer(create_api(store, Clock(), RULES, verifier=TokenVerifier(SECRET))))
+    return TestClient(TestServer(create_api(store, FixedClock(NOW), RULES, verifier=TokenVerifier(SECRET))))
 
 
 def _h(*roles: str, advertiser: str | None = None, partner: str | None = None) -> dict[str, str]:
@@ -99,7 +95,7 @@ def _h(*roles: str, advertiser: str | None = None, partner: str | None = None) -
 
 
 def test_the_openapi_document_describes_exactly_the_routes() -> None:
-    app = create_api(Store(), Clock(), RULES, verifier=TokenVerifier(SECRET))
+    app = create_api(Store(), FixedClock(NOW), RULES, verifier=TokenVerifier(SECRET))
     assert route_mismatches(app, spec()) == []
 
 
@@ -224,3 +220,70 @@ def test_the_flight_comes_from_the_terms_and_a_termination_cuts_it() -> None:
         assert exc.field == "versions" and "version 1 has invalid terms" in str(exc)
     else:
         raise AssertionError("accepted terms without content")
+
+
+async def test_the_total_cap_is_paced_over_the_flight_on_the_spend_of_every_period() -> None:
+    from datetime import date
+    from fractions import Fraction
+
+    from tally_billing.periods import flight_end_instant, flight_start_instant
+
+    feb = period_by_key("2026-02", "America/New_York", PeriodKind.MONTH)
+    start, last = flight_start_instant(date(2026, 2, 1), MARCH.tz), flight_end_instant(date(2026, 4, 30), MARCH.tz)
+
+    class FlightStore(Store):
+        def flight(self, contract_id: str) -> Flight | None:
+            return Flight(start, last, 1)
+
+    store = FlightStore()
+    for rec in (record(amount="20"), {**record(amount="900", t=datetime(2026, 2, 20, tzinfo=UTC)),
+                                      "total_id": "c-1/2026-02", "period_key": "2026-02",
+                                      "period_start": feb.start, "period_end": feb.end}):
+        store.add({**rec, "budget_cap_total": Decimal("3000")})
+    async with _client(store) as client:
+        items = (await (await client.get("/v1/pacing?period_key=2026-03", headers=_h())).json())["items"]
+        life = items[0]["lifetime"]
+        assert life["cap_total"] == "3000" and life["spend"] == "920"  # February's and March's totals
+        assert (life["window_start"], life["window_end"]) == (start.isoformat(), (last + timedelta(microseconds=1)).isoformat())
+        share = Fraction((NOW - start) // timedelta(microseconds=1), (last - start) // timedelta(microseconds=1) + 1)
+        assert abs(Fraction(Decimal(life["expected_spend"])) - 3000 * share) <= Fraction(1, 10 ** 12)
+        assert life["status"] == "under" and Decimal(life["pace_pct"]) < 80
+    # without a flight (or with an open-ended one) there is nothing to spread the cap over
+    unknown = Store()
+    unknown.add({**record(amount="20"), "budget_cap_total": Decimal("3000")})
+    async with _client(unknown) as client:
+        items = (await (await client.get("/v1/pacing", headers=_h())).json())["items"]
+        assert items[0]["budget_cap_total"] == "3000" and items[0]["lifetime"] is None
+
+
+async def test_a_cpa_contract_is_paced_against_the_amount_cap_per_period_of_its_terms() -> None:
+    import json
+
+    from tally_billing.examples import cpa_terms_json
+    from tally_pacing.state import caps_of, flight_from_terms
+
+    terms = cpa_terms_json()  # caps.contract.max_amount_per_period 10000.00
+    rec = {"contract_id": "c-1", "revision": 2, "terminated_at": None,
+           "versions": [{"version": 1, "effective_from": datetime(2026, 1, 1, 5, tzinfo=UTC), "effective_to": None,
+                         "terms_json": json.dumps(terms)}]}
+    flight = flight_from_terms(rec)
+    assert flight.cpa_amount_cap == Decimal("10000.00") and Flight.from_json(flight.to_json()) == flight
+    cpa = {**record(amount="2000", cap=None, t=datetime(2026, 3, 8, tzinfo=UTC)), "contract_type": "cpa",
+           "counts": {"conversions_attributed": 40}}
+    state = apply_total(None, TotalUpdate.from_record(cpa))
+    assert caps_of(state, None) == (None, None)  # the running total carries no cap for CPA
+    assert caps_of(state, flight) == (Decimal("10000.00"), Decimal("10000.00"))
+    assert not alert_due(state, state.updated_at, 30) and alert_due(state, state.updated_at, 30, flight)
+    p = evaluate(state, flight, NOW, RULES)
+    assert p is not None and p.budget == Decimal("10000.00") and p.status.value == "under"
+
+    class CpaStore(Store):
+        def flight(self, contract_id: str) -> Flight | None:
+            return flight
+
+    store = CpaStore()
+    store.add(cpa)
+    async with _client(store) as client:
+        item = (await (await client.get("/v1/pacing", headers=_h())).json())["items"][0]
+        assert (item["budget"], item["cpa_amount_cap_per_period"], item["status"]) == ("10000", "10000", "under")
+        assert item["budget_cap_per_period"] is None and item["billable"] == 40
