@@ -18,7 +18,6 @@ log = logging.getLogger("tally.console")
 
 def main() -> None:
     settings = validate_main(SPEC)
-    assert settings is not None
     configure("console", settings.console_log_level)
     app = build_app(settings, TokenVerifier.from_env())
     if settings.console_demo:

@@ -10,17 +10,21 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from tally_kit.auth import TokenVerifier, bearer_token
+from tally_kit.openapi import add_openapi
 from tally_kit.problems import ApiError
-from tally_kit.settings import Settings
 from tally_kit.web import PRINCIPAL_KEY, REGISTRY_KEY, Handler, add_readiness_check, create_app
 
 from .demo import add_demo_routes
 from .metrics import ConsoleMetrics
+from .openapi_spec import spec
 from .proxy import make_proxy_handler, session_context
-from .settings import upstream_urls
+from .settings import ConsoleSettings, upstream_urls
 
 #: hashed build outputs never change under the same name; everything else is revalidated
 IMMUTABLE_PREFIX = "assets/"
+
+#: besides GET and HEAD; anything else is a problem+json 405 with Allow (the console sends no OPTIONS: same origin)
+PROXIED_METHODS = ("PUT", "POST", "PATCH", "DELETE")
 
 #: never served, even if a build left one behind: a source map publishes the whole source
 PRIVATE_SUFFIXES = frozenset({".map"})
@@ -65,7 +69,7 @@ def static_handler(static_dir: Path) -> Handler:
     return serve
 
 
-def build_app(settings: Settings, verifier: TokenVerifier, upstreams: Mapping[str, str] | None = None) -> web.Application:
+def build_app(settings: ConsoleSettings, verifier: TokenVerifier, upstreams: Mapping[str, str] | None = None) -> web.Application:
     demo_path = "/api/demo/users"
     # the app shell and assets are public (a browser navigates without a token); /api/ is not
     app = create_app("console", verifier=None, client_max_size=32 * 1024 * 1024)
@@ -81,8 +85,11 @@ def build_app(settings: Settings, verifier: TokenVerifier, upstreams: Mapping[st
     add_readiness_check(app, app_is_built)
     if settings.console_demo:
         add_demo_routes(app, verifier, metrics)
+    add_openapi(app, spec(demo=settings.console_demo))
     proxy = make_proxy_handler(upstreams or upstream_urls(settings), metrics, settings.console_upstream_timeout_s)
-    app.router.add_route("*", "/api/{service}/{tail:.*}", proxy)
-    app.router.add_route("*", "/api/{service}", proxy)
+    for path in ("/api/{service}/{tail:.*}", "/api/{service}"):
+        app.router.add_get(path, proxy)  # and HEAD
+        for method in PROXIED_METHODS:
+            app.router.add_route(method, path, proxy)
     app.router.add_get("/{path:.*}", static_handler(static_dir))
     return app

@@ -1,6 +1,6 @@
 /**
  * The console in Debian's Chromium (playwright-core, no browser download) against the real
- * stack: every service started by tally_console.devstack with fresh databases.
+ * stack: every service started by deploy/bin/devstack.py with fresh databases.
  */
 import { mkdirSync, readFileSync } from "node:fs"
 import { resolve } from "node:path"
@@ -218,8 +218,11 @@ describe("the console against the real stack", () => {
     await page.getByRole("button", { name: "Approve v1" }).click()
     await page.getByRole("heading", { name: /Version 1\s*approved/i }).waitFor({ timeout: WAIT })
     await page.getByText("version.approved").waitFor({ timeout: WAIT })
-    // after the action the focus is on what changed
+    // after the action the focus is on what changed, and the completed action is announced (a polite live region)
     await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe("version-heading")
+    const toasts = page.getByRole("status", { name: "Notifications" })
+    await toasts.getByText("Version 1 approved.").waitFor({ timeout: WAIT })
+    expect(await toasts.getAttribute("aria-live")).toBe("polite")
     await shot("05-contract-approved")
     await expectAccessible()
   })
@@ -252,6 +255,42 @@ describe("the console against the real stack", () => {
     // names beside ids
     await expect.poll(() => page.getByTestId(`spend-${contractId}-${period}`).textContent(), { timeout: WAIT }).toContain(contractName)
     await check("06-overview-live-spend", /^Running spend · Tally console$/)
+  })
+
+  it("a contract shows its spend history and pacing from the pacing service, and the range survives a reload", async () => {
+    const period = monthIn(ZONE, eventTime)
+    await page.goto(`${consoleUrl()}/contracts/${contractId}`)
+    const panel = page.getByRole("region", { name: "Spend history and pacing" })
+    await panel.waitFor({ timeout: WAIT })
+    const facts = page.getByTestId(`pacing-${contractId}-${period}`)
+    // the pacing worker has read this run's running totals (metering → billing.running_totals → pacing)
+    await expect.poll(async () => {
+      if ((await facts.count()) === 0) await page.reload()
+      return (await facts.count()) > 0 ? facts.textContent() : ""
+    }, { timeout: WAIT }).toMatch(/Spend so farUSD\s10\.00/)
+    expect(await page.getByTestId("cap-per-period").textContent()).toMatch(/USD\s5,000\.00/)
+    expect(await page.getByTestId("cap-total").textContent()).toBe("none")
+    expect(await page.getByTestId("projected-spend").textContent()).toMatch(/^USD\s[\d,]+\.\d\d$/)
+    expect(await page.getByTestId("projected-cap-at").textContent()).not.toBe("")
+    const chart = panel.getByRole("img", { name: /Cumulative spend per hour: \d+ hours?, up to USD\s10\.00/ })
+    await chart.waitFor({ timeout: WAIT })
+    // axes: money ticks and time ticks in the contract's zone
+    const labels = await chart.locator("text").allTextContents()
+    expect(labels.some((t) => /^USD\s0\.00$/.test(t))).toBe(true)
+    expect(labels.some((t) => /^\d{1,2} [A-Z][a-z]{2}/.test(t))).toBe(true)
+    const last = panel.locator("[data-testid^='series-point-']").last()
+    await last.hover()
+    await expect.poll(() => page.getByTestId("series-readout").textContent()).toMatch(/E[SD]T: USD\s[\d.]+ in the hour, USD\s10\.00 so far/)
+    await expectAccessible()
+    // the range lives in the URL, which the router updates in a transition: click, then wait for it
+    await panel.getByRole("radio", { name: "Days" }).click()
+    await expect.poll(() => new URL(page.url()).searchParams.get("range"), { timeout: WAIT }).toBe("day")
+    await expect.poll(() => panel.getByRole("radio", { name: "Days" }).isChecked()).toBe(true)
+    await page.reload()
+    await panel.getByRole("img", { name: /Cumulative spend per day: \d+ days?, up to USD\s10\.00/ }).waitFor({ timeout: WAIT })
+    expect(await panel.getByRole("radio", { name: "Days" }).isChecked()).toBe(true)
+    await shot("06b-contract-pacing")
+    await expectAccessible()
   })
 
   it("finance finalizes an invoice and downloads its PDF", async () => {

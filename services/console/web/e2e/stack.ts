@@ -17,9 +17,9 @@ export interface Stack {
   stop: () => Promise<void>
 }
 
-/** Starts every service plus the console (tally_console.devstack) and resolves once all answer. */
+/** Starts every service plus the console (deploy/bin/devstack.py) and resolves once all answer. */
 export function startStack(): Promise<Stack> {
-  const proc: ChildProcess = spawn(PYTHON, ["-m", "tally_console.devstack", "--fresh", "--demo", "--port", "0", "--log-dir", resolve(ROOT, ".state/logs/console-e2e")], {
+  const proc: ChildProcess = spawn(PYTHON, [resolve(ROOT, "deploy/bin/devstack.py"), "--fresh", "--demo", "--port", "0", "--log-dir", resolve(ROOT, ".state/logs/console-e2e")], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "inherit"],
   })

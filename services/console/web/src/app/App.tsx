@@ -1,28 +1,47 @@
-import { useEffect } from "react"
+import { lazy, Suspense, useEffect } from "react"
 import { NavLink, Navigate, Outlet, Route, Routes, useLocation } from "react-router"
 import { useAppDispatch, useAppSelector } from "./hooks"
 import { apiSlice } from "./api"
-import { usePageTitle } from "../components/ui"
+import { Loading, usePageTitle } from "../components/ui"
 import { can, homeOf, saveSession, selectUser, sessionExpired, signedOut } from "../features/session/sessionSlice"
 import { SignIn } from "../features/session/SignIn"
+import { Toasts } from "../features/toasts/Toasts"
 import { Overview } from "../features/overview/Overview"
 import { ContractsList } from "../features/contracts/ContractsList"
-import { ContractDetail } from "../features/contracts/ContractDetail"
-import { NewContract } from "../features/contracts/NewContract"
-import { ApprovalsQueue } from "../features/approvals/ApprovalsQueue"
-import { InvoicesList, StatementsList } from "../features/invoices/DocumentsList"
-import { InvoiceDetail, StatementDetail } from "../features/invoices/DocumentDetail"
 
-/** After a route change the keyboard and screen-reader focus moves to the new page (its heading, else main). */
+// one chunk per route family, loaded on first visit: the sign-in, overview and contracts list stay in the
+// entry chunk (every role's first screen); the contract page (pacing chart, editor), the new-contract form,
+// approvals and invoices come when they are opened
+const ContractDetail = lazy(() => import("../features/contracts/ContractDetail").then((m) => ({ default: m.ContractDetail })))
+const NewContract = lazy(() => import("../features/contracts/NewContract").then((m) => ({ default: m.NewContract })))
+const ApprovalsQueue = lazy(() => import("../features/approvals/ApprovalsQueue").then((m) => ({ default: m.ApprovalsQueue })))
+const InvoicesList = lazy(() => import("../features/invoices/DocumentsList").then((m) => ({ default: m.InvoicesList })))
+const StatementsList = lazy(() => import("../features/invoices/DocumentsList").then((m) => ({ default: m.StatementsList })))
+const InvoiceDetail = lazy(() => import("../features/invoices/DocumentDetail").then((m) => ({ default: m.InvoiceDetail })))
+const StatementDetail = lazy(() => import("../features/invoices/DocumentDetail").then((m) => ({ default: m.StatementDetail })))
+
+/**
+ * After a route change the keyboard and screen-reader focus moves to the new page: its heading, else
+ * main — and, when the page's chunk is still loading, to its heading as soon as it is rendered.
+ */
 function useFocusOnRouteChange() {
   const { pathname } = useLocation()
   useEffect(() => {
     const main = document.getElementById("main")
-    const heading = main?.querySelector<HTMLElement>("h1")
-    if (heading) {
+    if (!main) return
+    const focusHeading = (): boolean => {
+      const heading = main.querySelector<HTMLElement>("h1")
+      if (!heading) return false
       if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1")
       heading.focus()
-    } else main?.focus()
+      return true
+    }
+    if (focusHeading()) return
+    main.focus()
+    const watch = new MutationObserver(() => { if (focusHeading()) watch.disconnect() })
+    watch.observe(main, { childList: true, subtree: true })
+    const stop = setTimeout(() => watch.disconnect(), 10_000)
+    return () => { watch.disconnect(); clearTimeout(stop) }
   }, [pathname])
 }
 
@@ -97,8 +116,11 @@ function Layout() {
         </div>
       </header>
       <main id="main" tabIndex={-1}>
-        <Outlet />
+        <Suspense fallback={<Loading what="the page" />}>
+          <Outlet />
+        </Suspense>
       </main>
+      <Toasts />
     </div>
   )
 }

@@ -3,8 +3,9 @@ import { setupListeners } from "@reduxjs/toolkit/query"
 import { apiSlice } from "./api"
 import { sessionSlice } from "../features/session/sessionSlice"
 import { liveSpendSlice } from "../features/overview/liveSpendSlice"
+import { toastListener, toastsSlice } from "../features/toasts/toastsSlice"
 
-const rootReducer = combineSlices(apiSlice, sessionSlice, liveSpendSlice)
+const rootReducer = combineSlices(apiSlice, sessionSlice, liveSpendSlice, toastsSlice)
 
 export type RootState = ReturnType<typeof rootReducer>
 
@@ -12,7 +13,7 @@ export type RootState = ReturnType<typeof rootReducer>
 export const makeStore = (preloadedState?: Partial<RootState>) => {
   const store = configureStore({
     reducer: rootReducer,
-    middleware: (getDefaultMiddleware) => getDefaultMiddleware().concat(apiSlice.middleware),
+    middleware: (getDefaultMiddleware) => getDefaultMiddleware().prepend(toastListener.middleware).concat(apiSlice.middleware),
     preloadedState,
   })
   setupListeners(store.dispatch)

@@ -71,6 +71,12 @@ const TONES: Record<string, string> = {
   sent: "info",
   paid: "ok",
   void: "bad",
+  on_pace: "ok",
+  under: "warn",
+  over: "bad",
+  no_budget: "neutral",
+  not_started: "neutral",
+  outside_flight: "neutral",
 }
 
 export function StatusBadge({ status }: { status: string }) {

@@ -50,3 +50,22 @@ export function scaleToPixels(value: string, max: string, pixels: number): numbe
   if (m <= 0n) return 0
   return Number((toScaled(value) * BigInt(pixels)) / m)
 }
+
+/**
+ * Round axis ticks from 0 to at least `max` (about `count` steps of 1, 2 or 5 × a power of ten),
+ * as decimal strings: exact, so an axis label never shows a float's noise.
+ */
+export function niceTicks(max: string, count = 4): string[] {
+  const m = toScaled(max)
+  if (m <= 0n) return ["0"]
+  const raw = (m + BigInt(count) - 1n) / BigInt(count)
+  let power = 1n
+  while (power * 10n <= raw) power *= 10n
+  const step = [1n, 2n, 5n, 10n].map((k) => k * power).find((s) => s >= raw) ?? 10n * power
+  const ticks: string[] = []
+  for (let v = 0n; ; v += step) {
+    ticks.push(fromScaled(v))
+    if (v >= m) break
+  }
+  return ticks
+}

@@ -38,7 +38,7 @@ function QueueRow({ item }: { item: QueueItem }) {
         )}
       </td>
       <td>
-        {item.forYou ? (
+        {item.can_decide ? (
           <>
             <button type="button" className="primary" disabled={acting}
               onClick={() => void act({ contractId: contract.id, version: v.version, action: "approve", etag: v.etag })}>
@@ -49,7 +49,7 @@ function QueueRow({ item }: { item: QueueItem }) {
             <ProblemAlert error={actError} what="approve" />
           </>
         ) : (
-          <span className="muted">{whyNoDecision(user, v)}</span>
+          <span className="muted" title={item.why_not ?? undefined}>{whyNoDecision(user, { ...v, state: "submitted" })}</span>
         )}
       </td>
     </tr>

@@ -5,6 +5,7 @@ import { Field, Loading, ProblemAlert, StatusBadge, usePageTitle, When } from ".
 import { formatMoney } from "../../lib/money"
 import { fieldErrors, toProblem } from "../../lib/problems"
 import { can, selectUser } from "../session/sessionSlice"
+import { PacingPanel } from "../pacing/PacingPanel"
 import {
   useAmendContractMutation,
   useAuditTrailQuery,
@@ -309,6 +310,7 @@ export function ContractDetail() {
           </div>
         )}
       </div>
+      {can.seeSpend(user) && <PacingPanel contractId={c.id} />}
       <section aria-labelledby="diff-heading">
         <h2 id="diff-heading">Compare versions</h2>
         <DiffView contractId={c.id} versions={list} currency={c.currency} zone={c.time_zone} />

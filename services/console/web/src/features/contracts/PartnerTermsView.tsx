@@ -2,7 +2,7 @@ import { formatMoney } from "../../lib/money"
 import type { PartnerTerms, Price } from "./types"
 
 function price(p: Price, currency: string): string {
-  return p.kind === "flat" ? formatMoney(p.amount ?? null, currency) : `${p.percent ?? "?"} % of order value`
+  return p.kind === "flat" ? formatMoney(p.amount, currency) : `${p.percent} % of order value`
 }
 
 /** A partner's reading of a contract's terms: what it earns, when, on which campaigns. */
@@ -48,7 +48,7 @@ export function PartnerTermsView({ terms }: { terms: PartnerTerms }) {
           </table>
           {terms.cpa.attribution && (
             <p>
-              Attribution: {terms.cpa.attribution.model ?? "last_touch"}, lookback {terms.cpa.attribution.lookback_days ?? 7} days
+              Attribution: {terms.cpa.attribution.model}, lookback {terms.cpa.attribution.lookback_days} days
             </p>
           )}
           {terms.cpa.partner_overrides.length > 0 && <p>{terms.cpa.partner_overrides.length} override(s) for you</p>}

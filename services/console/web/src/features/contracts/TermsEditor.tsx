@@ -255,7 +255,7 @@ export function TermsEditor({ terms, onChange, errors, lockAdvertiser, lockCurre
             value={terms.cpa.attribution?.lookback_days} errors={errors}
             onValue={(v) => set("cpa.attribution", { ...(terms.cpa?.attribution ?? {}), lookback_days: int(v) })} />
           <Select label="Attribution model" path="cpa.attribution.model"
-            value={(terms.cpa.attribution?.model ?? "last_touch") as "last_touch" | "first_touch"}
+            value={terms.cpa.attribution?.model ?? "last_touch"}
             options={["last_touch", "first_touch"] as const} errors={errors}
             onValue={(v) => set("cpa.attribution", { ...(terms.cpa?.attribution ?? {}), model: v })} />
         </Section>

@@ -3,7 +3,7 @@ import { PartnerTermsView } from "./PartnerTermsView"
 import { isPartnerTerms, type ContractTerms, type PartnerTerms, type Price } from "./types"
 
 function price(p: Price, currency: string): string {
-  return p.kind === "flat" ? formatMoney(p.amount ?? null, currency) : `${p.percent ?? "?"} % of order value`
+  return p.kind === "flat" ? formatMoney(p.amount, currency) : `${p.percent} % of order value`
 }
 
 /** The terms in words a finance team reads, not raw JSON. */
@@ -96,14 +96,14 @@ export function TermsView({ terms }: { terms: ContractTerms | PartnerTerms }) {
                   <td>{p.event_type}</td>
                   <td>{price(p.advertiser_price, cur)}</td>
                   <td>{price(p.partner_payout, cur)}</td>
-                  <td>{p.tiers.length ? p.tiers.map((t) => `from ${t.from_conversions}: ${price(t.advertiser_price, cur)}`).join("; ") : "—"}</td>
+                  <td>{p.tiers?.length ? p.tiers.map((t) => `from ${t.from_conversions}: ${price(t.advertiser_price, cur)}`).join("; ") : "—"}</td>
                 </tr>
               ))}
             </tbody>
           </table>
           {terms.cpa.attribution && (
             <p>
-              Attribution: {terms.cpa.attribution.model ?? "last_touch"}, lookback {terms.cpa.attribution.lookback_days ?? 7} days
+              Attribution: {terms.cpa.attribution.model}, lookback {terms.cpa.attribution.lookback_days} days
             </p>
           )}
         </>

@@ -11,7 +11,8 @@ import type {
 } from "./types"
 
 /** The contracts service behind the gateway (`/api/contracts` → services/contracts). */
-export const CONTRACTS = "/contracts/contracts"
+export const CONTRACTS_SERVICE = "/contracts"
+export const CONTRACTS = `${CONTRACTS_SERVICE}/contracts`
 
 const query = (params: Record<string, string | number | null | undefined>): string => {
   const q = new URLSearchParams()
@@ -41,7 +42,7 @@ export interface EditBody {
 function fromPartnerView(v: ContractVersion | PartnerVersion): ContractVersion {
   if (!("view" in v)) return v
   return {
-    ...v, backdated: false, committed_value: null, authors: [], submitted_by: null, submitted_at: null,
+    ...v, backdated: false, committed_value: null, authors: [], submitted_by: null, submitted_at: null, submission: 0,
     required_approvals: {}, approvals: [], missing_approvals: {}, decided_by: null, decision_comment: null,
     comment: null, created_at: v.effective_from, updated_at: v.effective_from,
     terms: v.terms as unknown as ContractTerms,

@@ -17,7 +17,7 @@ const contract: Contract = {
 const version = (over: Partial<ContractVersion> = {}): ContractVersion => ({
   contract_id: "ctr_1", version: 1, kind: "initial", state: "submitted", terms: cpmTemplate("adv-acme", new Date("2026-11-01")),
   effective_from: "2026-11-01T04:00:00Z", ends_at: null, backdated: false, committed_value: null, etag: '"e1"',
-  authors: ["olga"], submitted_by: "olga", submitted_at: "2026-11-01T11:00:00Z", required_approvals: { approver: 1 },
+  authors: ["olga"], submitted_by: "olga", submitted_at: "2026-11-01T11:00:00Z", submission: 1, required_approvals: { approver: 1 },
   approvals: [], missing_approvals: { approver: 1 }, decided_at: null, decided_by: null, decision_comment: null,
   comment: null, created_at: "2026-11-01T10:00:00Z", updated_at: "2026-11-01T11:00:00Z", ...over,
 })

@@ -21,7 +21,7 @@ const partnerVersion: PartnerVersion = {
     cpa: {
       payouts: [{ event_type: "signup", partner_payout: { kind: "flat", amount: "2.50" },
                   tiers: [{ from_conversions: 1000, partner_payout: { kind: "flat", amount: "2.00" } }] }],
-      partner_overrides: [], attribution: { lookback_days: 14, model: "last_touch" }, caps: { per_partner: null },
+      partner_overrides: [], attribution: { lookback_days: 14, model: "last_touch", min_delay_seconds: 0 }, caps: { per_partner: null },
     },
   },
 }

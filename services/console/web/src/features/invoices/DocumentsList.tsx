@@ -5,12 +5,13 @@ import { can, selectToken, selectUser } from "../session/sessionSlice"
 import { Empty, ExportCsvButton, Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle } from "../../components/ui"
 import { fetchAllPages, toCsv } from "../../lib/csv"
 import { formatMoney } from "../../lib/money"
-import { INVOICING, useListInvoicesQuery, useListStatementsQuery, type DocFilters } from "./api"
+import { INVOICING, PARTY_PARAM, useListInvoicesQuery, useListStatementsQuery, type DocFilters, type DocKind } from "./api"
 import { InvoicePreview } from "./InvoicePreview"
 import type { Invoice, ListItem, Statement } from "./types"
 
-function filterParams(f: DocFilters): URLSearchParams {
+function filterParams(f: DocFilters, kind: DocKind): URLSearchParams {
   const q = new URLSearchParams()
+  if (f.party?.trim()) q.set(PARTY_PARAM[kind], f.party.trim())
   if (f.status) q.set("status", f.status)
   if (f.period_key) q.set("period_key", f.period_key)
   return q
@@ -21,19 +22,26 @@ function useExport(kind: "invoices" | "statements", filters: DocFilters) {
   const token = useAppSelector(selectToken)
   return async () => {
     if (kind === "invoices") {
-      const all = await fetchAllPages<Omit<Invoice, "lines">>(`${INVOICING}/invoices`, filterParams(filters), token)
+      const all = await fetchAllPages<Omit<Invoice, "lines">>(`${INVOICING}/invoices`, filterParams(filters, "invoices"), token)
       return { fileName: "invoices.csv", csv: toCsv(["id", "number", "advertiser_id", "period_key", "status", "currency", "total", "issue_date", "due_date"],
         all.map((d) => [d.id, d.number, d.advertiser_id, d.period_key, d.status, d.currency, d.total, d.issue_date, d.due_date])) }
     }
-    const all = await fetchAllPages<Omit<Statement, "lines">>(`${INVOICING}/statements`, filterParams(filters), token)
+    const all = await fetchAllPages<Omit<Statement, "lines">>(`${INVOICING}/statements`, filterParams(filters, "statements"), token)
     return { fileName: "payout-statements.csv", csv: toCsv(["id", "number", "partner_id", "period_key", "status", "currency", "lines_total", "carried_in", "amount_payable", "carried_out"],
       all.map((d) => [d.id, d.number, d.partner_id, d.period_key, d.status, d.currency, d.lines_total, d.carried_in, d.amount_payable, d.carried_out])) }
   }
 }
 
-function Filters({ value, onChange, statuses }: { value: DocFilters; onChange: (f: DocFilters) => void; statuses: string[] }) {
+function Filters({ value, onChange, statuses, party }: {
+  value: DocFilters; onChange: (f: DocFilters) => void; statuses: string[]; party?: string | undefined
+}) {
   return (
     <form className="filters" role="search" onSubmit={(e) => e.preventDefault()}>
+      {party && (
+        <Field label={party} hint="the exact id">
+          {(p) => <input {...p} value={value.party ?? ""} onChange={(e) => onChange({ ...value, party: e.target.value, cursor: null })} />}
+        </Field>
+      )}
       <Field label="Status">
         {(p) => (
           <select {...p} value={value.status ?? ""} onChange={(e) => onChange({ ...value, status: e.target.value, cursor: null })}>
@@ -61,7 +69,10 @@ function DocTable({ items, kind }: { items: ListItem[]; kind: "invoices" | "stat
           <th scope="col">{kind === "invoices" ? "Advertiser" : "Partner"}</th>
           <th scope="col">Period</th>
           <th scope="col">Status</th>
+          {kind === "statements" && <th scope="col" className="num">Earned</th>}
+          {kind === "statements" && <th scope="col" className="num">Carried in</th>}
           <th scope="col" className="num">{kind === "invoices" ? "Total" : "Payable"}</th>
+          {kind === "statements" && <th scope="col" className="num">Carried forward</th>}
         </tr>
       </thead>
       <tbody>
@@ -73,9 +84,16 @@ function DocTable({ items, kind }: { items: ListItem[]; kind: "invoices" | "stat
             <td>{"advertiser_id" in d ? d.advertiser_id : d.partner_id}</td>
             <td>{d.period_key}</td>
             <td><StatusBadge status={d.status} /></td>
-            <td className="num">
-              {"total" in d ? formatMoney(d.total, d.currency) : formatMoney(d.amount_payable ?? d.lines_total, d.currency)}
-            </td>
+            {"advertiser_id" in d ? (
+              <td className="num">{formatMoney(d.total, d.currency)}</td>
+            ) : (
+              <>
+                <td className="num">{formatMoney(d.lines_total, d.currency)}</td>
+                <td className="num">{formatMoney(d.carried_in ?? "0", d.currency)}</td>
+                <td className="num">{formatMoney(d.amount_payable ?? d.lines_total, d.currency)}</td>
+                <td className="num" data-testid={`carried-out-${d.id}`}>{formatMoney(d.carried_out ?? "0", d.currency)}</td>
+              </>
+            )}
           </tr>
         ))}
       </tbody>
@@ -125,13 +143,13 @@ export function InvoicesList() {
   return (
     <section aria-labelledby="invoices-heading">
       <h1 id="invoices-heading">Invoices</h1>
-      <Filters value={filters} statuses={["draft", "finalized", "sent", "paid", "void"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
+      <Filters value={filters} party={can.isTenant(user) ? undefined : "Advertiser"} statuses={["draft", "finalized", "sent", "paid", "void"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
       <div className="actions">
         <ExportCsvButton what="invoices" build={exportCsv} />
       </div>
       {isLoading && <Loading what="invoices" />}
       <ProblemAlert error={error} what="load invoices" onRetry={() => void refetch()} />
-      {data && (data.items.length === 0 ? <NoDocuments kind="invoices" filtered={!!(filters.status || filters.period_key)} /> : <DocTable items={data.items} kind="invoices" />)}
+      {data && (data.items.length === 0 ? <NoDocuments kind="invoices" filtered={!!(filters.status || filters.period_key || filters.party)} /> : <DocTable items={data.items} kind="invoices" />)}
       <Pager pages={cursors.length} next={data?.next_cursor} onPrev={() => setCursors(cursors.slice(0, -1))}
         onNext={() => data?.next_cursor && setCursors([...cursors, data.next_cursor])} />
       {showPreview && <InvoicePreview />}
@@ -141,6 +159,7 @@ export function InvoicesList() {
 
 export function StatementsList() {
   usePageTitle("Payout statements")
+  const user = useAppSelector(selectUser)
   const [filters, setFilters] = useState<DocFilters>({})
   const exportCsv = useExport("statements", filters)
   const [cursors, setCursors] = useState<(string | null)[]>([null])
@@ -149,13 +168,13 @@ export function StatementsList() {
   return (
     <section aria-labelledby="statements-heading">
       <h1 id="statements-heading">Payout statements</h1>
-      <Filters value={filters} statuses={["draft", "finalized", "sent", "paid"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
+      <Filters value={filters} party={can.isTenant(user) ? undefined : "Partner"} statuses={["draft", "finalized", "sent", "paid"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
       <div className="actions">
         <ExportCsvButton what="payout statements" build={exportCsv} />
       </div>
       {isLoading && <Loading what="payout statements" />}
       <ProblemAlert error={error} what="load payout statements" onRetry={() => void refetch()} />
-      {data && (data.items.length === 0 ? <NoDocuments kind="statements" filtered={!!(filters.status || filters.period_key)} /> : <DocTable items={data.items} kind="statements" />)}
+      {data && (data.items.length === 0 ? <NoDocuments kind="statements" filtered={!!(filters.status || filters.period_key || filters.party)} /> : <DocTable items={data.items} kind="statements" />)}
       <Pager pages={cursors.length} next={data?.next_cursor} onPrev={() => setCursors(cursors.slice(0, -1))}
         onNext={() => data?.next_cursor && setCursors([...cursors, data.next_cursor])} />
     </section>

@@ -10,11 +10,17 @@ export type DocKind = "invoices" | "statements"
 export interface DocFilters {
   status?: string
   period_key?: string
+  /** the advertiser (invoices) or partner (statements) id: the API's advertiser_id / partner_id filter */
+  party?: string
   cursor?: string | null
 }
 
-const qs = (f: DocFilters) => {
+/** The list API's name of the party filter. */
+export const PARTY_PARAM: Record<DocKind, string> = { invoices: "advertiser_id", statements: "partner_id" }
+
+const qs = (f: DocFilters, kind: DocKind) => {
   const q = new URLSearchParams({ limit: "20" })
+  if (f.party?.trim()) q.set(PARTY_PARAM[kind], f.party.trim())
   if (f.status) q.set("status", f.status)
   if (f.period_key) q.set("period_key", f.period_key)
   if (f.cursor) q.set("cursor", f.cursor)
@@ -24,11 +30,11 @@ const qs = (f: DocFilters) => {
 export const invoicesApi = apiSlice.injectEndpoints({
   endpoints: (build) => ({
     listInvoices: build.query<Page<Omit<Invoice, "lines">>, DocFilters>({
-      query: (f) => `${INVOICING}/invoices?${qs(f)}`,
+      query: (f) => `${INVOICING}/invoices?${qs(f, "invoices")}`,
       providesTags: ["InvoiceList"],
     }),
     listStatements: build.query<Page<Omit<Statement, "lines">>, DocFilters>({
-      query: (f) => `${INVOICING}/statements?${qs(f)}`,
+      query: (f) => `${INVOICING}/statements?${qs(f, "statements")}`,
       providesTags: ["StatementList"],
     }),
     getInvoice: build.query<Invoice, string>({

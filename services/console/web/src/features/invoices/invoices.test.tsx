@@ -2,18 +2,31 @@ import { describe, expect, it } from "vitest"
 import { screen, waitFor } from "@testing-library/react"
 import { renderWithProviders, signedInAs, stubFetch } from "../../test/utils"
 import { InvoiceDetail } from "./DocumentDetail"
-import type { Invoice } from "./types"
+import { InvoicesList, StatementsList } from "./DocumentsList"
+import type { DocLine, Invoice } from "./types"
+
+const INVOICE_ID = "6f1c0c3e-0000-4000-8000-000000000001"
+
+const line = (over: Partial<DocLine>): DocLine => ({
+  id: "l0", line_no: 1, invoice_id: INVOICE_ID, kind: "cpm_impressions", adjustment_kind: null, description: "", contract_id: "ctr_1",
+  contract_version: 1, price_point: null, event_type: null, quantity: null, unit: null, unit_price: null, amount: "0",
+  amount_exact: "0", close_id: null, corrects_period_key: null, corrects_invoice_id: null, corrects_line_id: null,
+  created_by: null, created_at: "2026-11-01T02:00:00Z", ...over,
+})
 
 const invoice = (over: Partial<Invoice> = {}): Invoice => ({
-  id: "6f1c0c3e-0000-4000-8000-000000000001", advertiser_id: "adv-acme", currency: "JPY", period_key: "2026-10",
-  status: "draft", number: null, total: "150000", issue_date: null, due_date: null, po_references: [], voided_by: null,
+  id: INVOICE_ID, advertiser_id: "adv-acme", currency: "JPY", period_key: "2026-10",
+  period_start: "2026-09-30T15:00:00Z", period_end: "2026-10-31T15:00:00Z", payment_terms_days: 30,
+  status: "draft", number: null, number_year: null, number_seq: null, total: "150000", issue_date: null, due_date: null,
+  po_references: [], voided_at: null, voided_by: null, payment_reference: null,
   credit_note: null, prepared_by: null, prepared_at: null, finalized_by: null, approved_by: null, finalized_at: null,
-  sent_at: null, created_at: "2026-11-01T02:00:00Z",
+  sent_by: null, sent_at: null, paid_by: null, paid_at: null, created_at: "2026-11-01T02:00:00Z", updated_at: "2026-11-01T02:00:00Z",
   lines: [
-    { id: "l1", kind: "cpm_impressions", description: "CPM impressions (v1, band:0)", contract_id: "ctr_1", contract_version: 1,
-      quantity: 100000, unit: "per_thousand", unit_price: "1500", amount: "150000" },
-    { id: "l2", kind: "adjustment", adjustment_kind: "late_event", description: "Late impressions for 2026-09", contract_id: "ctr_1",
-      contract_version: 1, quantity: 10, unit: "per_thousand", unit_price: "1500", amount: "15", corrects_period_key: "2026-09" },
+    line({ id: "l1", kind: "cpm_impressions", description: "CPM impressions (v1, band:0)", contract_id: "ctr_1", contract_version: 1,
+      quantity: 100000, unit: "per_thousand", unit_price: "1500", amount: "150000", amount_exact: "150000" }),
+    line({ id: "l2", line_no: 2, kind: "adjustment", adjustment_kind: "late_event", description: "Late impressions for 2026-09",
+      contract_id: "ctr_1", contract_version: 1, quantity: 10, unit: "per_thousand", unit_price: "1500", amount: "15",
+      amount_exact: "15", corrects_period_key: "2026-09" }),
   ],
   ...over,
 })
@@ -87,5 +100,40 @@ describe("open period invoice preview", () => {
     expect(doc).toHaveTextContent("The period ends 1 Jan 2027, 00:00 EST")
     expect(doc).toHaveTextContent("about 1 Jan 2027, 02:00 EST")
     expect(await screen.findByText("No invoices yet.")).toBeInTheDocument()
+  })
+})
+
+describe("payout statements list", () => {
+  it("shows what was earned, the balance carried in, what is payable and what is carried forward", async () => {
+    stubFetch((url) => url.pathname === "/api/invoicing/statements" ? { body: { next_cursor: null, items: [
+      { id: "st-1", partner_id: "ptn-streamly", currency: "USD", period_key: "2026-10", status: "finalized", number: "PS-2026-000001",
+        lines_total: "30.00", carried_in: "0", amount_payable: "0", carried_out: "30.00" },
+      { id: "st-2", partner_id: "ptn-streamly", currency: "USD", period_key: "2026-11", status: "draft", number: null,
+        lines_total: "80.50", carried_in: "30.00", amount_payable: "110.50", carried_out: "0" },
+    ] } } : undefined)
+    renderWithProviders(<StatementsList />, {
+      preloadedState: signedInAs({ subject: "streamly-user", roles: ["partner"], tenantType: "partner", tenantId: "ptn-streamly" }),
+    })
+    const carried = await screen.findByTestId("carried-out-st-1")
+    expect(carried).toHaveTextContent(/USD\s30\.00/)
+    const row = screen.getByTestId("doc-st-2")
+    expect(row).toHaveTextContent(/USD\s80\.50.*USD\s30\.00.*USD\s110\.50.*USD\s0\.00/)
+    expect(screen.getByRole("columnheader", { name: "Carried in" })).toBeInTheDocument()
+  })
+})
+
+describe("invoices list", () => {
+  it("searches by advertiser with the API's advertiser_id filter", async () => {
+    const { calls } = stubFetch((url) => url.pathname === "/api/invoicing/invoices" ? { body: { next_cursor: null, items: [] } } : undefined)
+    const { user } = renderWithProviders(<InvoicesList />, { preloadedState: signedInAs({ subject: "fiona", roles: ["finance"] }) })
+    await user.type(await screen.findByLabelText("Advertiser"), "adv-acme")
+    await waitFor(() => expect(calls.some((c) => c.url.pathname === "/api/invoicing/invoices" && c.url.searchParams.get("advertiser_id") === "adv-acme")).toBe(true))
+    expect(await screen.findByText("No invoices match these filters.")).toBeInTheDocument()
+  })
+  it("offers no advertiser search to an advertiser (its own only)", async () => {
+    stubFetch((url) => url.pathname === "/api/invoicing/invoices" ? { body: { next_cursor: null, items: [] } } : undefined)
+    renderWithProviders(<InvoicesList />, { preloadedState: signedInAs({ subject: "acme-user", roles: ["advertiser"], tenantType: "advertiser", tenantId: "adv-acme" }) })
+    await screen.findByRole("heading", { name: "Invoices" })
+    expect(screen.queryByLabelText("Advertiser")).not.toBeInTheDocument()
   })
 })

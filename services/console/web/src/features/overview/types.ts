@@ -1,22 +1,16 @@
-/** One running total from the metering service: a contract's spend in one billing period. */
-export interface SpendRow {
-  total_id?: string
-  contract_id: string
-  advertiser_id: string
-  contract_type?: "cpm" | "cpa"
-  currency: string
-  period_key: string
-  status?: "open" | "closed"
-  /** exact running amount of the period so far, decimal string */
-  amount_exact: string
-  budget_cap_per_period?: string | null
-  budget_cap_total?: string | null
-  minimum_commitment?: string | null
-  counts?: Record<string, number>
-  latest_event_time?: string | null
-  updated_at?: string | null
-}
+import type { components } from "../../api/metering"
 
+/** One running total from the metering service (its OpenAPI document, generated into src/api/metering.ts). */
+export type RunningTotal = components["schemas"]["RunningTotal"]
+
+/**
+ * A contract's spend in one billing period, as the overview keeps it: the fields every row has, the
+ * rest of the running total when it came with it (a stream event may carry only what changed).
+ */
+export type SpendRow = Pick<RunningTotal, "contract_id" | "advertiser_id" | "currency" | "period_key" | "amount_exact">
+  & Partial<RunningTotal>
+
+/** A threshold of a budget cap, computed in the console from the totals in view (the spend API serves no alerts). */
 export interface BudgetAlert {
   contract_id: string
   advertiser_id?: string | null

@@ -1,18 +1,14 @@
 import { apiSlice } from "../../app/api"
+import type { components } from "../../api/console"
 
-export interface DemoUser {
-  subject: string
-  name: string
-  roles: string[]
-  tenant_type: string | null
-  tenant_id: string | null
-  token: string
-}
+/** The gateway's own document (tally_console/openapi_spec.py), generated into src/api/console.ts. */
+export type DemoUser = components["schemas"]["DemoUser"]
+type DemoUsers = components["schemas"]["DemoUsers"]
 
 /** Demo mode only: the gateway answers 404 (or 401) when it is off, and the sign-in page hides the list. */
 export const sessionApi = apiSlice.injectEndpoints({
   endpoints: (build) => ({
-    demoUsers: build.query<{ users: DemoUser[] }, void>({ query: () => "/demo/users" }),
+    demoUsers: build.query<DemoUsers, void>({ query: () => "/demo/users" }),
   }),
 })
 
