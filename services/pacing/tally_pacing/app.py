@@ -62,7 +62,7 @@ TRANSPORTS.aliases.setdefault("tallykafka", "tally_pacing.transport:Transport")
 #: running totals are processed in batches of at most this many records, or what arrived
 #: within ``TOTALS_BATCH_WITHIN_S`` (each total is absolute: only the last per key is written)
 TOTALS_BATCH_MAX = 10_000
-TOTALS_BATCH_WITHIN_S = 1.0
+TOTALS_BATCH_WITHIN_S = 0.25
 
 
 class RoutedTable(faust.Table):

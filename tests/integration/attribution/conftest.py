@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,11 +164,11 @@ def harness(kafka_bootstrap: str, catalog: SchemaCatalog, topic_names: dict[str,
     h.collector.close()
 
 
-@pytest.fixture(scope="module")
-def processor(kafka_bootstrap: str, catalog: SchemaCatalog, topic_names: dict[str, str],
-              harness: Harness) -> Iterator[Processor]:
-    """The processor on a thread of the test process, against the module's topics."""
-    settings = load(SPEC, {**os.environ, **processor_env(kafka_bootstrap, topic_names)})
+@contextmanager
+def running_processor(kafka_bootstrap: str, catalog: SchemaCatalog, names: dict[str, str]) -> Iterator[Processor]:
+    """A processor on a thread of the test process until the block ends (a clean stop commits its
+    open transaction); whatever it raised fails the test."""
+    settings = load(SPEC, {**os.environ, **processor_env(kafka_bootstrap, names)})
     proc = Processor(settings, catalog, registry=CollectorRegistry())
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -181,7 +182,17 @@ def processor(kafka_bootstrap: str, catalog: SchemaCatalog, topic_names: dict[st
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert proc.ready.wait(60), f"processor did not get its partitions: {errors}"
-    yield proc
-    stop.set()
-    thread.join(30)
+    try:
+        yield proc
+    finally:
+        stop.set()
+        thread.join(30)
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def processor(kafka_bootstrap: str, catalog: SchemaCatalog, topic_names: dict[str, str],
+              harness: Harness) -> Iterator[Processor]:
+    """The processor on a thread of the test process, against the module's topics."""
+    with running_processor(kafka_bootstrap, catalog, topic_names) as proc:
+        yield proc

@@ -3,27 +3,20 @@ attributes to them (when its version was in force at the impression), across a r
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from tally_attribution.processor import Processor
-from tally_attribution.settings import SPEC
-from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics
 from tests import clock
 from tests.attribution_builders import conversion, cpa_terms, impression, terms_record
 
-from .conftest import Harness, make_topics, processor_env
+from .conftest import Harness, make_topics, running_processor
 
 pytestmark = pytest.mark.integration
 
@@ -55,29 +48,6 @@ def publish_late_contract(h: Harness, proc: Processor, adv: str, campaign: str, 
     return cid
 
 
-@contextmanager
-def running(kafka_bootstrap: str, catalog: SchemaCatalog, names: dict[str, str]) -> Iterator[Processor]:
-    """A processor on a thread until the block ends (a clean stop commits its open transaction)."""
-    settings = load(SPEC, {**os.environ, **processor_env(kafka_bootstrap, names)})
-    proc = Processor(settings, catalog, registry=CollectorRegistry())
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            proc.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert proc.ready.wait(60), f"processor did not get its partitions: {errors}"
-    try:
-        yield proc
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not errors, errors
 
 
 @pytest.fixture
@@ -123,10 +93,10 @@ def test_precontract_exposures_survive_a_restart(kafka_bootstrap: str, catalog: 
     h = Harness(kafka_bootstrap, catalog, names)
     try:
         adv, hh, early, v = uid("adv"), uid("hh"), uid("i"), uid("v")
-        with running(kafka_bootstrap, catalog, names) as first:
+        with running_processor(kafka_bootstrap, catalog, names) as first:
             h.impression(impression(early, hh, AT - timedelta(hours=2), adv, f"{adv}-c", "p1"))
             wait_until("the uncovered impression was not kept", lambda: early in exposure_ids(first, hh))
-        with running(kafka_bootstrap, catalog, names) as second:
+        with running_processor(kafka_bootstrap, catalog, names) as second:
             assert exposure_ids(second, hh) == [early]  # restored from the changelog
             k = publish_late_contract(h, second, adv, f"{adv}-c", effective_from=AT - timedelta(days=1))
             h.conversion(conversion(v, hh, AT, adv))

@@ -5,8 +5,6 @@ kind and the field named, and metering goes on counting the impressions around i
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,15 +12,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from prometheus_client import CollectorRegistry
 
 from tally_attribution.processor import Processor
-from tally_attribution.settings import SPEC as ATTRIBUTION_SPEC
 from tally_billing.examples import cpm_terms_json
-from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics
-from tests.integration.attribution.conftest import Collector, make_topics, processor_env
+from tests.integration.attribution.conftest import Collector, make_topics, running_processor
 
 pytestmark = pytest.mark.integration
 
@@ -53,29 +48,13 @@ def attribution_on(metering_world: Any, kafka_bootstrap: str,
     names = make_topics(kafka_bootstrap)
     own_impressions = names["impressions"]
     names["impressions"] = metering_world.topics["impressions"]
-    settings = load(ATTRIBUTION_SPEC, {**os.environ, **processor_env(kafka_bootstrap, names)})
-    proc = Processor(settings, catalog, registry=CollectorRegistry())
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            proc.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert proc.ready.wait(60), f"processor did not get its partitions: {errors}"
     collector = Collector(kafka_bootstrap, catalog, names)
     try:
-        yield proc, collector, names
+        with running_processor(kafka_bootstrap, catalog, names) as proc:
+            yield proc, collector, names
     finally:
         collector.close()
-        stop.set()
-        thread.join(30)
         delete_topics(kafka_bootstrap, [*(n for r, n in names.items() if r != "impressions"), own_impressions])
-    assert not errors, errors
 
 
 def test_ids_beyond_their_limits_from_a_foreign_producer_are_refused_alike_and_counting_goes_on(
