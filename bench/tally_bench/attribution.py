@@ -30,9 +30,7 @@ machine the wall-clock rate moves with everyone else's load, the CPU cost much l
 from __future__ import annotations
 
 import copy
-import http.client
 import json
-import os
 import random
 import threading
 import time
@@ -42,7 +40,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
-from prometheus_client.parser import text_string_to_metric_families
 
 from tally_streams.avro import AvroCodec, SchemaCatalog
 from tally_streams.kafka import consumer_config, delete_topics, ensure_topics, producer_config
@@ -57,7 +54,19 @@ from tally_streams.topics import (
     IMPRESSIONS,
 )
 
-from .common import BOOTSTRAP, NotMeasured, Report, Service, free_port, module_available, unique, validate_settings
+from .common import (
+    BOOTSTRAP,
+    NotMeasured,
+    Report,
+    Service,
+    cpu_s,
+    free_port,
+    metric,
+    module_available,
+    rss_bytes,
+    unique,
+    validate_settings,
+)
 
 MODULE = "tally_attribution"
 CONTRACTS = 4
@@ -74,41 +83,6 @@ def cpa_terms(i: int, tag: str, now: datetime) -> dict[str, Any]:
                         "flight_start": (now - timedelta(days=60)).date().isoformat(), "flight_end": None})
     t["cpa"]["partner_overrides"] = []
     return t
-
-
-def _metric(port: int, name: str, labels: str = "") -> float | None:
-    """The sum of the samples of ``name`` on ``/metrics`` whose labels include ``labels`` (e.g.
-    ``outcome="uncovered"``); None while the endpoint does not answer. Event counts, not money."""
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-        conn.close()
-    except OSError:
-        return None
-    want = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
-    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples
-              if s.name == name and all(f'"{s.labels.get(k)}"' == v for k, v in want.items())]
-    return sum(values) if values else None
-
-
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise NotMeasured("no VmRSS in /proc/<pid>/status")
-
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) the process has used: with the wall-clock rate
-    it gives a rate per CPU-second, which the other loads of a shared machine do not move."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _per_cpu_s(values: list[float]) -> str:
@@ -213,14 +187,14 @@ class _Run:
         while True:
             if not self.svc.alive():
                 raise NotMeasured(f"the attribution processor exited: {self.svc.log_tail()}")
-            value = _metric(self.port, name, labels) or 0
-            if first is None and _metric(self.port, "tally_attribution_impressions_total"):
+            value = metric(self.port, name, labels) or 0
+            if first is None and metric(self.port, "tally_attribution_impressions_total"):
                 first = time.perf_counter()
-                rss0 = _rss_bytes(self.pid())
-                cpu0 = _cpu_s(self.pid())
+                rss0 = rss_bytes(self.pid())
+                cpu0 = cpu_s(self.pid())
             if value >= target:
                 end = time.perf_counter()
-                self.cpu_s = _cpu_s(self.pid()) - cpu0
+                self.cpu_s = cpu_s(self.pid()) - cpu0
                 return end - (first or self.started), end - self.started, rss0
             if time.monotonic() > deadline:
                 raise NotMeasured(f"{what}: {value:,.0f} of {target:,.0f} after {timeout_s:.0f} s (run stopped there to "
@@ -300,7 +274,7 @@ def measure(report: Report, args: Any) -> None:
             reader = OutcomeReader(run.out, ocodec)
             build_s, from_start_s, rss0 = run.wait("tally_attribution_exposure_households", "", households,
                                                    args.index_timeout_s, "exposure index households")
-            rss1 = _rss_bytes(run.pid())
+            rss1 = rss_bytes(run.pid())
             index_rate = households / build_s
             per_cpu["index"].append(households / max(run.cpu_s, 1e-3))
             report.add("attribution.index", index_rate)
@@ -314,7 +288,7 @@ def measure(report: Report, args: Any) -> None:
                 report.add("ratio.attribution_index_over_metering", index_rate / metering.values[min(r, len(metering.values) - 1)])
             burst = conversions(args.conversions)
             before = reader.count
-            cpu0 = _cpu_s(run.pid())
+            cpu0 = cpu_s(run.pid())
             t_start = time.perf_counter()
             _produce_all(p, run.conv, [(value, key) for value, key, _ in burst])
             p.flush(60)
@@ -326,7 +300,7 @@ def measure(report: Report, args: Any) -> None:
                     raise NotMeasured(f"{reader.count - before:,} of {len(burst):,} outcomes after 180 s")
                 time.sleep(0.01)
             rate = len(burst) / (time.perf_counter() - t_start)
-            per_cpu["conversions"].append(len(burst) / max(_cpu_s(run.pid()) - cpu0, 1e-3))
+            per_cpu["conversions"].append(len(burst) / max(cpu_s(run.pid()) - cpu0, 1e-3))
             report.add("attribution.conversions", rate)
             print(f"  round {r + 1}: {rate:,.0f} conversions/s (burst of {len(burst):,}; "
                   f"{per_cpu['conversions'][-1]:,.0f} per processor CPU-second)", flush=True)

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 LOGS = RESULTS / "logs"
@@ -419,3 +421,40 @@ def markdown(data: dict[str, Any]) -> str:
         out.append(f"| {f['label']} | {fmt(f['median'], f['unit'])} | {fmt(f['min'], f['unit'])} | "
                    f"{fmt(f['max'], f['unit'])} | {f['unit']} | {target} |")
     return "\n".join(out)
+
+
+# --- readers of a bench-run process: its /metrics, its RSS and its CPU seconds
+
+def metric(port: int, name: str, labels: str = "") -> float | None:
+    """The sum of the samples of ``name`` on ``/metrics`` whose labels include ``labels`` (e.g.
+    ``outcome="uncovered"``); None while the endpoint does not answer. Event counts, not money."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except OSError:
+        return None
+    want = dict(kv.split("=", 1) for kv in labels.split(",") if kv)
+    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+              if s.name == name and all(f'"{s.labels.get(k)}"' == v for k, v in want.items())]
+    return sum(values) if values else None
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise NotMeasured("no VmRSS in /proc/<pid>/status")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process has used: with the wall-clock rate
+    it gives a rate per CPU-second, which the other loads of a shared machine do not move."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS

@@ -38,8 +38,7 @@ from confluent_kafka import Producer
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import producer_config
 
-from .attribution import _metric, _rss_bytes  # the /metrics and /proc readers of the attribution section
-from .common import BOOTSTRAP, NotMeasured, Report, Service, free_port, validate_settings
+from .common import BOOTSTRAP, NotMeasured, Report, Service, free_port, metric, rss_bytes, validate_settings
 from .metering import MODULE, Rig, preflight
 
 SECTION = "11 Metering dedupe set on disk (RocksDB)"
@@ -63,7 +62,7 @@ def declare(report: Report, n: int) -> None:
 
 
 def _rss_mib(pid: int) -> float:
-    return _rss_bytes(pid) / 2**20
+    return rss_bytes(pid) / 2**20
 
 
 def _assigned(svc: Service) -> int:
@@ -145,10 +144,10 @@ def run(n: int, *, timeout_s: float = 7200) -> dict[str, Any]:
         s.proc.wait(30)
 
     def ids_held() -> float:
-        return _metric(metrics_port, "tally_metering_state_entries", 'kind="dedupe_ids"') or 0
+        return metric(metrics_port, "tally_metering_state_entries", 'kind="dedupe_ids"') or 0
 
     def duplicates() -> float:
-        return _metric(metrics_port, "tally_metering_events_total", 'outcome="duplicate"') or 0
+        return metric(metrics_port, "tally_metering_events_total", 'outcome="duplicate"') or 0
 
     try:
         feeder = _Feeder(rig.impressions)
@@ -170,8 +169,8 @@ def run(n: int, *, timeout_s: float = 7200) -> dict[str, Any]:
         out["rss_mib"] = _rss_mib(svc.proc.pid)
         out["rss_before_mib"] = rss0
         time.sleep(6)  # the gauges are reported every 5 s
-        out["cache_mib"] = (_metric(metrics_port, "tally_metering_store_memory_bytes", 'measure="used"') or 0) / 2**20
-        out["cache_bound_mib"] = (_metric(metrics_port, "tally_metering_store_memory_bytes", 'measure="capacity"') or 0) / 2**20
+        out["cache_mib"] = (metric(metrics_port, "tally_metering_store_memory_bytes", 'measure="used"') or 0) / 2**20
+        out["cache_bound_mib"] = (metric(metrics_port, "tally_metering_store_memory_bytes", 'measure="capacity"') or 0) / 2**20
         out["disk_mib"] = sum(f.stat().st_size for f in store_dir.rglob("*") if f.is_file()) / 2**20
         print(f"    {n:,} ids: RSS {out['rss_mib']:.0f} MiB (before {rss0:.0f}; caches {out['cache_mib']:.0f} of "
               f"{out['cache_bound_mib']:.0f}), disk {out['disk_mib']:.0f} MiB", flush=True)

@@ -41,8 +41,7 @@ from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import delete_topics, ensure_topics, producer_config, read_to_end
 from tally_streams.topics import BUDGET_ALERTS, CONTRACT_TERMS, PACING_ALERTS, RUNNING_TOTALS, TopicSpec
 
-from .attribution import _cpu_s  # the one reader of /proc/<pid>/stat CPU seconds in the bench
-from .common import BOOTSTRAP, LOGS, NotMeasured, Report, Service, free_port, percentile, unique, validate_settings
+from .common import BOOTSTRAP, LOGS, NotMeasured, Report, Service, cpu_s, free_port, percentile, unique, validate_settings
 
 MODULE = "tally_pacing"
 SECTION = "10 Pacing (faust-streaming worker)"  # as bench/run.py declares it
@@ -126,7 +125,7 @@ def _wait_counted(port: int, n: float, timeout_s: float, pid: int | None = None,
     deadline = time.monotonic() + timeout_s
     while True:
         c = _counted(port)
-        samples.append((time.monotonic(), c, 0.0 if pid is None else _cpu_s(pid)))
+        samples.append((time.monotonic(), c, 0.0 if pid is None else cpu_s(pid)))
         if c >= n:
             return samples
         if time.monotonic() > deadline:
@@ -166,7 +165,7 @@ def latency_run(rig: Rig, port: int, app_id: str, *, rate: int, seconds: float, 
     total = int(rate * seconds)
     slice_s = 0.01
     per_slice = max(1, int(rate * slice_s))
-    started, cpu0 = time.monotonic(), _cpu_s(pid)
+    started, cpu0 = time.monotonic(), cpu_s(pid)
     run_start_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     produced: list[tuple[str, int]] = []  # (key, updated_at in µs) of every update offered
     sent = 0
@@ -185,7 +184,7 @@ def latency_run(rig: Rig, port: int, app_id: str, *, rate: int, seconds: float, 
     offered = sent / (time.monotonic() - started)
     rig.producer.flush(60)
     _wait_counted(port, counted0 + sent, timeout_s=300)
-    cpu_used = _cpu_s(pid) - cpu0
+    cpu_used = cpu_s(pid) - cpu0
     cpu_share = cpu_used / (time.monotonic() - started) * 100
     # the worker counts a batch when its writes are handed to faust's producer: the last ones may
     # reach the changelog a moment later, so it is read again (bounded) until every update shows

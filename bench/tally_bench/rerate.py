@@ -193,7 +193,7 @@ class Scenario:
                         raise NotMeasured(f"an impression did not encode: {value}")
                     while True:
                         try:
-                            producer.produce(self.rig.impressions, value, key=rec["household_id"])
+                            producer.produce(self.rig.impressions, value, key=str(rec["household_id"]))
                             break
                         except BufferError:
                             producer.poll(0.05)
