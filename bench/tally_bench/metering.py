@@ -41,7 +41,19 @@ from tally_streams.topics import (
     RUNNING_TOTALS,
 )
 
-from .common import BOOTSTRAP, NotMeasured, Profiler, Service, free_port, module_available, percentile, token, unique, validate_settings
+from .common import (
+    BOOTSTRAP,
+    NotMeasured,
+    Profiler,
+    Service,
+    free_port,
+    metric,
+    module_available,
+    percentile,
+    token,
+    unique,
+    validate_settings,
+)
 from .dataset import Contract, Dataset, make_contracts
 
 MODULE = "tally_metering"
@@ -152,19 +164,8 @@ class TotalsReader:
 
 def _events_counted(metrics_port: int) -> int | None:
     """Impressions the worker has classified so far (from its Prometheus endpoint)."""
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=1)
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-        conn.close()
-    except OSError:
-        return None
-    counted = 0
-    for line in text.splitlines():
-        if line.startswith("tally_metering_events_total{") and 'kind="impression"' in line:
-            # A count, exposed in Prometheus' number format (e.g. "1.2e+06"): read it exactly.
-            counted += int(Decimal(line.rsplit(" ", 1)[1]))
-    return counted
+    counted = metric(metrics_port, "tally_metering_events_total", 'kind="impression"')
+    return None if counted is None else int(counted)
 
 
 def preflight() -> None:
