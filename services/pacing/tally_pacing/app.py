@@ -265,7 +265,7 @@ def build(settings: PacingSettings, clock: Clock, *, catalog: SchemaCatalog | No
             raw_flight = flights.find(updates[0].contract_id)
             step = fold_period(prev, updates, None if raw_flight is None else Flight.from_json(raw_flight), rules,
                                settings.pacing_alert_interval_s, now)
-            for hk, value in hours_to_write(prev, updates, step.state).items():
+            for hk, value in hours_to_write(prev, updates).items():
                 held = hourly.find(hk)
                 if newer(held, value) and value != held:
                     hourly.put(tp, hk, value)

@@ -434,16 +434,17 @@ def fold_period(prev: PeriodState | None, updates: list[TotalUpdate], flight: Fl
     return PeriodStep(state, alerts, stale)
 
 
-def hours_to_write(prev: PeriodState | None, updates: list[TotalUpdate], state: PeriodState
-                   ) -> dict[str, dict[str, Any]]:
+def hours_to_write(prev: PeriodState | None, updates: list[TotalUpdate]) -> dict[str, dict[str, Any]]:
     """The ``hourly`` values a batch of one period's totals may write (each still only when newer
-    than the one held, :func:`newer`).
+    than the one held, :func:`newer`): the newest total of every hour the batch touches, and the
+    hour ``prev`` held.
 
-    The hour of the newest total is not written: the ``periods`` value (``state``) is that total,
-    so it *is* the hour's value (the API reads it from there) — written to ``hourly`` once a newer
-    total belongs to another hour, as ``prev`` then. Record-by-record processing would write every
-    hour every time; the series read back is the same (the property test in ``tests/unit/pacing``),
-    with a write per period per batch instead of two.
+    The newest total's hour is written too, although the ``periods`` value holds it: the two
+    tables are two changelogs, and a worker killed mid-batch may have made the ``periods`` write
+    of the batch durable and not its ``hourly`` writes. The replay then starts from a ``prev``
+    that already is the batch's result, so an hour held only by the period state before the
+    batch would be lost (a SIGKILL test caught it). Writing every hour when it is current keeps
+    each hour durable in ``hourly`` by the time its batch's offsets commit.
     """
     newest: dict[str, TotalUpdate | PeriodState] = {}
     if prev is not None:
@@ -453,8 +454,7 @@ def hours_to_write(prev: PeriodState | None, updates: list[TotalUpdate], state: 
         held = newest.get(k)
         if held is None or held.updated_at <= u.updated_at:
             newest[k] = u
-    own = hour_key(state.total_id, state.hour)
-    return {k: hour_value(v) for k, v in newest.items() if k != own}
+    return {k: hour_value(v) for k, v in newest.items()}
 
 
 # --------------------------------------------------------------------------- budget alerts
