@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
 from tally_sim.client import ContractsClient, Http, IngestClient
 from tally_sim.expected import Expected, recompute
@@ -40,6 +39,7 @@ from tally_sim.run import (
 from tally_sim.scenario import build, previous_month
 from tally_sim.traffic import TrafficMix, generate, window
 from tally_streams.avro import SchemaCatalog
+from tally_streams.kafka import read_to_end
 from tests import clock
 
 from .e2e_stack import PORTS, PY, ROOT, Stack, wait_until
@@ -49,30 +49,8 @@ Chaos = Callable[[Stack, asyncio.Event], Awaitable[None]]
 
 def read_topic(stack: Stack, topic: str, schema: str) -> list[dict[str, Any]]:
     """Every committed record of a topic, decoded (read_committed)."""
-    catalog = SchemaCatalog.load(ROOT / "schemas")
-    codec = catalog.codec(schema)
-    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"e2e-reader-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed", **stack.kafka})
-    try:
-        md = c.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
-        ends = {}
-        for tp in parts:
-            _, high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            ends[tp.partition] = high
-        c.assign(parts)
-        out: list[dict[str, Any]] = []
-        done = {p for p, h in ends.items() if h == 0}
-        while len(done) < len(ends):
-            for m in c.consume(1000, 1.0):
-                if m.error() is None:
-                    out.append(codec.decode(m.value()))
-            for p, high in ends.items():
-                if p not in done and c.position([TopicPartition(topic, p)])[0].offset >= high:
-                    done.add(p)
-        return out
-    finally:
-        c.close()
+    codec = SchemaCatalog.load(ROOT / "schemas").codec(schema)
+    return [codec.decode(m.value()) for m in read_to_end(stack.bootstrap, topic, client=stack.kafka)]
 
 
 def start_processors(stack: Stack) -> subprocess.Popen[bytes]:

@@ -65,6 +65,16 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     return cfg
 
 
+def reader_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer that reads topics to their end (``consume_to_end``: a restore, a replay), never
+    following them: partition EOF on, and fetches that do not wait for new records. With the
+    default 500 ms ``fetch.wait.max.ms`` each fetch at the end of a partition waits, and the
+    watermark requests queued behind it on the same connection wait too: a 2,000-record topic of
+    four partitions took 3.5 s to read, 0.17 s with this."""
+    return consumer_config(bootstrap, group_id, **{"enable.partition.eof": True, "fetch.wait.max.ms": 10,
+                                                   **overrides})
+
+
 def admin_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     """An admin client's config: the bootstrap servers and the security settings."""
     cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, **security.client_config()}
@@ -79,12 +89,14 @@ def skip_end_of_partition(err: KafkaError) -> None:
         raise KafkaException(err)
 
 
-def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 300.0) -> Iterable[Message]:
+def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 300.0,
+                client: Mapping[str, Any] | None = None) -> Iterable[Message]:
     """Every committed record of ``topic``, each partition from its first retained offset to the
-    end it had when called (read_committed; no group offsets are used or committed)."""
+    end it had when called (read_committed; no group offsets are used or committed). ``client``:
+    settings over ``reader_config``'s (another principal's security)."""
     import uuid
 
-    c = Consumer(consumer_config(bootstrap, f"tally-read-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
+    c = Consumer(reader_config(bootstrap, f"tally-read-{uuid.uuid4().hex}", **(client or {})))
     try:
         parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
         tps = [TopicPartition(topic, p, 0) for p in parts]
@@ -100,7 +112,7 @@ def consume_to_end(consumer: Consumer, partitions: Sequence[TopicPartition], *,
     up to the end each had when called: its high watermark, or partition EOF when the consumer
     has ``enable.partition.eof`` (under read_committed the last offsets may be transaction
     markers, never delivered: EOF, or the position passing the end, says the partition is done).
-    The one way Tally reads a topic or a changelog to its end."""
+    The one way Tally reads a topic or a changelog to its end (best with ``reader_config``)."""
     ends: dict[tuple[str, int], int] = {}
     for tp in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
@@ -110,7 +122,7 @@ def consume_to_end(consumer: Consumer, partitions: Sequence[TopicPartition], *,
     while ends:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{sorted(ends)} not read to the end within {timeout_s}s")
-        msgs = consumer.consume(5000, 0.5)
+        msgs = consumer.consume(5000, 0.05)
         for m in msgs:
             err, topic, partition, offset = m.error(), m.topic(), m.partition(), m.offset()
             key = (topic, partition)

@@ -39,6 +39,7 @@ from tally_billing.bounds import record_problem
 from tally_billing.usage import from_micros, to_micros
 from tally_kit.clock import Clock, WallClock
 from tally_streams.avro import AvroCodec, DecodeError, EncodeError, SchemaCatalog
+from tally_streams.eos import restore
 from tally_streams.kafka import (
     admin_config,
     classify_rejection,
@@ -47,6 +48,7 @@ from tally_streams.kafka import (
     ensure_topics,
     out_of_bounds,
     producer_config,
+    reader_config,
 )
 from tally_streams.records import ContractTermsRecord, ConversionRecord
 from tally_streams.topics import TopicSpec
@@ -206,28 +208,17 @@ class Processor:
     # ------------------------------------------------------------------ restore
 
     def _restore_state(self, bootstrap: str) -> None:
-        c = Consumer(consumer_config(bootstrap, f"{self.s.attribution_group}-restore"))
+        c = Consumer(reader_config(bootstrap, f"{self.s.attribution_group}-restore"))
         try:
             md = c.list_topics(self.t_state, timeout=KAFKA_TIMEOUT_S).topics[self.t_state]
-            ends: dict[int, int] = {}
-            for p in md.partitions:
-                lo, hi = watermarks(c, TopicPartition(self.t_state, p))
-                if hi > lo:
-                    ends[p] = hi
-            c.assign([TopicPartition(self.t_state, p, OFFSET_BEGINNING) for p in ends])
-            n = 0
-            while ends:
-                for m in c.consume(num_messages=5000, timeout=0.5):
-                    if m.error() is not None:
-                        continue
-                    key = m.key()
-                    if key is not None:
-                        self.state.restore(key, m.value())
-                    n += 1
-                for p in list(ends):
-                    pos = c.position([TopicPartition(self.t_state, p)])[0].offset
-                    if pos >= ends[p]:
-                        del ends[p]
+
+            def apply(m: Message) -> None:
+                key = m.key()
+                if key is not None:
+                    self.state.restore(key, m.value())
+
+            # a bound, not a budget: ten million households restore in minutes
+            n = restore(c, self.t_state, md.partitions, apply, timeout_s=1800)
             for pending_key, pending in self.state.pending.items():
                 self._queue(pending_key, pending)
                 self._last_arrival[(pending["topic"], pending["p"])] = max(

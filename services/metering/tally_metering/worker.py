@@ -49,6 +49,7 @@ from tally_streams.kafka import (
     ensure_topics,
     out_of_bounds,
     producer_config,
+    reader_config,
 )
 from tally_streams.records import AttributedConversionRecord, ContractTermsRecord, IvtReportRecord
 from tally_streams.topics import TopicSpec
@@ -182,8 +183,7 @@ class Worker:
         self.producer.init_transactions(60)  # fences an earlier incarnation and aborts its open transaction
         #: the exactly-once loop: every effect of a step and its offsets in one transaction
         self.loop = ExactlyOnceLoop(self.producer, self.consumer)
-        self.restorer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.metering_group}-restore",
-                                                 **{"enable.partition.eof": True}))
+        self.restorer = Consumer(reader_config(s.kafka_bootstrap, f"{s.metering_group}-restore"))
         self.terms_consumer = Consumer(consumer_config(s.kafka_bootstrap, f"{s.metering_group}-terms",
                                                        **{"enable.partition.eof": True}))
         self.terms = TableFollower(self.terms_consumer, s.metering_topic_terms, self._apply_terms)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tally_billing.terms import parse_terms
@@ -26,7 +26,7 @@ from tally_kit.settings import load
 from tally_metering.settings import SPEC
 from tally_metering.worker import Worker
 from tally_streams.avro import SchemaCatalog
-from tally_streams.kafka import consumer_config, delete_topics, ensure_topics
+from tally_streams.kafka import consumer_config, delete_topics, ensure_topics, read_to_end
 from tally_streams.topics import (
     ADJUSTMENTS,
     ATTRIBUTED_CONVERSIONS,
@@ -177,25 +177,9 @@ class MeteringWorld:
 
     def read_positions(self, topic_key: str, schema: str, timeout_s: float = 30.0) -> list[tuple[int, int, dict[str, Any]]]:
         """Every record of a topic with its (partition, offset)."""
-        topic = self.topics[topic_key]
-        c = Consumer(consumer_config(self.bootstrap, f"reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
-        md = c.list_topics(topic, timeout=10)
-        parts = list(md.topics[topic].partitions)
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        pending = set(parts)
-        out: list[tuple[int, int, dict[str, Any]]] = []
         codec = self.codecs[schema]
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for m in c.consume(5000, 0.5):
-                if m.error() is not None:
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                    continue
-                out.append((m.partition(), m.offset(), codec.decode(m.value())))
-        c.close()
-        assert not pending, f"could not read {topic} to its end"
-        return out
+        return [(m.partition(), m.offset(), codec.decode(m.value()))
+                for m in read_to_end(self.bootstrap, self.topics[topic_key], timeout_s=timeout_s)]
 
     def group_lag(self) -> int:
         """Records of the worker group's input topics not yet committed (inputs and deltas)."""

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from tally_billing.cpm import VersionCount, rate_cpm_period
 from tally_billing.examples import cpa_terms_json, cpm_terms_json
@@ -41,7 +40,7 @@ from tally_billing.money import currency, exact, round_to_minor
 from tally_billing.periods import PeriodKind, period_containing
 from tally_billing.terms import parse_terms
 from tally_billing.versions import ContractVersion, effective_version, in_flight
-from tally_streams.kafka import consumer_config
+from tally_streams.kafka import read_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -143,21 +142,8 @@ def make_reversal(rng: random.Random, original: dict[str, Any], at: datetime, fu
 
 
 def read_raw(world: Any, key: str, schema: str) -> list[dict[str, Any]]:
-    topic = world.topics[key]
-    c = Consumer(consumer_config(world.bootstrap, f"recompute-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
-    parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    pending, out = set(parts), []
     codec = world.codecs[schema]
-    while pending:
-        for m in c.consume(10000, 1.0):
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(m.partition())
-                continue
-            out.append(codec.decode(m.value()))
-    c.close()
-    return out
+    return [codec.decode(m.value()) for m in read_to_end(world.bootstrap, world.topics[key])]
 
 
 def versions_of(cid: str) -> list[ContractVersion]:
