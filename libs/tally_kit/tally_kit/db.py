@@ -30,6 +30,12 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=_default, separators=(",", ":"), sort_keys=True)
 
 
+def like_literal(text: str) -> str:
+    """``text`` matched literally inside a LIKE/ILIKE pattern (backslash is PostgreSQL's default
+    escape character): a user's ``%`` or ``_`` is a character, not a wildcard."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(typ, encoder=dumps, decoder=json.loads, schema="pg_catalog")

@@ -20,7 +20,7 @@ import asyncpg
 
 from tally_kit import audit
 from tally_kit.auth import Principal
-from tally_kit.db import dumps
+from tally_kit.db import dumps, like_literal
 from tally_kit.idempotency import purge_expired
 
 from .domain import NotFound, OpenVersionExists, VersionFacts
@@ -123,8 +123,7 @@ class ContractRepo:
         if f.contract_type:
             where.append(f"c.contract_type = {arg(f.contract_type)}")
         if f.name:
-            escaped = f.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(f"c.name ILIKE {arg('%' + escaped + '%')}")
+            where.append(f"c.name ILIKE {arg('%' + like_literal(f.name) + '%')}")
         if f.effective_on:
             d = arg(f.effective_on)
             # a version in force at some instant of that local day, and not terminated before it

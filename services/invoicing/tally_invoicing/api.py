@@ -39,6 +39,10 @@ LEDGER_READERS = ("finance", "admin")
 #: ``2026-03`` (month) or ``2026-W10`` (ISO week)
 PERIOD_KEY = re.compile(r"\d{4}-(?:\d{2}|W\d{2})")
 MAX_REASON_LEN = 2000
+#: the ``number`` list filter: a whole document number (``INV-2026-000042``), or its start followed
+#: by one ``*`` (``INV-2026-*``); letters are compared in upper case, as numbers are issued
+NUMBER_QUERY_LEN_MAX = 32
+NUMBER_QUERY = re.compile(r"[A-Za-z0-9-]+\*?")
 
 
 # ------------------------------------------------------------------ helpers
@@ -176,15 +180,26 @@ _UUID_COLUMNS = frozenset({"invoice_id"})
 _LIST_MONEY = ("total", "lines_total", "amount_payable", "carried_out", "carried_in", "balance", "minimum_payout")
 
 
+def _number_filter(raw: str) -> tuple[str, bool]:
+    """``(number, is_prefix)`` from the ``number`` query value: the whole number, or with one
+    trailing ``*`` its start; anything else is a 422 naming ``query.number``."""
+    if len(raw) > NUMBER_QUERY_LEN_MAX or NUMBER_QUERY.fullmatch(raw) is None:
+        raise validation_error([("query.number", f"must be a document number such as INV-2026-000042, or its start "
+                                                 f"followed by * (INV-2026-*): letters, digits and -, at most "
+                                                 f"{NUMBER_QUERY_LEN_MAX} characters")], "invalid query parameters")
+    return raw.removesuffix("*").upper(), raw.endswith("*")
+
+
 async def _list(request: web.Request, table: str, tenant_col: str, tenant_type: str,
                 filters: Mapping[str, str]) -> dict[str, Any]:
+    """One page of ``table``, only the caller's own rows when it is a tenant. ``filters`` maps
+    query parameters to columns compared for equality; every list also takes ``number``
+    (``_number_filter``). Every parameter is checked before the tenant scope is applied, so a bad
+    value is a 422 for every caller."""
     who = _reader(request)
     limit, after = page_params(request)
     equal: list[tuple[str, Any]] = []
-    if who.is_tenant:
-        if who.tenant_type != tenant_type:
-            return {"items": [], "next_cursor": None}
-        equal.append((tenant_col, who.tenant_id))
+    prefix: list[tuple[str, str]] = []
     too_long = check_lengths({q: request.query.get(q) for q in filters}, bounds.ID_LEN_MAX)
     if too_long:
         raise validation_error(too_long, "invalid query parameters")
@@ -197,13 +212,21 @@ async def _list(request: web.Request, table: str, tenant_col: str, tenant_type: 
                 except ValueError:
                     raise validation_error([(f"query.{q}", "is not a UUID")]) from None
             equal.append((col, value))
+    if request.query.get("number"):
+        number, is_prefix = _number_filter(request.query["number"])
+        (prefix if is_prefix else equal).append(("number", number))
     start = after or [EPOCH.isoformat(), "00000000-0000-0000-0000-000000000000"]
     try:
         cursor = (datetime.fromisoformat(str(start[0])), UUID(str(start[1])))
     except (ValueError, IndexError):
         raise validation_error([("query.cursor", "is not a cursor returned by this API")]) from None
+    if who.is_tenant:
+        if who.tenant_type != tenant_type:
+            return {"items": [], "next_cursor": None}
+        # the tenant's own column, whatever else was asked: another tenant's number finds nothing
+        equal.append((tenant_col, who.tenant_id))
     async with _pool(request).acquire() as conn:
-        rows = await repo.list_page(conn, table, equal, cursor, limit)
+        rows = await repo.list_page(conn, table, equal, cursor, limit, prefix=prefix)
     out = page(list(rows), limit, key=lambda r: [r["created_at"], str(r["id"])])
     items = []
     for r in out["items"]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from tally_kit.apidoc import document, errors, json_body, ref
 
+from .api import NUMBER_QUERY, NUMBER_QUERY_LEN_MAX
+
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
        "description": "the document's id (a UUID; anything else is 404)"}
 _LINE = {"name": "line_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -36,6 +38,16 @@ def _filter(name: str, description: str = "") -> dict[str, Any]:
     if description:
         out["description"] = description
     return out
+
+
+def _number(prefix: str) -> dict[str, Any]:
+    """The ``number`` list filter (``api._number_filter``) of documents numbered ``prefix-YYYY-NNNNNN``."""
+    return {"name": "number", "in": "query", "required": False,
+            "description": f"the document's whole number ({prefix}-2026-000042), or its start followed by one * "
+                           f"({prefix}-2026-*); letters are compared in upper case; drafts have no number; "
+                           "a tenant finds only its own documents; anything else is 422 naming query.number",
+            "schema": {"type": "string", "minLength": 1, "maxLength": NUMBER_QUERY_LEN_MAX,
+                       "pattern": f"^{NUMBER_QUERY.pattern}$"}}
 
 
 def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]], *codes: int,
@@ -210,7 +222,8 @@ def build_spec() -> dict[str, Any]:
                      "not the preparer, finalizes.")
     paths: dict[str, Any] = {
         "/invoices": _get("List invoices (an advertiser sees its own)", _page_of("InvoiceSummary"),
-                          [*_PAGE, *(_filter(n) for n in ("status", "advertiser_id", "period_key", "currency"))], 401, 403, 422),
+                          [*_PAGE, *(_filter(n) for n in ("status", "advertiser_id", "period_key", "currency")),
+                           _number("INV")], 401, 403, 422),
         "/invoices/{id}": _get("An invoice with its lines", ref("Invoice"), [_ID], *_READ),
         "/invoices/{id}/export.{fmt}": _export("An invoice"),
         "/invoices/{id}/history": _get("The invoice's audit entries", ref("AuditEntries"), [_ID], *_READ),
@@ -231,11 +244,13 @@ def build_spec() -> dict[str, Any]:
                                  {"201": json_body(ref("Invoice"), "credit line added (Location set)")}, [], "ManualCredit"),
         "/credit-notes": _get("List credit notes (an advertiser sees its own)", _page_of("CreditNoteSummary"),
                               [*_PAGE, _filter("advertiser_id"),
-                               {**_filter("invoice_id"), "schema": {"type": "string", "format": "uuid"}}], 401, 403, 422),
+                               {**_filter("invoice_id"), "schema": {"type": "string", "format": "uuid"}},
+                               _number("CN")], 401, 403, 422),
         "/credit-notes/{id}": _get("A credit note", ref("CreditNote"), [_ID], *_READ),
         "/credit-notes/{id}/export.{fmt}": _export("A credit note"),
         "/statements": _get("List payout statements (a partner sees its own)", _page_of("StatementSummary"),
-                            [*_PAGE, *(_filter(n) for n in ("status", "partner_id", "period_key", "currency"))], 401, 403, 422),
+                            [*_PAGE, *(_filter(n) for n in ("status", "partner_id", "period_key", "currency")),
+                             _number("PS")], 401, 403, 422),
         "/statements/{id}": _get("A payout statement with its lines", ref("Statement"), [_ID], *_READ),
         "/statements/{id}/export.{fmt}": _export("A payout statement"),
         "/statements/{id}/history": _get("The statement's audit entries", ref("AuditEntries"), [_ID], *_READ),

@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from tally_kit import audit
+from tally_kit.db import like_literal
 
 from .domain import DocumentKind
 
@@ -138,15 +139,20 @@ async def invoice_number(conn: asyncpg.Connection, invoice_id: UUID) -> str | No
 
 
 async def list_page(conn: asyncpg.Connection, table: str, equal: Sequence[tuple[str, Any]],
-                    after: tuple[datetime, UUID], limit: int) -> list[asyncpg.Record]:
+                    after: tuple[datetime, UUID], limit: int, *, prefix: Sequence[tuple[str, str]] = ()
+                    ) -> list[asyncpg.Record]:
     """Up to ``limit + 1`` rows of ``table`` after the cursor ``(created_at, id)``, where every
-    ``(column, value)`` of ``equal`` holds (columns are the caller's constants)."""
+    ``(column, value)`` of ``equal`` holds and every ``(column, start)`` of ``prefix`` is a text
+    column starting with ``start`` (columns are the caller's constants)."""
     assert table in LISTABLE
     args: list[Any] = []
     where = []
     for col, value in equal:
         args.append(value)
         where.append(f"{col} = ${len(args)}")
+    for col, start in prefix:
+        args.append(like_literal(start) + "%")
+        where.append(f"{col} LIKE ${len(args)}")
     args += [after[0], after[1]]
     where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)

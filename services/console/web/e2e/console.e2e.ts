@@ -19,6 +19,8 @@ let browser: Browser | undefined
 let context: BrowserContext | undefined
 let page: Page
 let contractId = ""
+/** the number finance gives the invoice (the tenant case searches for it as another advertiser) */
+let invoiceNumber = ""
 const campaign = `cmp-e2e-${Date.now().toString(36)}`
 const contractName = `E2E Acme CPM ${campaign}`
 
@@ -337,6 +339,19 @@ describe("the console against the real stack", () => {
     expect(await preview.textContent()).toMatch(/The period ends .* E[SD]T/)
     await page.getByRole("heading", { name: /invoice preview\s*provisional/ }).waitFor()
     await expectAccessible()
+    // search by invoice number: the number goes into the URL, so a reload shows the same list
+    invoiceNumber = number
+    await page.getByLabel("Invoice number", { exact: true }).fill(number)
+    const found = page.getByRole("row").filter({ has: page.getByRole("link", { name: number, exact: true }) })
+    await found.waitFor({ timeout: WAIT })
+    await expect.poll(() => new URL(page.url()).searchParams.get("number"), { timeout: WAIT }).toBe(number)
+    await expect.poll(() => page.locator('[data-testid^="doc-"]').count(), { timeout: WAIT }).toBe(1)
+    await page.reload()
+    await found.waitFor({ timeout: WAIT })
+    expect(await page.getByLabel("Invoice number", { exact: true }).inputValue()).toBe(number)
+    expect(await page.locator('[data-testid^="doc-"]').count()).toBe(1)
+    await shot("07b-invoices-by-number")
+    await expectAccessible()
   })
 
   it("an advertiser cannot see another advertiser's contract", async () => {
@@ -350,6 +365,11 @@ describe("the console against the real stack", () => {
     await page.getByText("No invoices yet.").waitFor({ timeout: WAIT })
     await page.getByText(/drafted when a billing period closes/).waitFor()
     expect(await page.getByRole("navigation", { name: "Pages" }).count()).toBe(0)
+    // another advertiser's invoice number finds nothing
+    expect(invoiceNumber).toMatch(/^INV-/)
+    await page.getByLabel("Invoice number", { exact: true }).fill(invoiceNumber)
+    await page.getByText("No invoices match these filters.").waitFor({ timeout: WAIT })
+    expect(await page.getByRole("link", { name: invoiceNumber }).count()).toBe(0)
     await page.getByRole("link", { name: "Contracts" }).click()
     await page.getByRole("heading", { name: "Contracts" }).waitFor()
     await page.getByText(/No contracts match|Name/).first().waitFor()

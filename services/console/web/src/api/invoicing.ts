@@ -72,6 +72,8 @@ export interface paths {
                     invoice_id?: string;
                     /** @description page size */
                     limit?: number;
+                    /** @description the document's whole number (CN-2026-000042), or its start followed by one * (CN-2026-*); letters are compared in upper case; drafts have no number; a tenant finds only its own documents; anything else is 422 naming query.number */
+                    number?: string;
                 };
                 header?: never;
                 path?: never;
@@ -279,6 +281,8 @@ export interface paths {
                     cursor?: string;
                     /** @description page size */
                     limit?: number;
+                    /** @description the document's whole number (INV-2026-000042), or its start followed by one * (INV-2026-*); letters are compared in upper case; drafts have no number; a tenant finds only its own documents; anything else is 422 naming query.number */
+                    number?: string;
                     period_key?: string;
                     status?: string;
                 };
@@ -1463,6 +1467,8 @@ export interface paths {
                     cursor?: string;
                     /** @description page size */
                     limit?: number;
+                    /** @description the document's whole number (PS-2026-000042), or its start followed by one * (PS-2026-*); letters are compared in upper case; drafts have no number; a tenant finds only its own documents; anything else is 422 naming query.number */
+                    number?: string;
                     partner_id?: string;
                     period_key?: string;
                     status?: string;

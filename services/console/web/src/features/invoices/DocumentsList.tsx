@@ -1,21 +1,31 @@
 import { useState } from "react"
-import { Link } from "react-router"
+import { Link, useSearchParams } from "react-router"
 import { useAppSelector } from "../../app/hooks"
 import { can, selectToken, selectUser } from "../session/sessionSlice"
 import { Empty, ExportCsvButton, Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle } from "../../components/ui"
 import { fetchAllPages, toCsv } from "../../lib/csv"
 import { formatMoney } from "../../lib/money"
-import { INVOICING, PARTY_PARAM, useListInvoicesQuery, useListStatementsQuery, type DocFilters, type DocKind } from "./api"
+import { filterParams, INVOICING, NUMBER_MAX, numberProblem, readFilters, useListInvoicesQuery, useListStatementsQuery, type DocFilters, type DocKind } from "./api"
 import { InvoicePreview } from "./InvoicePreview"
 import type { Invoice, ListItem, Statement } from "./types"
 
-function filterParams(f: DocFilters, kind: DocKind): URLSearchParams {
-  const q = new URLSearchParams()
-  if (f.party?.trim()) q.set(PARTY_PARAM[kind], f.party.trim())
-  if (f.status) q.set("status", f.status)
-  if (f.period_key) q.set("period_key", f.period_key)
-  return q
+/**
+ * The list's filters, kept in the URL's query (?advertiser_id=…&number=…) so a reload or a shared link
+ * shows the same list. They are read from the URL when the page opens; the inputs then follow local
+ * state, because the router applies a URL change in a transition and a controlled input fed by it
+ * would lose keystrokes.
+ */
+function useUrlFilters(kind: DocKind): [DocFilters, (f: DocFilters) => void] {
+  const [params, setParams] = useSearchParams()
+  const [filters, setFilters] = useState<DocFilters>(() => readFilters(params, kind))
+  const change = (f: DocFilters) => {
+    setFilters(f)
+    setParams(filterParams(f, kind), { replace: true })
+  }
+  return [filters, change]
 }
+
+const isFiltered = (f: DocFilters) => !!(f.status || f.period_key || f.party?.trim() || f.number?.trim())
 
 /** The list as filtered, every page, as CSV (amounts are the API's exact decimal strings). */
 function useExport(kind: "invoices" | "statements", filters: DocFilters) {
@@ -32,11 +42,19 @@ function useExport(kind: "invoices" | "statements", filters: DocFilters) {
   }
 }
 
-function Filters({ value, onChange, statuses, party }: {
+function Filters({ value, onChange, statuses, party, number }: {
   value: DocFilters; onChange: (f: DocFilters) => void; statuses: string[]; party?: string | undefined
+  /** the label of the number search, when the list offers one */
+  number?: string | undefined
 }) {
   return (
     <form className="filters" role="search" onSubmit={(e) => e.preventDefault()}>
+      {number && (
+        <Field label={number} hint="the whole number, or its start and * (INV-2026-*)" error={numberProblem(value.number) ?? undefined}>
+          {(p) => <input {...p} type="search" maxLength={NUMBER_MAX} spellCheck={false} autoComplete="off" value={value.number ?? ""}
+            onChange={(e) => onChange({ ...value, number: e.target.value, cursor: null })} />}
+        </Field>
+      )}
       {party && (
         <Field label={party} hint="the exact id">
           {(p) => <input {...p} value={value.party ?? ""} onChange={(e) => onChange({ ...value, party: e.target.value, cursor: null })} />}
@@ -134,22 +152,23 @@ export function InvoicesList() {
   const user = useAppSelector(selectUser)
   // the spend API behind the preview serves finance, operators and the advertiser itself
   const showPreview = can.seeSpend(user)
-  const [filters, setFilters] = useState<DocFilters>({})
+  const [filters, setFilters] = useUrlFilters("invoices")
   const exportCsv = useExport("invoices", filters)
   const [cursors, setCursors] = useState<(string | null)[]>([null])
-  // documents appear as periods close: a change of filter always asks the server again
+  // documents appear as periods close: a change of filter always asks the server again; a number the
+  // API would refuse is explained at its field instead of asked for
   const { data, error, isLoading, refetch } = useListInvoicesQuery({ ...filters, cursor: cursors.at(-1) ?? null },
-    { refetchOnMountOrArgChange: true })
+    { refetchOnMountOrArgChange: true, skip: numberProblem(filters.number) !== null })
   return (
     <section aria-labelledby="invoices-heading">
       <h1 id="invoices-heading">Invoices</h1>
-      <Filters value={filters} party={can.isTenant(user) ? undefined : "Advertiser"} statuses={["draft", "finalized", "sent", "paid", "void"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
+      <Filters value={filters} party={can.isTenant(user) ? undefined : "Advertiser"} number="Invoice number" statuses={["draft", "finalized", "sent", "paid", "void"]} onChange={(f) => { setFilters(f); setCursors([null]) }} />
       <div className="actions">
         <ExportCsvButton what="invoices" build={exportCsv} />
       </div>
       {isLoading && <Loading what="invoices" />}
       <ProblemAlert error={error} what="load invoices" onRetry={() => void refetch()} />
-      {data && (data.items.length === 0 ? <NoDocuments kind="invoices" filtered={!!(filters.status || filters.period_key || filters.party)} /> : <DocTable items={data.items} kind="invoices" />)}
+      {data && (data.items.length === 0 ? <NoDocuments kind="invoices" filtered={isFiltered(filters)} /> : <DocTable items={data.items} kind="invoices" />)}
       <Pager pages={cursors.length} next={data?.next_cursor} onPrev={() => setCursors(cursors.slice(0, -1))}
         onNext={() => data?.next_cursor && setCursors([...cursors, data.next_cursor])} />
       {showPreview && <InvoicePreview />}
@@ -160,7 +179,7 @@ export function InvoicesList() {
 export function StatementsList() {
   usePageTitle("Payout statements")
   const user = useAppSelector(selectUser)
-  const [filters, setFilters] = useState<DocFilters>({})
+  const [filters, setFilters] = useUrlFilters("statements")
   const exportCsv = useExport("statements", filters)
   const [cursors, setCursors] = useState<(string | null)[]>([null])
   const { data, error, isLoading, refetch } = useListStatementsQuery({ ...filters, cursor: cursors.at(-1) ?? null },
@@ -174,7 +193,7 @@ export function StatementsList() {
       </div>
       {isLoading && <Loading what="payout statements" />}
       <ProblemAlert error={error} what="load payout statements" onRetry={() => void refetch()} />
-      {data && (data.items.length === 0 ? <NoDocuments kind="statements" filtered={!!(filters.status || filters.period_key || filters.party)} /> : <DocTable items={data.items} kind="statements" />)}
+      {data && (data.items.length === 0 ? <NoDocuments kind="statements" filtered={isFiltered(filters)} /> : <DocTable items={data.items} kind="statements" />)}
       <Pager pages={cursors.length} next={data?.next_cursor} onPrev={() => setCursors(cursors.slice(0, -1))}
         onNext={() => data?.next_cursor && setCursors([...cursors, data.next_cursor])} />
     </section>

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { screen, waitFor } from "@testing-library/react"
+import { Route, Routes, useLocation } from "react-router"
 import { renderWithProviders, signedInAs, stubFetch } from "../../test/utils"
 import { InvoiceDetail } from "./DocumentDetail"
 import { InvoicesList, StatementsList } from "./DocumentsList"
@@ -128,6 +129,41 @@ describe("invoices list", () => {
     const { user } = renderWithProviders(<InvoicesList />, { preloadedState: signedInAs({ subject: "fiona", roles: ["finance"] }) })
     await user.type(await screen.findByLabelText("Advertiser"), "adv-acme")
     await waitFor(() => expect(calls.some((c) => c.url.pathname === "/api/invoicing/invoices" && c.url.searchParams.get("advertiser_id") === "adv-acme")).toBe(true))
+    expect(await screen.findByText("No invoices match these filters.")).toBeInTheDocument()
+  })
+  it("searches by invoice number with the API's number filter, kept in the URL so a reload keeps it", async () => {
+    const found = { id: INVOICE_ID, advertiser_id: "adv-acme", currency: "USD", period_key: "2026-10", status: "finalized",
+      number: "INV-2026-000042", total: "12.50" }
+    const { calls } = stubFetch((url) => url.pathname === "/api/invoicing/invoices"
+      ? { body: { next_cursor: null, items: url.searchParams.get("number") === "INV-2026-000042" ? [found] : [] } } : undefined)
+    let search = ""
+    const Where = () => { search = useLocation().search; return null }
+    const { user, unmount } = renderWithProviders(<Routes><Route path="*" element={<><InvoicesList /><Where /></>} /></Routes>,
+      { route: "/invoices", preloadedState: signedInAs({ subject: "fiona", roles: ["finance"] }) })
+    await user.type(await screen.findByLabelText("Invoice number"), "INV-2026-000042")
+    expect(await screen.findByRole("link", { name: "INV-2026-000042" })).toHaveAttribute("href", `/invoices/${INVOICE_ID}`)
+    await waitFor(() => expect(new URLSearchParams(search).get("number")).toBe("INV-2026-000042"))
+    unmount()
+
+    // opened again at that URL (a reload): the box holds the number and the list asks for it at once
+    calls.length = 0
+    renderWithProviders(<InvoicesList />, { route: `/invoices${search}`, preloadedState: signedInAs({ subject: "fiona", roles: ["finance"] }) })
+    expect(await screen.findByLabelText("Invoice number")).toHaveValue("INV-2026-000042")
+    expect(await screen.findByRole("link", { name: "INV-2026-000042" })).toBeInTheDocument()
+    expect(calls.filter((c) => c.url.pathname === "/api/invoicing/invoices").map((c) => c.url.searchParams.get("number"))).toEqual(["INV-2026-000042"])
+  })
+  it("explains a number the API would refuse at its field and does not ask for it", async () => {
+    const { calls } = stubFetch((url) => url.pathname === "/api/invoicing/invoices" ? { body: { next_cursor: null, items: [] } } : undefined)
+    const { user } = renderWithProviders(<InvoicesList />, { preloadedState: signedInAs({ subject: "acme-user", roles: ["advertiser"], tenantType: "advertiser", tenantId: "adv-acme" }) })
+    const box = await screen.findByLabelText("Invoice number")
+    await user.type(box, "INV 2026")
+    expect(box).toHaveAttribute("aria-invalid", "true")
+    expect(screen.getByText(/Enter a whole number such as INV-2026-000042/)).toBeInTheDocument()
+    expect(calls.some((c) => c.url.searchParams.get("number")?.includes(" "))).toBe(false)
+    await user.clear(box)
+    await user.type(box, "inv-2026-*")
+    await waitFor(() => expect(calls.some((c) => c.url.searchParams.get("number") === "inv-2026-*")).toBe(true))
+    expect(box).toHaveAttribute("aria-invalid", "false")
     expect(await screen.findByText("No invoices match these filters.")).toBeInTheDocument()
   })
   it("offers no advertiser search to an advertiser (its own only)", async () => {
