@@ -21,13 +21,13 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tally_kit.db import drop_database
 from tally_kit.migrations import migrate
 from tally_streams import topics
-from tally_streams.kafka import delete_topics, ensure_topics
+from tally_streams.kafka import consume_to_end, delete_topics, ensure_topics, reader_config
 from tests import clock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,23 +229,19 @@ class Stack:
         if any(t not in md.topics for t in topic_names):
             return 1  # an input the consumer creates itself (metering's deltas) is not there yet
         parts = [TopicPartition(t, p) for t in topic_names for p in md.topics[t].partitions]
-        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False,
-                          "isolation.level": "read_committed", "enable.partition.eof": True, **self.kafka})
+        probe = Consumer(reader_config(self.bootstrap, group, **self.kafka))
         try:
             committed = probe.committed(parts, timeout=10)
             start = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                      for tp in committed]
             probe.assign(start)
-            pending, at_end = 0, set()
-            deadline = time.monotonic() + 30
-            while len(at_end) < len(start) and time.monotonic() < deadline:
-                for m in probe.consume(1000, 1.0):
-                    err = m.error()
-                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add((m.topic(), m.partition()))
-                    elif err is None:
-                        pending += 1
-            return pending if len(at_end) == len(start) else max(pending, 1)
+            pending = 0
+            try:
+                for _ in consume_to_end(probe, start, timeout_s=30):
+                    pending += 1
+            except TimeoutError:
+                return max(pending, 1)
+            return pending
         finally:
             probe.close()
 
