@@ -148,12 +148,11 @@ def _schemas() -> dict[str, Any]:
                                 "quantity": _INT_OR_NULL, "unit_price": _AMOUNT_OR_NULL,
                                 "amount": {**_AMOUNT, "description": "at the currency's minor unit"},
                                 "position": {"type": "integer"}, "kind": {"const": "credit"}})
-    audit_entry = {"type": "object", "required": ["seq", "entity_type", "entity_id", "action", "actor", "at", "hash"],
-                   "properties": {"seq": {"type": "integer"}, "entity_type": {"type": "string"},
-                                  "entity_id": {"type": "string"}, "action": {"type": "string"},
-                                  "actor": {"type": "string"}, "tenant_type": _TEXT_OR_NULL, "tenant_id": _TEXT_OR_NULL,
-                                  "before": {}, "after": {}, "at": _TS, "prev_hash": {"type": "string"},
-                                  "hash": {"type": "string"}}}
+    audit_entry = _closed({"seq": {"type": "integer"}, "entity_type": text, "entity_id": text, "action": text,
+                           "actor": text, "tenant_type": _TEXT_OR_NULL, "tenant_id": _TEXT_OR_NULL,
+                           "before": {"description": "the entity before the action (any JSON; null when created)"},
+                           "after": {"description": "the entity after it (any JSON)"}, "at": _TS,
+                           "prev_hash": text, "hash": text})
     kafka_position = {"kafka_topic": {"type": "string"}, "kafka_partition": {"type": "integer"},
                       "kafka_offset": {"type": "integer"}}
     return {
@@ -168,43 +167,43 @@ def _schemas() -> dict[str, Any]:
         "CreditNote": _closed({**credit_note_props, "invoice_number": _TEXT_OR_NULL,
                                "lines": {"type": "array", "items": credit_note_line}}),
         "CreditNoteSummary": _closed(credit_note_props),
-        "Lineage": {"type": "object", "required": ["line_id", "close", "adjustments"], "properties": {
+        "Lineage": _closed({
             "line_id": {"type": "string"}, "corrects_line_id": _TEXT_OR_NULL, "corrects_period_key": _TEXT_OR_NULL,
-            "close": {"type": ["object", "null"], "properties": {
-                "close_id": {"type": "string"}, "contract_id": {"type": "string"}, "period_key": {"type": "string"},
-                "closed_at": _TS, "source_offsets": {"type": "array"}, **kafka_position}},
-            "adjustments": {"type": "array", "items": {"type": "object", "properties": {
-                "adjustment_id": {"type": "string"}, "kind": {"type": "string"}, "corrects_period_key": {"type": "string"},
+            "close": {"oneOf": [_closed({"close_id": text, "contract_id": text, "period_key": text, "closed_at": _TS,
+                                         "source_offsets": {"type": "array", "description": "the input offsets the "
+                                                            "close covered, as metering published them"},
+                                         **kafka_position}),
+                                {"type": "null"}]},
+            "adjustments": {"type": "array", "items": _closed({
+                "adjustment_id": text, "kind": {"enum": _ADJUSTMENT_KINDS}, "corrects_period_key": text,
                 "amount_exact": _AMOUNT, "partner_payout_exact": _AMOUNT_OR_NULL, **kafka_position,
-                "source_event_id": _TEXT_OR_NULL, "source_topic": _TEXT_OR_NULL}}}}},
-        "AuditEntries": {"type": "object", "required": ["items"],
-                         "properties": {"items": {"type": "array", "items": audit_entry}}},
-        "AuditVerify": {"type": "object", "required": ["ok", "checked", "broken"], "properties": {
-            "ok": {"type": "boolean"}, "checked": {"type": "integer"},
-            "broken": {"type": ["object", "null"], "properties": {"seq": {"type": "integer"}, "reason": {"type": "string"}}}}},
-        "Balances": {"type": "object", "required": ["items"], "properties": {
-            "sign": {"type": "string"},
-            "items": {"type": "array", "items": {"type": "object", "required": ["code", "currency", "balance"], "properties": {
-                "code": {"type": "string"}, "name": {"type": "string"}, "kind": {"enum": ["asset", "liability", "revenue",
-                                                                                          "expense"]},
-                "currency": {"type": "string"}, "party_type": _TEXT_OR_NULL, "party_id": _TEXT_OR_NULL,
-                "debits": _AMOUNT, "credits": _AMOUNT, "balance": _AMOUNT}}}}},
-        "TrialBalance": {"type": "object", "required": ["currencies", "balanced"], "properties": {
+                "source_event_id": _TEXT_OR_NULL, "source_topic": _TEXT_OR_NULL,
+                "source_partition": _INT_OR_NULL, "source_offset": _INT_OR_NULL})}}),
+        "AuditEntries": _closed({"items": {"type": "array", "items": audit_entry}}),
+        "AuditVerify": _closed({"ok": {"type": "boolean"}, "checked": {"type": "integer"},
+                                "broken": {"oneOf": [_closed({"seq": {"type": "integer"}, "reason": text}),
+                                                     {"type": "null"}]}}),
+        "Balances": _closed({
+            "sign": text,
+            "items": {"type": "array", "items": _closed({
+                "code": text, "name": text, "kind": {"enum": ["asset", "liability", "revenue", "expense"]},
+                "currency": text, "party_type": _TEXT_OR_NULL, "party_id": _TEXT_OR_NULL,
+                "debits": _AMOUNT, "credits": _AMOUNT, "balance": _AMOUNT}, "party_type", "party_id")}}),
+        "TrialBalance": _closed({
             "balanced": {"type": "boolean"},
-            "currencies": {"type": "array", "items": {"type": "object", "properties": {
-                "currency": {"type": "string"}, "balanced": {"type": "boolean"}, "total_debits": _AMOUNT,
-                "total_credits": _AMOUNT, "accounts": {"type": "array"}}}}}},
-        "JournalEntry": {"type": "object", "required": ["id", "entry_no", "currency", "lines"], "properties": {
-            "id": {"type": "string", "format": "uuid"}, "entry_no": {"type": "integer"}, "currency": {"type": "string"},
-            "description": {"type": "string"}, "source_type": {"type": "string"}, "source_id": {"type": "string"},
-            "posted_by": {"type": "string"}, "posted_at": _TS,
-            "lines": {"type": "array", "items": {"type": "object", "properties": {
-                "account_code": {"type": "string"}, "party_type": _TEXT_OR_NULL, "party_id": _TEXT_OR_NULL,
-                "amount": _AMOUNT}}}}},
-        "RejectedRecords": {"type": "object", "required": ["items"], "properties": {
-            "items": {"type": "array", "items": {"type": "object", "properties": {
-                **kafka_position, "natural_key": _TEXT_OR_NULL, "error_kind": {"type": "string"},
-                "reason": {"type": "string"}, "rejected_at": _TS}}}}},
+            "currencies": {"type": "array", "items": _closed({
+                "currency": text, "balanced": {"type": "boolean"}, "total_debits": _AMOUNT, "total_credits": _AMOUNT,
+                "accounts": {"type": "array", "items": _closed({
+                    "currency": text, "code": text, "name": text,
+                    "kind": {"enum": ["asset", "liability", "revenue", "expense"]},
+                    "debits": _AMOUNT, "credits": _AMOUNT})}})}}),
+        "JournalEntry": _closed({
+            "id": uuid, "entry_no": {"type": "integer"}, "currency": text, "description": text, "source_type": text,
+            "source_id": text, "posted_by": text, "posted_at": _TS,
+            "lines": {"type": "array", "items": _closed({
+                "account_code": text, "party_type": _TEXT_OR_NULL, "party_id": _TEXT_OR_NULL, "amount": _AMOUNT})}}),
+        "RejectedRecords": _closed({"items": {"type": "array", "items": _closed({
+            **kafka_position, "natural_key": _TEXT_OR_NULL, "error_kind": text, "reason": text, "rejected_at": _TS})}}),
         "PaymentBody": {"type": "object", "properties": {
             "payment_reference": {"type": "string", "minLength": 1, "maxLength": 500}}},
         "VoidBody": {"type": "object", "required": ["reason"], "properties": {

@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import jsonschema_rs
 import pytest
 
 from tally_contracts.openapi_spec import spec
+from tests.apidoc_check import schema_errors
 
 from .conftest import ADMIN, APPROVER, APPROVER2, FINANCE, OPS, Env, cpm_terms, token
 
@@ -19,8 +19,6 @@ pytestmark = pytest.mark.integration
 
 #: a user who drafts and approves: never for what it drafted itself
 MAKER = token("mia", "ops", "approver")
-PAGE = jsonschema_rs.Draft202012Validator({"$ref": "#/components/schemas/ApprovalQueuePage",
-                                           "components": spec()["components"]})
 
 
 async def _submitted(env: Env, name: str, *, total: str = "50000.00", by: str = OPS) -> str:
@@ -32,7 +30,7 @@ async def _submitted(env: Env, name: str, *, total: str = "50000.00", by: str = 
 
 async def queue(env: Env, tok: str, **params: Any) -> dict[str, Any]:
     page: dict[str, Any] = await env.ok("GET", f"/approvals?{urlencode(params)}", tok)
-    assert [e.message for e in PAGE.iter_errors(page)] == []
+    assert schema_errors(spec(), "ApprovalQueuePage", page) == []
     return page
 
 

@@ -14,9 +14,11 @@ import asyncpg
 import pytest
 
 from tally_invoicing.consumer import InvoicingConsumer
+from tally_invoicing.openapi_spec import build_spec
 from tally_streams.avro import SchemaCatalog
 from tally_streams.kafka import SyncProducer, producer_config
 from tally_streams.topics import ADJUSTMENTS, PERIODS_CLOSED
+from tests.apidoc_check import schema_errors
 
 from .invoicing_support import FINANCE_1, adjustment, auth, closed, cpa_line, cpm_line, payout, wait_for
 
@@ -134,6 +136,20 @@ async def test_closed_period_adjustments_and_clawback_through_kafka(
     adj_lineage = await r.json()
     assert [a["adjustment_id"] for a in adj_lineage["adjustments"]] == [claw["adjustment_id"]]
     assert adj_lineage["corrects_line_id"] == str(original["id"])
+
+    # The answers with real rows behind them are valid for the document's closed schemas.
+    spec = build_spec()
+    assert schema_errors(spec, "Lineage", lineage) == []
+    assert schema_errors(spec, "Lineage", adj_lineage) == []
+    for path, name in ((f"/invoices/{inv['id']}/history", "AuditEntries"), ("/ledger/accounts", "Balances"),
+                       ("/ledger/accounts?by=party", "Balances"), ("/ledger/trial-balance", "TrialBalance"),
+                       ("/rejected-records", "RejectedRecords"), ("/audit/verify", "AuditVerify")):
+        r = await client.get(path, headers=FINANCE_1)
+        assert r.status == 200, path
+        assert schema_errors(spec, name, await r.json()) == [], path
+    r = await client.get("/ledger/entries", headers=FINANCE_1)
+    entries = (await r.json())["items"]
+    assert entries and all(schema_errors(spec, "JournalEntry", e) == [] for e in entries)
 
 
 

@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema_rs
 import pytest
 
 from tally_billing.examples import cpa_terms_json, cpm_terms_json
@@ -16,13 +15,13 @@ from tally_billing.terms import validate_terms
 from tally_contracts import domain, views
 from tally_contracts.openapi_spec import spec
 from tally_kit.db import dumps
+from tests.apidoc_check import component_validator
 
 from .test_contracts_bounds import worst_cpa, worst_cpm
 
 
 def validator(name: str) -> Any:
-    doc = spec()
-    return jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
+    return component_validator(spec(), name)
 
 
 @pytest.mark.parametrize("make", [cpm_terms_json, cpa_terms_json, worst_cpm, worst_cpa])

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import jsonschema_rs
 import pytest
 
 from tally_billing.examples import cpa_terms_json, cpm_terms_json
@@ -20,16 +19,12 @@ from tally_contracts.openapi_spec import spec
 from tally_kit.audit import AuditEntry
 from tally_kit.auth import Principal
 from tally_kit.db import dumps
+from tests.apidoc_check import schema_errors
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 STAFF = Principal(subject="olivia", roles=frozenset({"ops"}))
 PARTNER = Principal(subject="pat", roles=frozenset({"partner"}), tenant_type="partner", tenant_id="partner-tv1")
 ADVERTISER = Principal(subject="ada", roles=frozenset({"advertiser"}), tenant_type="advertiser", tenant_id="adv-shop")
-
-
-def validator(name: str) -> Any:
-    return jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}",
-                                               "components": spec()["components"]})
 
 
 def wire(view: Any) -> Any:
@@ -38,7 +33,7 @@ def wire(view: Any) -> Any:
 
 
 def errors(name: str, view: Any) -> list[str]:
-    return [f"{e.instance_path}: {e.message}" for e in validator(name).iter_errors(wire(view))]
+    return schema_errors(spec(), name, view)
 
 
 def contract_row(**over: Any) -> dict[str, Any]:
