@@ -112,7 +112,7 @@ demo: up console-setup ## run everything under a supervisor with simulated traff
 	TALLY_DEMO_PACING=$${TALLY_DEMO_PACING:-true} $(PY) deploy/bin/demo.py up
 
 BENCH_ARGS ?=
-bench: up ## benchmarks: Tally beside Kafka's own perf tools and a Kafka Streams peer (~15 min; figures in results/)
+bench: up ## benchmarks: Tally beside Kafka's own perf tools and a Kafka Streams peer (~25 min; figures in results/)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean-state: down ## delete all local data (Kafka logs, PostgreSQL cluster)

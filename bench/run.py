@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tally_bench import common
 from tally_bench.common import NotMeasured, Report, Target
 
-SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts", "rerate", "pacing", "dedupe")
+SECTIONS = ("kafka", "floor", "peer", "metering", "ingest", "attribution", "e2e", "invoicing", "contracts", "rerate", "pacing", "dedupe",
+            "scaleout")
 
 
 def declare(report: Report) -> None:
@@ -90,6 +91,21 @@ def declare(report: Report) -> None:
       target=Target("<", 2000, "< 2000 ms"), note="updated_at -> broker timestamp of the periods-changelog record")
     f("pacing.offered", s10, "offered running-total updates achieved", "updates/s")
     f("pacing.worker", s10, "faust worker records/s on the totals topic (pre-filled)", "records/s")
+    s12 = "12 Scale-out (16 partitions; 2 cores: correctness and no collapse, not linear speed-up)"
+    for n in (1, 2, 4):
+        f(f"scaleout.metering_{n}", s12, f"metering, {n} worker process{'es' if n > 1 else ''}: events/s of the group", "events/s")
+        if n > 1:
+            f(f"scaleout.metering_{n}_per_worker", s12, f"metering, {n} worker processes: events/s per worker", "events/s")
+    for n in (2, 4):
+        f(f"scaleout.ratio_metering_{n}_over_1", s12, f"metering group of {n} / one worker, same round", "ratio",
+          target=Target(">=", 0.8, ">= 0.80x (no collapse)"))
+    f("scaleout.rebalance_join_s", s12, "rebalance settle: a worker joins mid-stream", "s")
+    f("scaleout.rebalance_kill_s", s12, "rebalance settle: one of two workers SIGKILLed mid-stream", "s")
+    for n in (1, 2):
+        f(f"scaleout.attribution_{n}", s12, f"attribution, {n} processor{'s' if n > 1 else ''}: index build of the group",
+          "impressions/s")
+    f("scaleout.ratio_attribution_2_over_1", s12, "attribution 2 processors / 1, same round", "ratio",
+      target=Target(">=", 0.8, ">= 0.80x (no collapse)"))
 
 
 def guarded(report: Report, keys: list[str], fn: Callable[[], None]) -> None:
@@ -276,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pacing-records", type=int, default=100_000, help="pre-filled totals for the throughput run")
     ap.add_argument("--dedupe-ids", type=int, default=50_000_000,
                     help="distinct impression ids filled into metering's dedupe horizon (section dedupe)")
+    ap.add_argument("--scaleout-impressions", type=int, default=1_000_000,
+                    help="records of the 16-partition topic read by 1, 2 and 4 metering workers (section scaleout)")
+    ap.add_argument("--scaleout-rate", type=int, default=10_000, help="impressions/s produced during the rebalance runs")
+    ap.add_argument("--scaleout-households", type=int, default=500_000,
+                    help="households indexed by 1 and 2 attribution processors (section scaleout)")
     ap.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as a Markdown table and exit")
     args = ap.parse_args(argv)
     if args.markdown:
@@ -294,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         args.uncovered, args.steady_seconds = 20_000, 3
         args.rerate_campaigns = min(args.rerate_campaigns, 50)
         args.dedupe_ids = min(args.dedupe_ids, 200_000)
+        args.scaleout_impressions = min(args.scaleout_impressions, 150_000)
+        args.scaleout_rate = min(args.scaleout_rate, 5_000)
+        args.scaleout_households = min(args.scaleout_households, 30_000)
     started = time.monotonic()
     report = Report()
     declare(report)
@@ -330,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
 
         dedupe_store.declare(report, args.dedupe_ids)
         optional(report, args, "dedupe_store", dedupe_store.KEYS)
+    if "scaleout" in args.only:
+        print("scale-out (metering workers, rebalances, attribution processors) ...", flush=True)
+        optional(report, args, "scaleout", [k for k in report.figures if k.startswith("scaleout.")])
     for f in report.figures.values():
         if not f.values and f.not_measured is None:
             section = f.key.split(".")[0]
