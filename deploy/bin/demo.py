@@ -65,6 +65,16 @@ ROLES: tuple[tuple[str, str, tuple[str, ...], str | None, str | None], ...] = (
     ("ingest", "demo-ad-server", ("ingest",), None, None),
 )
 TOKEN_TTL_S = 12 * 3600
+#: display names of the simulator's demo advertisers and partners (scenario.py, `--run-id ''`), named
+#: through the contracts API's party registry so the console shows "Acme Corp (adv-acme)"
+DEMO_PARTIES: tuple[tuple[str, str, str], ...] = (
+    ("advertiser", "adv-acme", "Acme Corp"),
+    ("advertiser", "adv-bier", "Bier & Co. Brauerei"),
+    ("advertiser", "adv-kaze", "Kaze Electronics"),
+    ("advertiser", "adv-globex", "Globex"),
+    ("partner", "ptn-streamly", "Streamly"),
+    ("partner", "ptn-castly", "Castly"),
+)
 
 
 def say(msg: str) -> None:
@@ -182,6 +192,26 @@ def _get(u: str, token: str | None = None, timeout: float = 3.0) -> tuple[int, A
         return 0, None
 
 
+def _put(u: str, token: str, body: Any, timeout: float = 3.0) -> int:
+    req = urllib.request.Request(u, data=json.dumps(body).encode(), method="PUT",  # noqa: S310 - local URLs we built
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - local URLs we built
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
+def name_parties(admin_token: str) -> None:
+    """Give the demo's advertisers and partners their display names (a PUT is safe to repeat)."""
+    failed = [pid for kind, pid, name in DEMO_PARTIES
+              if _put(f"{url('contracts')}/parties/{kind}/{pid}", admin_token, {"name": name}) not in (200, 201)]
+    if failed:
+        say(f"could not name the demo parties {', '.join(failed)}: the console shows their ids alone")
+
+
 def _wait(what: str, check: Any, timeout_s: float, supervisor: subprocess.Popen[bytes]) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -229,6 +259,7 @@ def up(ready_timeout_s: float) -> int:
               supervisor)
         say(f"ready: {what} {url(name)}")
     toks = tokens()
+    name_parties(toks["admin"])
 
     def seeded() -> list[dict[str, Any]] | None:
         code, page = _get(f"{url('contracts')}/contracts?limit=100&effective_on={time.strftime('%Y-%m-01', time.gmtime())}",

@@ -73,6 +73,14 @@ def _version_no(request: web.Request, name: str = "version") -> int:
     return n
 
 
+def _party_key(request: web.Request) -> tuple[str, str]:
+    """The party type and id in the path; a pair no party can have is simply not found."""
+    party_type, party_id = request.match_info["type"], request.match_info["id"]
+    if party_type not in c.PARTY_TYPES or bounds.id_problem(party_id) is not None:
+        raise not_found("party")
+    return party_type, party_id
+
+
 def problem(err: domain.ContractError) -> ApiError:
     """The problem+json answer to a domain error."""
     if isinstance(err, domain.NotFound):
@@ -284,6 +292,18 @@ def routes(app: web.Application) -> None:
         nxt = encode_cursor([items[-1]["seq"]]) if len(entries) > limit and items else None
         return json_ok({"items": items, "next_cursor": nxt})
 
+    async def get_parties(request: web.Request) -> web.Response:
+        q = c.party_query(principal(request), request.query)
+        if isinstance(q, list):
+            raise validation_error(q, "invalid query parameters")
+        return json_ok({"items": await bus(request).handle(q)})
+
+    async def name_party(request: web.Request) -> web.Response:
+        party_type, party_id = _party_key(request)
+        cmd = c.name_party(principal(request), party_type, party_id, await _body(request))
+        party, created = await bus(request).handle(cmd)
+        return json_ok(party, status=201 if created else 200)
+
     async def verify_audit(request: web.Request) -> web.Response:
         principal(request).require("admin")
         async with request.app[db.POOL_KEY].acquire() as conn:
@@ -311,6 +331,8 @@ def routes(app: web.Application) -> None:
         ("POST", "/contracts/{id}/terminate", terminate),
         ("GET", "/contracts/{id}/audit", audit_trail),
         ("GET", "/approvals", approvals_queue),
+        ("GET", "/parties", get_parties),
+        ("PUT", "/parties/{type}/{id}", name_party),
         ("GET", "/audit/verify", verify_audit),
     ):
         add[method](path, _answers(handler))

@@ -9,6 +9,7 @@ check (403), in one 422 naming every field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -23,6 +24,13 @@ from .repo import ListFilters
 MAX_NAME = 200
 MAX_TEXT = 2000
 MAX_PARTNERS = 100
+#: the kinds of party the registry names (``GET /parties?type=``, ``PUT /parties/{type}/{id}``)
+PARTY_TYPES = ("advertiser", "partner")
+#: the most ids one ``GET /parties`` looks up (a console page's worth)
+MAX_PARTY_IDS = 100
+#: a display name is shown beside ids in tables: C0, DEL and C1 control characters (newlines,
+#: tabs, terminal escapes) have no place there (the rule ``tally_billing.bounds`` gives foreign ids)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Problem = tuple[str, str]
 
@@ -250,7 +258,60 @@ class AuditTrail:
     limit: int
 
 
+@dataclass(frozen=True)
+class GetParties:
+    """The named parties among ``ids`` (of ``party_type``, or of both types when None)."""
+
+    principal: Principal
+    party_type: str | None
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NameParty(Command):
+    """Create or rename the registry entry of one party (admin only)."""
+
+    party_type: str
+    party_id: str
+    name: str | None
+
+
 # --------------------------------------------------------------------------- body parsers
+
+
+def name_party(p: Principal, party_type: str, party_id: str, body: Any) -> NameParty:
+    pr = Problems()
+    raw = pr.obj(body, {"name"}, {"name"})
+    given = raw.get("name")
+    if isinstance(given, str) and _CONTROL_CHARS.search(given) is not None:  # before strip() drops trailing ones
+        pr.add("name", "must not contain control characters (newline, tab, ...)")
+        return NameParty(principal=p, problems=pr.frozen(), party_type=party_type, party_id=party_id, name=None)
+    name = pr.string(raw, "name", max_len=MAX_NAME)
+    return NameParty(principal=p, problems=pr.frozen(), party_type=party_type, party_id=party_id, name=name)
+
+
+def party_query(p: Principal, query: Mapping[str, str]) -> GetParties | list[Problem]:
+    """``GET /parties?type=&ids=a,b,c``: the query, or every problem of it (``query.<name>``)."""
+    problems: list[Problem] = [(f"query.{k[:100]}", "unknown parameter") for k in sorted(set(query) - {"type", "ids"})]
+    party_type = query.get("type")
+    if party_type is not None and party_type not in PARTY_TYPES:
+        problems.append(("query.type", f"must be one of {', '.join(PARTY_TYPES)}"))
+    raw = query.get("ids")
+    ids: list[str] = []
+    if raw is None or raw == "":
+        problems.append(("query.ids", f"is required: 1 to {MAX_PARTY_IDS} comma-separated ids"))
+    else:
+        parts = raw.split(",", MAX_PARTY_IDS)  # at most one part beyond the bound: a huge list is not split whole
+        if len(parts) > MAX_PARTY_IDS:
+            problems.append(("query.ids", f"must have at most {MAX_PARTY_IDS} ids"))
+        else:
+            for i, x in enumerate(parts):
+                if (problem := bounds.id_problem(x)) is not None:
+                    problems.append((f"query.ids[{i}]", problem))
+            ids = list(dict.fromkeys(parts))
+    if problems:
+        return problems
+    return GetParties(p, party_type, tuple(ids))
 
 
 def create_contract(p: Principal, body: Any) -> CreateContract:

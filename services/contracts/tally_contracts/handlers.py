@@ -133,6 +133,8 @@ def _check_if_match(v: Mapping[str, Any], if_match: str | None, *, required: boo
 MAKER_CHECKER = "maker-checker: you authored or submitted this version, so you cannot decide on it"
 ALREADY_APPROVED = "you already approved this submission"
 QUEUE_READERS = ("approver", "finance", "admin")
+#: who names parties: the registry is reference data every tenant's pages show
+PARTY_WRITERS = ("admin",)
 
 
 def _maker_checker(p: Principal, v: Mapping[str, Any]) -> None:
@@ -312,7 +314,32 @@ async def audit_trail(q: c.AuditTrail, d: Deps) -> list[dict[str, Any]]:
         return views.audit_entries(await d.repo.audit_entries(conn, q.contract_id, q.after_seq, q.limit + 1))
 
 
+async def get_parties(q: c.GetParties, d: Deps) -> list[dict[str, Any]]:
+    """The registry entries among ``q.ids`` the caller may read; an id without one is left out."""
+    _require(q.principal, *READERS)
+    async with d.pool.acquire() as conn:
+        return [views.party(r) for r in await d.repo.parties(conn, Scope(q.principal), q.party_type, q.ids)]
+
+
 # ------------------------------------------------------------------ commands
+
+
+async def name_party(cmd: c.NameParty, d: Deps) -> tuple[dict[str, Any], bool]:
+    """Create or rename a party's entry; returns it and whether it was created. Naming it what it
+    is already called changes nothing and records nothing."""
+    p = cmd.principal
+    _require(p, *PARTY_WRITERS)
+    _raise_if_any(Problems(cmd.problems))
+    assert cmd.name is not None
+    now = d.clock.now()
+    async with d.pool.acquire() as conn, conn.transaction():
+        before = await d.repo.party_for_update(conn, cmd.party_type, cmd.party_id)
+        if before is not None and before["display_name"] == cmd.name:
+            return views.party(before), False
+        row = await d.repo.upsert_party(conn, cmd.party_type, cmd.party_id, name=cmd.name, by=p.subject, now=now)
+        await d.repo.audit_party(conn, cmd.party_type, cmd.party_id, p,
+                                 before=None if before is None else before["display_name"], after=cmd.name, now=now)
+    return views.party(row), before is None
 
 
 async def create_contract(cmd: c.CreateContract, d: Deps) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -685,4 +712,5 @@ HANDLERS: dict[type, Any] = {
     c.CreateContract: create_contract, c.DraftAmendment: draft_amendment, c.EditDraft: edit_draft,
     c.Submit: submit, c.Withdraw: withdraw, c.Approve: approve, c.Reject: reject, c.Renew: renew,
     c.CancelAutoRenewal: cancel_auto_renewal, c.Terminate: terminate, c.Tick: tick,
+    c.GetParties: get_parties, c.NameParty: name_party,
 }

@@ -8,6 +8,7 @@ from tally_billing import bounds
 from tally_billing import terms as tb
 from tally_kit.inputs import MAX_JSON_DEPTH
 
+from .commands import MAX_NAME, MAX_PARTY_IDS, PARTY_TYPES
 from .domain import PARTNER_COMMON_FIELDS, PARTNER_VERSION_FIELDS, STATUSES, VERSION_KINDS, VERSION_STATES
 
 
@@ -149,6 +150,31 @@ def spec() -> dict[str, Any]:
                 {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": CURSOR.max_int},
                  "description": "next_cursor of the previous page"}],
             "responses": {"200": _json(_ref("ApprovalQueuePage"), "a page of the queue"), **_errors(401, 403, 422)}}},
+        "/parties": {"get": {
+            "summary": "Display names of parties (advertisers, partners) by id",
+            "description": "The registry entries among ids; an id without one (or not yours) is left out, so a "
+                           "client shows it alone. Tenants read only their own party; internal roles every one.",
+            "parameters": [
+                {"name": "type", "in": "query", "schema": {"enum": list(PARTY_TYPES)},
+                 "description": "only parties of this type (default: both)"},
+                {"name": "ids", "in": "query", "required": True,
+                 "schema": {"type": "string", "minLength": 1,
+                            "maxLength": MAX_PARTY_IDS * (bounds.ID_LEN_MAX + 1) - 1},
+                 "description": f"1 to {MAX_PARTY_IDS} comma-separated ids"}],
+            "responses": {"200": _json(_ref("PartyList"), "the named parties among the ids"),
+                          **_errors(401, 403, 422)}}},
+        "/parties/{type}/{id}": {
+            "parameters": [{"name": "type", "in": "path", "required": True, "schema": {"enum": list(PARTY_TYPES)}},
+                           {"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string", "maxLength": bounds.ID_LEN_MAX},
+                            "description": "party id (one no party can have is 404)"}],
+            "put": {"summary": "Name a party, or rename it (admin)",
+                    "description": "Audited in the contracts audit chain (entity party, id <type>/<id>); the same "
+                                   "name again changes and records nothing.",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NameParty")}}},
+                    "responses": {"200": _json(_ref("Party"), "the renamed (or unchanged) party"),
+                                  "201": _json(_ref("Party"), "the newly named party"),
+                                  **_errors(400, 401, 403, 404, 413, 415, 422)}}},
         "/audit/verify": {"get": {
             "summary": "Verify the whole audit hash chain (admin)",
             "responses": {"200": _json(_ref("AuditVerification"), "the verification result"), **_errors(401, 403)}}},
@@ -181,6 +207,9 @@ def spec() -> dict[str, Any]:
         "Renew": {"type": "object", "additionalProperties": False,
                   "properties": {"apply_escalator": {"type": "boolean", "default": True}, "comment": COMMENT}},
         "CancelAutoRenewal": {"type": "object", "additionalProperties": False, "properties": {"reason": COMMENT}},
+        "NameParty": {"type": "object", "required": ["name"], "additionalProperties": False,
+                      "properties": {"name": {**TEXT, "maxLength": MAX_NAME, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+                                              "description": "the display name: no control characters"}}},
         "Terminate": {"type": "object", "required": ["effective_date", "reason"], "additionalProperties": False,
                       "properties": {"effective_date": _ref("Day"), "reason": COMMENT}},
         **response_schemas(ts),
@@ -420,6 +449,8 @@ def response_schemas(ts: dict[str, Any]) -> dict[str, Any]:
             "version": _closed(queue_version),
             "can_decide": {"type": "boolean", "description": "the caller may approve (or reject) it now"},
             "why_not": {**text_or_null, "description": "why the caller cannot (null when it can)"}}),
+        "Party": _closed({"type": {"enum": list(PARTY_TYPES)}, "id": text, "name": text, "updated_at": ts}),
+        "PartyList": _closed({"items": {"type": "array", "items": _ref("Party")}}),
         "ApprovalQueuePage": _closed({"items": {"type": "array", "items": _ref("ApprovalQueueItem")},
                                       "next_cursor": text_or_null}),
     }

@@ -53,6 +53,16 @@ class Scope:
     def versions(self) -> str:
         return "v.state = 'approved'" if self.principal.is_tenant else "true"
 
+    def parties(self, first_param: int) -> tuple[str, list[Any]]:
+        """Registry entries the caller may read, on ``parties pt``: a tenant only its own party
+        (the simplest rule that gives away no other tenant's name), internal roles every one."""
+        p = self.principal
+        if p.is_tenant:
+            if p.tenant_type not in ("advertiser", "partner"):
+                return "false", []
+            return f"pt.party_type = ${first_param} AND pt.party_id = ${first_param + 1}", [p.tenant_type, p.tenant_id]
+        return "true", []
+
 
 @dataclass(frozen=True)
 class ListFilters:
@@ -218,6 +228,48 @@ class ContractRepo:
     async def audit_entries(self, conn: asyncpg.Connection, contract_id: str, after_seq: int, limit: int
                             ) -> list[audit.AuditEntry]:
         return await audit.entries_for(conn, "contract", contract_id, after_seq=after_seq, limit=limit)
+
+    # ------------------------------------------------------------------ the party registry
+
+    async def parties(self, conn: asyncpg.Connection, scope: Scope, party_type: str | None,
+                      ids: Sequence[str]) -> list[asyncpg.Record]:
+        """The named parties among ``ids`` the caller may read (ids without an entry are left out)."""
+        pred, args = scope.parties(3)
+        return await conn.fetch(
+            f"""SELECT pt.party_type, pt.party_id, pt.display_name, pt.updated_at FROM parties pt
+                WHERE pt.party_id = ANY($1::text[]) AND ($2::text IS NULL OR pt.party_type = $2) AND {pred}
+                ORDER BY pt.party_type, pt.party_id""", list(ids), party_type, *args)
+
+    async def party_for_update(self, conn: asyncpg.Connection, party_type: str, party_id: str
+                               ) -> asyncpg.Record | None:
+        """The entry, locked until the transaction ends; also when there is none yet (a transaction
+        lock on its key), so two first namings at once audit one after the other, each with its before."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"party/{party_type}/{party_id}")
+        return await conn.fetchrow(
+            """SELECT party_type, party_id, display_name, created_by, created_at, updated_by, updated_at
+               FROM parties WHERE party_type = $1 AND party_id = $2 FOR UPDATE""", party_type, party_id)
+
+    async def upsert_party(self, conn: asyncpg.Connection, party_type: str, party_id: str, *, name: str, by: str,
+                           now: datetime) -> asyncpg.Record:
+        """Create or rename (the caller holds :meth:`party_for_update`'s lock)."""
+        row = await conn.fetchrow(
+            """INSERT INTO parties (party_type, party_id, display_name, created_by, created_at, updated_by, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $4, $5)
+               ON CONFLICT (party_type, party_id)
+               DO UPDATE SET display_name = EXCLUDED.display_name, updated_by = EXCLUDED.updated_by,
+                             updated_at = EXCLUDED.updated_at
+               RETURNING party_type, party_id, display_name, updated_at""", party_type, party_id, name, by, now)
+        assert row is not None
+        return row
+
+    async def audit_party(self, conn: asyncpg.Connection, party_type: str, party_id: str, by: Principal, *,
+                          before: str | None, after: str, now: datetime) -> None:
+        """The naming's entry in the contracts audit chain (entity ``party``, id ``<type>/<id>``)."""
+        await audit.append(
+            conn, entity_type="party", entity_id=f"{party_type}/{party_id}",
+            action="party.named" if before is None else "party.renamed", actor=by.subject,
+            tenant_type=by.tenant_type, tenant_id=by.tenant_id,
+            before=None if before is None else {"name": before}, after={"name": after}, at=now)
 
     # ------------------------------------------------------------------ writes of lifecycle steps
 

@@ -1,5 +1,5 @@
-"""Demo data: two approved contracts (CPM and CPA) created through the service layer, so every
-step has its audit entry and outbox records like any real one."""
+"""Demo data: two approved contracts (CPM and CPA) and the names of their parties, created through
+the service layer, so every step has its audit entry and outbox records like any real one."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from .settings import ContractsSettings
 OPS = Principal("seed-ops", frozenset({"ops"}))
 APPROVER = Principal("seed-approver", frozenset({"approver"}))
 FINANCE = Principal("seed-finance", frozenset({"finance"}))
+ADMIN = Principal("seed-admin", frozenset({"admin"}))
+#: the display names of the examples' parties (tally_billing.examples)
+PARTIES = (("advertiser", "adv-acme", "Acme Corp"), ("advertiser", "adv-shop", "Shop Inc."),
+           ("partner", "partner-tv1", "TV One"))
 
 
 async def seed(settings: ContractsSettings) -> list[str]:
@@ -33,6 +37,9 @@ async def seed(settings: ContractsSettings) -> list[str]:
                 if v["state"] == "submitted":
                     v = await bus.handle(commands.approve(approver, contract["id"], 1, {}, None))
             out.append(f"{contract['id']}  {name}  version 1 {v['state']}")
+        for kind, party_id, party_name in PARTIES:
+            await bus.handle(commands.name_party(ADMIN, kind, party_id, {"name": party_name}))
+            out.append(f"{kind} {party_id}  {party_name}")
     finally:
         await pool.close()
     return out

@@ -120,3 +120,9 @@ def diff(p: Principal, contract_id: str, va: Mapping[str, Any], vb: Mapping[str,
 
 def audit_entries(entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
     return [e.as_json() for e in entries]
+
+
+def party(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One registry entry (schema ``Party``): no staff name, so tenants read the same shape."""
+    return {"type": row["party_type"], "id": row["party_id"], "name": row["display_name"],
+            "updated_at": row["updated_at"]}

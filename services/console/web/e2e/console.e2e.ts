@@ -229,6 +229,15 @@ describe("the console against the real stack", () => {
     await expectAccessible()
   })
 
+  it("shows the advertiser's name beside its id on the contracts list once an admin names it", async () => {
+    await api("Ada (admin)", "PUT", "/parties/advertiser/adv-acme", { name: "Acme Corp" })
+    await signInAs("Olga (operations)")
+    await page.getByRole("link", { name: "Contracts" }).click()
+    await page.getByLabel("Search by name").fill(contractName)
+    const cell = page.getByTestId(`advertiser-${contractId}`)
+    await expect.poll(() => cell.textContent(), { timeout: WAIT }).toBe("Acme Corp (adv-acme)")
+  })
+
   it("the overview's spend rises as impressions arrive, without a reload", async () => {
     await signInAs("Olga (operations)")
     await page.getByText("● Live").waitFor({ timeout: WAIT })

@@ -1819,6 +1819,200 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/parties": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Display names of parties (advertisers, partners) by id
+         * @description The registry entries among ids; an id without one (or not yours) is left out, so a client shows it alone. Tenants read only their own party; internal roles every one.
+         */
+        get: {
+            parameters: {
+                query: {
+                    /** @description 1 to 100 comma-separated ids */
+                    ids: string;
+                    /** @description only parties of this type (default: both) */
+                    type?: "advertiser" | "partner";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the named parties among the ids */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PartyList"];
+                    };
+                };
+                /** @description missing or invalid bearer token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description role not allowed, or maker-checker */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description invalid fields (every one named by path; beyond a bound, a NUL or lone surrogate, JSON nested deeper than 32 or with a duplicate key), or Idempotency-Key reused with a different body */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/parties/{type}/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description party id (one no party can have is 404) */
+                id: string;
+                type: "advertiser" | "partner";
+            };
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Name a party, or rename it (admin)
+         * @description Audited in the contracts audit chain (entity party, id <type>/<id>); the same name again changes and records nothing.
+         */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description party id (one no party can have is 404) */
+                    id: string;
+                    type: "advertiser" | "partner";
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NameParty"];
+                };
+            };
+            responses: {
+                /** @description the renamed (or unchanged) party */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Party"];
+                    };
+                };
+                /** @description the newly named party */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Party"];
+                    };
+                };
+                /** @description malformed request or Idempotency-Key */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description missing or invalid bearer token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description role not allowed, or maker-checker */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description no such contract or version (or not yours) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the body is larger than 1 MiB */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description the body is not application/json */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description invalid fields (every one named by path; beyond a bound, a NUL or lone surrogate, JSON nested deeper than 32 or with a duplicate key), or Idempotency-Key reused with a different body */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2119,6 +2313,10 @@ export interface components {
         EventType: string;
         /** @description 1 to 256 characters of A-Z a-z 0-9 and . _ : @ ~ + = / - */
         Id: string;
+        NameParty: {
+            /** @description the display name: no control characters */
+            name: string;
+        };
         /** @description A contract as a partner named on it reads it: no staff names, and itself as the only partner. */
         PartnerContract: {
             advertiser_id: string;
@@ -2237,6 +2435,17 @@ export interface components {
             version: number;
             /** @constant */
             view: "partner";
+        };
+        Party: {
+            id: string;
+            name: string;
+            /** @enum {unknown} */
+            type: "advertiser" | "partner";
+            /** Format: date-time */
+            updated_at: string;
+        };
+        PartyList: {
+            items: components["schemas"]["Party"][];
         };
         /** @description 0 to 100 */
         Percent: string;

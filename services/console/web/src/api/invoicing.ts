@@ -2162,23 +2162,25 @@ export interface components {
             items: {
                 action: string;
                 actor: string;
-                after?: unknown;
+                /** @description the entity after it (any JSON) */
+                after: unknown;
                 /** Format: date-time */
                 at: string;
-                before?: unknown;
+                /** @description the entity before the action (any JSON; null when created) */
+                before: unknown;
                 entity_id: string;
                 entity_type: string;
                 hash: string;
-                prev_hash?: string;
+                prev_hash: string;
                 seq: number;
-                tenant_id?: string | null;
-                tenant_type?: string | null;
+                tenant_id: string | null;
+                tenant_type: string | null;
             }[];
         };
         AuditVerify: {
             broken: {
-                reason?: string;
-                seq?: number;
+                reason: string;
+                seq: number;
             } | null;
             checked: number;
             ok: boolean;
@@ -2189,17 +2191,17 @@ export interface components {
                 balance: string;
                 code: string;
                 /** @description decimal string, never a JSON number */
-                credits?: string;
+                credits: string;
                 currency: string;
                 /** @description decimal string, never a JSON number */
-                debits?: string;
+                debits: string;
                 /** @enum {unknown} */
-                kind?: "asset" | "liability" | "revenue" | "expense";
-                name?: string;
+                kind: "asset" | "liability" | "revenue" | "expense";
+                name: string;
                 party_id?: string | null;
                 party_type?: string | null;
             }[];
-            sign?: string;
+            sign: string;
         };
         CreditNote: {
             advertiser_id: string;
@@ -2358,22 +2360,22 @@ export interface components {
         };
         JournalEntry: {
             currency: string;
-            description?: string;
+            description: string;
             entry_no: number;
             /** Format: uuid */
             id: string;
             lines: {
-                account_code?: string;
+                account_code: string;
                 /** @description decimal string, never a JSON number */
-                amount?: string;
-                party_id?: string | null;
-                party_type?: string | null;
+                amount: string;
+                party_id: string | null;
+                party_type: string | null;
             }[];
             /** Format: date-time */
-            posted_at?: string;
-            posted_by?: string;
-            source_id?: string;
-            source_type?: string;
+            posted_at: string;
+            posted_by: string;
+            source_id: string;
+            source_type: string;
         };
         /** @description A line of an invoice (invoice_id, price_point, unit, unit_price, corrects_invoice_id, created_by) or of a payout statement (statement_id, advertiser_id, corrects_statement_id). */
         Line: {
@@ -2415,31 +2417,35 @@ export interface components {
         };
         Lineage: {
             adjustments: {
-                adjustment_id?: string;
+                adjustment_id: string;
                 /** @description decimal string, never a JSON number */
-                amount_exact?: string;
-                corrects_period_key?: string;
-                kafka_offset?: number;
-                kafka_partition?: number;
-                kafka_topic?: string;
-                kind?: string;
-                partner_payout_exact?: string | null;
-                source_event_id?: string | null;
-                source_topic?: string | null;
+                amount_exact: string;
+                corrects_period_key: string;
+                kafka_offset: number;
+                kafka_partition: number;
+                kafka_topic: string;
+                /** @enum {unknown} */
+                kind: "late_event" | "reversal_after_close" | "ivt_credit" | "backdated_amendment" | "manual_credit";
+                partner_payout_exact: string | null;
+                source_event_id: string | null;
+                source_offset: number | null;
+                source_partition: number | null;
+                source_topic: string | null;
             }[];
             close: {
-                close_id?: string;
+                close_id: string;
                 /** Format: date-time */
-                closed_at?: string;
-                contract_id?: string;
-                kafka_offset?: number;
-                kafka_partition?: number;
-                kafka_topic?: string;
-                period_key?: string;
-                source_offsets?: unknown[];
+                closed_at: string;
+                contract_id: string;
+                kafka_offset: number;
+                kafka_partition: number;
+                kafka_topic: string;
+                period_key: string;
+                /** @description the input offsets the close covered, as metering published them */
+                source_offsets: unknown[];
             } | null;
-            corrects_line_id?: string | null;
-            corrects_period_key?: string | null;
+            corrects_line_id: string | null;
+            corrects_period_key: string | null;
             line_id: string;
         };
         ManualCredit: {
@@ -2470,14 +2476,14 @@ export interface components {
         };
         RejectedRecords: {
             items: {
-                error_kind?: string;
-                kafka_offset?: number;
-                kafka_partition?: number;
-                kafka_topic?: string;
-                natural_key?: string | null;
-                reason?: string;
+                error_kind: string;
+                kafka_offset: number;
+                kafka_partition: number;
+                kafka_topic: string;
+                natural_key: string | null;
+                reason: string;
                 /** Format: date-time */
-                rejected_at?: string;
+                rejected_at: string;
             }[];
         };
         Statement: {
@@ -2578,13 +2584,23 @@ export interface components {
         TrialBalance: {
             balanced: boolean;
             currencies: {
-                accounts?: unknown[];
-                balanced?: boolean;
-                currency?: string;
+                accounts: {
+                    code: string;
+                    /** @description decimal string, never a JSON number */
+                    credits: string;
+                    currency: string;
+                    /** @description decimal string, never a JSON number */
+                    debits: string;
+                    /** @enum {unknown} */
+                    kind: "asset" | "liability" | "revenue" | "expense";
+                    name: string;
+                }[];
+                balanced: boolean;
+                currency: string;
                 /** @description decimal string, never a JSON number */
-                total_credits?: string;
+                total_credits: string;
                 /** @description decimal string, never a JSON number */
-                total_debits?: string;
+                total_debits: string;
             }[];
         };
         VoidBody: {

@@ -6,10 +6,11 @@ import { formatMoney } from "../../lib/money"
 import { useVersionActionMutation } from "../contracts/api"
 import { ChangesFromPrevious } from "../contracts/DiffView"
 import { describeMissing, whyNoDecision } from "../contracts/versionRules"
+import { PartyName, usePartyNames, type PartyNames } from "../parties/names"
 import { can, selectUser } from "../session/sessionSlice"
 import { useApprovalsQueueQuery, type QueueItem } from "./api"
 
-function QueueRow({ item }: { item: QueueItem }) {
+function QueueRow({ item, names }: { item: QueueItem; names: PartyNames }) {
   const user = useAppSelector(selectUser)
   const [act, { isLoading: acting, error: actError }] = useVersionActionMutation()
   const { contract, version: v } = item
@@ -26,7 +27,7 @@ function QueueRow({ item }: { item: QueueItem }) {
           <ChangesFromPrevious contractId={contract.id} version={v.version} currency={contract.currency} zone={contract.time_zone} />
         </details>
       </td>
-      <td>{contract.advertiser_id}</td>
+      <td><PartyName type="advertiser" id={contract.advertiser_id} names={names} /></td>
       <td className="num">{v.committed_value ? formatMoney(v.committed_value, contract.currency) : "—"}</td>
       <td>
         {v.submitted_by ?? v.authors.join(", ")} · <When at={v.submitted_at} zone={contract.time_zone} />
@@ -63,6 +64,7 @@ export function ApprovalsQueue() {
   const [cursors, setCursors] = useState<(string | null)[]>([null])
   const allowed = can.approve(user)
   const queue = useApprovalsQueueQuery({ mine, cursor: cursors.at(-1) ?? null }, { skip: !allowed, refetchOnMountOrArgChange: true })
+  const names = usePartyNames(queue.data?.items.map((item) => item.contract.advertiser_id) ?? [])
   if (!allowed)
     return (
       <section aria-labelledby="approvals-heading">
@@ -109,7 +111,7 @@ export function ApprovalsQueue() {
             </thead>
             <tbody>
               {items.map((item) => (
-                <QueueRow key={`${item.contract.id}/${item.version.version}`} item={item} />
+                <QueueRow key={`${item.contract.id}/${item.version.version}`} item={item} names={names} />
               ))}
             </tbody>
           </table>

@@ -6,6 +6,7 @@ import { formatMoney } from "../../lib/money"
 import { fieldErrors, toProblem } from "../../lib/problems"
 import { can, selectUser } from "../session/sessionSlice"
 import { PacingPanel } from "../pacing/PacingPanel"
+import { PartyName, usePartyNames } from "../parties/names"
 import {
   useAmendContractMutation,
   useAuditTrailQuery,
@@ -228,6 +229,7 @@ export function ContractDetail() {
   const user = useAppSelector(selectUser)
   const contract = useGetContractQuery(contractId)
   const versions = useListVersionsQuery(contractId)
+  const names = usePartyNames([contract.data?.advertiser_id, ...(contract.data?.partner_ids ?? [])])
   const [selected, setSelected] = useState<number | null>(null)
   const [editing, setEditing] = useState(false)
   usePageTitle(contract.data?.name ?? "Contract")
@@ -253,7 +255,17 @@ export function ContractDetail() {
         <dt>Contract</dt>
         <dd><code>{c.id}</code></dd>
         <dt>Advertiser</dt>
-        <dd>{c.advertiser_id}</dd>
+        <dd><PartyName type="advertiser" id={c.advertiser_id} names={names} /></dd>
+        {c.partner_ids.length > 0 && (
+          <>
+            <dt>Partners</dt>
+            <dd>
+              {c.partner_ids.map((id, i) => (
+                <span key={id}>{i > 0 && ", "}<PartyName type="partner" id={id} names={names} /></span>
+              ))}
+            </dd>
+          </>
+        )}
         <dt>Type</dt>
         <dd>{c.contract_type.toUpperCase()} · {c.currency} · {c.time_zone}</dd>
         <dt>Times</dt>

@@ -3,6 +3,7 @@ import { Link } from "react-router"
 import { useAppSelector } from "../../app/hooks"
 import { Empty, ExportCsvButton, Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle, When } from "../../components/ui"
 import { fetchAllPages, toCsv } from "../../lib/csv"
+import { PartyName, usePartyNames } from "../parties/names"
 import { can, selectToken, selectUser } from "../session/sessionSlice"
 import { CONTRACTS, useListContractsQuery } from "./api"
 import type { Contract, ContractFilters, ContractStatus } from "./types"
@@ -30,6 +31,7 @@ export function ContractsList() {
     }
   }
   const { data, error, isFetching, isLoading, refetch } = useListContractsQuery({ ...filters, cursor })
+  const names = usePartyNames(data?.items.map((c) => c.advertiser_id) ?? [])
   const change = (patch: Partial<ContractFilters>) => {
     setFilters({ ...filters, ...patch })
     setCursors([null])
@@ -101,7 +103,7 @@ export function ContractsList() {
                 <td>
                   <Link to={`/contracts/${encodeURIComponent(c.id)}`}>{c.name}</Link>
                 </td>
-                <td>{c.advertiser_id}</td>
+                <td data-testid={`advertiser-${c.id}`}><PartyName type="advertiser" id={c.advertiser_id} names={names} /></td>
                 <td>
                   {c.contract_type.toUpperCase()} · {c.currency}
                 </td>

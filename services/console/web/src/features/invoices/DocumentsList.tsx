@@ -1,6 +1,7 @@
 import { useState } from "react"
 import { Link, useSearchParams } from "react-router"
 import { useAppSelector } from "../../app/hooks"
+import { PartyName, usePartyNames } from "../parties/names"
 import { can, selectToken, selectUser } from "../session/sessionSlice"
 import { Empty, ExportCsvButton, Field, Loading, ProblemAlert, StatusBadge, TableScroll, usePageTitle } from "../../components/ui"
 import { fetchAllPages, toCsv } from "../../lib/csv"
@@ -78,6 +79,7 @@ function Filters({ value, onChange, statuses, party, number }: {
 }
 
 function DocTable({ items, kind }: { items: ListItem[]; kind: "invoices" | "statements" }) {
+  const names = usePartyNames(items.map((d) => ("advertiser_id" in d ? d.advertiser_id : d.partner_id)))
   return (
     <TableScroll label={kind === "invoices" ? "Invoices" : "Payout statements"}>
     <table className="table">
@@ -99,7 +101,11 @@ function DocTable({ items, kind }: { items: ListItem[]; kind: "invoices" | "stat
             <td>
               <Link to={`/${kind}/${d.id}`}>{d.number ?? `draft ${d.id.slice(0, 8)}`}</Link>
             </td>
-            <td>{"advertiser_id" in d ? d.advertiser_id : d.partner_id}</td>
+            <td>
+              {"advertiser_id" in d
+                ? <PartyName type="advertiser" id={d.advertiser_id} names={names} />
+                : <PartyName type="partner" id={d.partner_id} names={names} />}
+            </td>
             <td>{d.period_key}</td>
             <td><StatusBadge status={d.status} /></td>
             {"advertiser_id" in d ? (
