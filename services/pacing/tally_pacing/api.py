@@ -151,7 +151,7 @@ async def contract_series(request: web.Request) -> web.Response:
         if value is not None:
             hours[h] = hour_total(value)
         h += HOUR
-    # the newest total's hour from the periods value, which a batch writes last (the same or newer)
+    # the hour of the newest total is kept in the periods value itself (state.hours_to_write)
     hours[chosen.hour] = HourTotal(chosen.amount, chosen.billable)
     points = series(hours, period_start=chosen.period_start, period_end=chosen.period_end, tz=chosen.time_zone,
                     granularity=granularity)

@@ -255,6 +255,7 @@ def build(settings: PacingSettings, clock: Clock, *, catalog: SchemaCatalog | No
         # per total: the partition of its last group, its stored value before the batch, its state now
         # (a key found on two partitions — a producer that changed its partitioner — is folded once)
         folded: dict[str, tuple[TP, Any, PeriodState]] = {}
+        hourly_writes = 0
         for (tp, total_id), updates in groups.items():
             prev: PeriodState | None
             if total_id in folded:
@@ -265,16 +266,22 @@ def build(settings: PacingSettings, clock: Clock, *, catalog: SchemaCatalog | No
             raw_flight = flights.find(updates[0].contract_id)
             step = fold_period(prev, updates, None if raw_flight is None else Flight.from_json(raw_flight), rules,
                                settings.pacing_alert_interval_s, now)
-            for hk, value in hours_to_write(prev, updates).items():
+            for hk, value in hours_to_write(prev, updates, step.state).items():
                 held = hourly.find(hk)
                 if newer(held, value) and value != held:
                     hourly.put(tp, hk, value)
+                    hourly_writes += 1
             steps.append(step)
             folded[total_id] = (tp, raw, step.state)
         # every alert acknowledged before the state that remembers it is written: never lost
         sent = [await alerts_topic.send(key=a["contract_id"].encode(), value=a) for step in steps for a in step.alerts]
         if sent:
             await asyncio.gather(*sent)
+        # ... and every hourly write acknowledged before the period states: a period state that
+        # survives a SIGKILL implies the hours before it did (state.hours_to_write leaves the newest
+        # hour to the period state). One round trip per batch.
+        if hourly_writes:
+            await app.producer.flush()
         for step in steps:
             for a in step.alerts:
                 metrics.alerts.labels(a["state"]).inc()

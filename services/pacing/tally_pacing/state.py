@@ -434,17 +434,18 @@ def fold_period(prev: PeriodState | None, updates: list[TotalUpdate], flight: Fl
     return PeriodStep(state, alerts, stale)
 
 
-def hours_to_write(prev: PeriodState | None, updates: list[TotalUpdate]) -> dict[str, dict[str, Any]]:
+def hours_to_write(prev: PeriodState | None, updates: list[TotalUpdate], state: PeriodState
+                   ) -> dict[str, dict[str, Any]]:
     """The ``hourly`` values a batch of one period's totals may write (each still only when newer
     than the one held, :func:`newer`): the newest total of every hour the batch touches, and the
-    hour ``prev`` held.
+    hour ``prev`` held — but not the hour of the newest total, which the ``periods`` value
+    (``state``) holds (the API reads it from there); it is written here once a newer total belongs
+    to another hour, as ``prev`` then. One write per period per batch instead of two.
 
-    The newest total's hour is written too, although the ``periods`` value holds it: the two
-    tables are two changelogs, and a worker killed mid-batch may have made the ``periods`` write
-    of the batch durable and not its ``hourly`` writes. The replay then starts from a ``prev``
-    that already is the batch's result, so an hour held only by the period state before the
-    batch would be lost (a SIGKILL test caught it). Writing every hour when it is current keeps
-    each hour durable in ``hourly`` by the time its batch's offsets commit.
+    That is safe only because the worker writes ``periods`` after its ``hourly`` writes were
+    acknowledged (``tally_pacing.app``): a period state that survives a SIGKILL implies the hours
+    before it did, so a batch replayed from it loses no hour that only an older state held
+    (the property test in ``tests/unit/pacing`` kills between the writes).
     """
     newest: dict[str, TotalUpdate | PeriodState] = {}
     if prev is not None:
@@ -454,7 +455,8 @@ def hours_to_write(prev: PeriodState | None, updates: list[TotalUpdate]) -> dict
         held = newest.get(k)
         if held is None or held.updated_at <= u.updated_at:
             newest[k] = u
-    return {k: hour_value(v) for k, v in newest.items()}
+    own = hour_key(state.total_id, state.hour)
+    return {k: hour_value(v) for k, v in newest.items() if k != own}
 
 
 # --------------------------------------------------------------------------- budget alerts

@@ -71,10 +71,10 @@ def in_batches(updates: list[TotalUpdate], cuts: list[int], interval_s: int, *, 
     """The batched path of ``tally_pacing.app``: per batch one fold per period and the hours it
     writes; the series reads the newest total's hour from the period state (``api``).
 
-    ``killed_in``: the worker is SIGKILLed in that batch after its ``periods`` write reached the
-    changelog and before any of its ``hourly`` writes did (its alerts were acknowledged before
-    that), and the batch, whose offsets were not committed, is processed again from the restored,
-    already advanced, period state."""
+    ``killed_in``: the worker is SIGKILLed in that batch after its alerts and ``hourly`` writes
+    were acknowledged and before its ``periods`` write was (the worker waits for the former
+    before the latter), and the batch, whose offsets were not committed, is processed again from
+    the restored period state of the batch before; its alerts go out again, with the same ids."""
     state: PeriodState | None = None
     hours: dict[str, dict[str, Any]] = {}
     alerts: list[dict[str, Any]] = []
@@ -87,12 +87,12 @@ def in_batches(updates: list[TotalUpdate], cuts: list[int], interval_s: int, *, 
     for n, batch in enumerate(batches):
         step = fold_period(state, batch, None, RULES, interval_s, NOW)
         assert len(step.stale) == len(batch)
+        for k, v in hours_to_write(state, batch, step.state).items():
+            if newer(hours.get(k), v) and v != hours.get(k):
+                hours[k] = v
+        alerts.extend(a for a in step.alerts if a["alert_id"] not in {b["alert_id"] for b in alerts})
         if n != lost:
-            for k, v in hours_to_write(state, batch).items():
-                if newer(hours.get(k), v) and v != hours.get(k):
-                    hours[k] = v
-        state = PeriodState.from_json(step.state.to_json())  # through the table's JSON, as in the worker
-        alerts.extend(step.alerts)
+            state = PeriodState.from_json(step.state.to_json())  # through the table's JSON, as in the worker
     read_back = dict(hours)
     if state is not None:
         read_back[hour_key(state.total_id, state.hour)] = hour_value(state)
@@ -128,13 +128,12 @@ def test_a_batch_alerts_as_each_record_would_have_and_keeps_the_stale_ones_out()
     assert step.state.first_hour == datetime(2026, 3, 4, 9, tzinfo=UTC)  # widened by the stale one
     # the later records of the batch were within the hour's interval of the first: evaluated once
     assert step.state.evaluated_at == ups[0].updated_at
-    # each hour the batch touches, with its newest total (the newest hour too, though the period holds it)
-    assert hours_to_write(None, ups) == {"c-1/2026-03/2026-03-04T09": hour_value(ups[2]),
-                                         "c-1/2026-03/2026-03-04T10": hour_value(ups[3])}
-    # a later total in the next hour: the hour just left is written again from the state that held it
+    # the newest total's hour is the period state's own; only the other hour is written
+    assert hours_to_write(None, ups, step.state) == {"c-1/2026-03/2026-03-04T09": hour_value(ups[2])}
+    # a later total in the next hour: the hour just left is written from the state that held it
     nxt = update(62, 10_000)
-    assert hours_to_write(step.state, [nxt]) == {"c-1/2026-03/2026-03-04T10": hour_value(step.state),
-                                                 "c-1/2026-03/2026-03-04T11": hour_value(nxt)}
+    moved = fold_period(step.state, [nxt], None, RULES, 3600, NOW)
+    assert hours_to_write(step.state, [nxt], moved.state) == {"c-1/2026-03/2026-03-04T10": hour_value(step.state)}
 
 
 def test_batch_writes_name_their_source_partition(monkeypatch: pytest.MonkeyPatch) -> None:
