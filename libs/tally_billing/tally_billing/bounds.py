@@ -128,6 +128,8 @@ _ROWS: tuple[Limit, ...] = (
     Limit("(ingest events per request)", "list", "1", "TALLY_ATTRIBUTION_MAX_EVENTS_PER_REQUEST", "ingest",
           "413 beyond; one bad NDJSON line fails only that line"),
     Limit("spend filters (contract_id, advertiser_id, period_key)", "id", "1", str(ID_LEN_MAX), "spend", ""),
+    Limit("earnings filters (contract_id, partner_id)", "id", "1", str(ID_LEN_MAX), "spend", "GET /v1/earnings"),
+    Limit("earnings period_key", "string", "7", "8", "spend", "GET /v1/earnings: a month (2026-03) or an ISO week (2026-W10)"),
     Limit("manual credit amount", "decimal string", "> 0", str(AMOUNT_MAX), "invoicing",
           "at most the currency's minor unit decimals"),
 )

@@ -510,7 +510,7 @@ class RunningLineRecord(TypedDict):
 
 
 class RunningTotalRecord(TypedDict):
-    """``running_total`` v1 (billing.running_totals (compacted), key '<contract_id>/<period_key>')."""
+    """``running_total`` v2 (billing.running_totals (compacted), key '<contract_id>/<period_key>')."""
 
     total_id: str
     contract_id: str
@@ -528,6 +528,7 @@ class RunningTotalRecord(TypedDict):
     budget_cap_total: Decimal | None
     minimum_commitment: Decimal | None
     lines: list[RunningLineRecord]
+    payouts: list[PartnerPayoutLineRecord]
     counts: dict[str, int]
     latest_event_time: datetime | None
     updated_at: datetime

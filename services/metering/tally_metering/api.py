@@ -7,19 +7,33 @@ wakes the server-sent-event streams on every change. Any number of API processes
 * ``GET /v1/spend?contract_id=&advertiser_id=&period_key=&status=`` — the current totals.
 * ``GET /v1/spend/stream`` (same filters) — ``event: total`` with every matching total now,
   then one per change, as they are committed.
+* ``GET /v1/earnings?contract_id=&partner_id=&period_key=&status=`` — a partner's own payouts
+  per contract and period, from the same totals (``running_total`` v2 ``payouts``): provisional
+  while the period is open, with when they were computed and when the period closes.
 
 An advertiser token sees only its own advertiser's totals (a filter naming another advertiser
 answers an empty list, never someone else's data; ``contract_id`` naming another advertiser's
 contract answers 404, like every Tally API for an id outside the caller's scope); partner
-tokens are refused (spend is advertiser data); internal roles see everything.
+tokens are refused (spend is advertiser data); internal roles see everything. The partners'
+payouts in a total are partner data: an advertiser's spend answers leave them out.
+
+Earnings are the other way round: a partner token sees only its own payout lines (never the
+advertiser's prices, lines or counts, nor another partner), advertiser tokens are refused, and
+internal roles see every partner's (or one's, with ``partner_id``). Metering knows which partners
+a contract pays only from its totals' payout lines, so a contract is a partner's once one of them
+pays it: ``contract_id`` naming a contract whose totals pay other partners only answers 404, like
+every Tally API for an id outside the caller's scope; one that pays no one yet (or has no totals)
+is an empty list for every partner, which tells nothing of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +42,8 @@ from aiohttp_sse import sse_response
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from tally_billing.bounds import ID_LEN_MAX
-from tally_billing.money import format_decimal
+from tally_billing.money import exact, format_decimal
+from tally_billing.periods import PeriodKind, close_time, period_by_key
 from tally_kit import web as kweb
 from tally_kit.auth import Principal, TokenVerifier
 from tally_kit.db import dumps
@@ -46,6 +61,10 @@ log = logging.getLogger("tally.metering.api")
 
 READ_ROLES = ("admin", "ops", "approver", "finance", "advertiser")
 FILTERS = ("contract_id", "advertiser_id", "period_key", "status")
+EARNINGS_ROLES = ("admin", "ops", "approver", "finance", "partner")
+EARNINGS_FILTERS = ("contract_id", "partner_id", "period_key", "status")
+#: a period key as metering writes it: a month (2026-03) or an ISO week (2026-W10)
+PERIOD_KEY = re.compile(r"\d{4}-(?:0[1-9]|1[0-2]|W(?:0[1-9]|[1-4]\d|5[0-3]))")
 
 
 class TotalsView:
@@ -168,10 +187,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _public(rec: RunningTotalRecord) -> dict[str, Any]:
-    """A total as JSON-ready data: amounts are decimal strings, never floats."""
+def _public(rec: RunningTotalRecord, who: Principal) -> dict[str, Any]:
+    """A total as JSON-ready data: amounts are decimal strings, never floats. What partners are
+    paid is not the advertiser's to see (it would give away the platform's margin)."""
     out = _plain(rec)
     assert isinstance(out, dict)
+    if who.is_tenant:
+        out.pop("payouts", None)
     return out
 
 
@@ -179,7 +201,7 @@ async def list_spend(request: web.Request) -> web.Response:
     who = kweb.principal(request)
     filters = _filters(request, who)
     view = request.app[VIEW_KEY]
-    items = sorted((_public(r) for r in list(view.totals.values()) if _visible(r, who, filters)),
+    items = sorted((_public(r, who) for r in list(view.totals.values()) if _visible(r, who, filters)),
                    key=lambda r: (r["contract_id"], r["period_key"]))
     return kweb.json_ok({"items": items, "count": len(items)})
 
@@ -193,14 +215,96 @@ async def stream_spend(request: web.Request) -> web.StreamResponse:
         async with sse_response(request) as resp:
             for rec in sorted(list(view.totals.values()), key=lambda r: r["total_id"]):
                 if _visible(rec, who, filters):
-                    await resp.send(dumps(_public(rec)), event="total", id=rec["total_id"])
+                    await resp.send(dumps(_public(rec, who)), event="total", id=rec["total_id"])
             while resp.is_connected():
                 rec = await queue.get()
                 if _visible(rec, who, filters):
-                    await resp.send(dumps(_public(rec)), event="total", id=rec["total_id"])
+                    await resp.send(dumps(_public(rec, who)), event="total", id=rec["total_id"])
             return resp
     finally:
         view.unsubscribe(queue)
+
+
+def _earnings_filters(request: web.Request, who: Principal) -> dict[str, str]:
+    who.require(*EARNINGS_ROLES)
+    if who.tenant_type == "advertiser":
+        raise ApiError(403, "earnings are partner data; advertisers read their spend")
+    unknown = sorted(set(request.query) - set(EARNINGS_FILTERS))
+    if unknown:
+        raise validation_error([(k, "unknown filter; use " + ", ".join(EARNINGS_FILTERS)) for k in unknown])
+    problems = check_lengths({k: request.query.get(k) for k in EARNINGS_FILTERS}, ID_LEN_MAX, prefix="")
+    status = request.query.get("status")
+    if status is not None and status not in {"open", "closed"}:
+        problems.append(("status", "must be open or closed"))
+    period_key = request.query.get("period_key")
+    if period_key is not None and PERIOD_KEY.fullmatch(period_key) is None:
+        problems.append(("period_key", "must be a month (2026-03) or an ISO week (2026-W10)"))
+    if problems:
+        raise validation_error(sorted(set(problems)), "invalid query parameters")
+    return {k: v for k, v in request.query.items() if k in EARNINGS_FILTERS}
+
+
+def _partners_by_contract(totals: list[RunningTotalRecord]) -> dict[str, set[str]]:
+    """The partners each contract has paid, in any of its periods (what metering knows of them)."""
+    out: dict[str, set[str]] = {}
+    for r in totals:
+        out.setdefault(r["contract_id"], set()).update(p["partner_id"] for p in r.get("payouts") or [])
+    return out
+
+
+def _closes_at(rec: RunningTotalRecord, grace: timedelta) -> datetime:
+    """When metering closes the period (its end plus the grace for late events), as the worker decides it."""
+    try:
+        return close_time(period_by_key(rec["period_key"], rec["time_zone"], PeriodKind(rec["period_kind"])), grace)
+    except (ValueError, KeyError):  # a key or zone metering never writes: the end the record gives, plus the grace
+        return rec["period_end"] + grace
+
+
+def earning(rec: RunningTotalRecord, partner_id: str, grace: timedelta) -> dict[str, Any]:
+    """One partner's earnings in one contract's period: its own payout lines of the total and
+    their exact sum. Nothing of the advertiser's side (prices, lines, counts, caps) and nothing of
+    another partner."""
+    own = sorted((p for p in rec.get("payouts") or [] if p["partner_id"] == partner_id),
+                 key=lambda p: (p["event_type"], p["contract_version"]))
+    lines = [{"contract_version": p["contract_version"], "event_type": p["event_type"], "quantity": p["quantity"],
+              "amount_exact": p["amount_exact"]} for p in own]
+    with exact():
+        amount = sum((p["amount_exact"] for p in own), Decimal(0))
+    out = _plain({
+        "contract_id": rec["contract_id"], "partner_id": partner_id, "contract_type": rec["contract_type"],
+        "currency": rec["currency"], "time_zone": rec["time_zone"], "period_kind": rec["period_kind"],
+        "period_key": rec["period_key"], "period_start": rec["period_start"], "period_end": rec["period_end"],
+        "closes_at": _closes_at(rec, grace), "status": rec["status"], "provisional": rec["status"] == "open",
+        "conversions": sum(p["quantity"] for p in own), "amount_exact": amount, "lines": lines,
+        "latest_event_time": rec["latest_event_time"], "updated_at": rec["updated_at"],
+    })
+    assert isinstance(out, dict)
+    return out
+
+
+GRACE_KEY: web.AppKey[timedelta] = web.AppKey("metering_close_grace", timedelta)
+
+
+async def list_earnings(request: web.Request) -> web.Response:
+    who = kweb.principal(request)
+    filters = _earnings_filters(request, who)
+    totals = list(request.app[VIEW_KEY].totals.values())
+    paid = _partners_by_contract(totals)
+    mine = who.tenant_id if who.tenant_type == "partner" else None
+    contract_id = filters.get("contract_id")
+    if mine is not None and contract_id is not None and paid.get(contract_id) and mine not in paid[contract_id]:
+        raise ApiError(404, "contract not found")
+    wanted = filters.get("partner_id")
+    grace = request.app[GRACE_KEY]
+    items = []
+    for rec in totals:
+        if any(str(rec.get(k)) != filters[k] for k in ("contract_id", "period_key", "status") if k in filters):
+            continue
+        for partner in sorted(paid.get(rec["contract_id"], ())):
+            if (mine is None or partner == mine) and (wanted is None or partner == wanted):
+                items.append(earning(rec, partner, grace))
+    items.sort(key=lambda e: (e["contract_id"], e["period_key"], e["partner_id"]))
+    return kweb.json_ok({"items": items, "count": len(items)})
 
 
 def create_api(settings: MeteringSettings, *, verifier: TokenVerifier | None = None,
@@ -208,6 +312,7 @@ def create_api(settings: MeteringSettings, *, verifier: TokenVerifier | None = N
     app = kweb.create_app("metering", verifier=verifier or TokenVerifier.from_env())
     view = TotalsView(settings.kafka_bootstrap, settings.metering_topic_running_totals, catalog or SchemaCatalog.load())
     app[VIEW_KEY] = view
+    app[GRACE_KEY] = timedelta(seconds=settings.metering_grace_seconds)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         view.start()
@@ -222,6 +327,7 @@ def create_api(settings: MeteringSettings, *, verifier: TokenVerifier | None = N
     kweb.add_readiness_check(app, caught_up)
     app.router.add_get("/v1/spend", list_spend)
     app.router.add_get("/v1/spend/stream", stream_spend)
+    app.router.add_get("/v1/earnings", list_earnings)
     add_openapi(app, spec())
     return app
 

@@ -128,11 +128,18 @@ def period_closed_record(
              "amount_exact": ln.amount_exact}
             for ln in rating.lines
         ],
-        "payouts": [
-            {"partner_id": p.partner_id, "contract_version": p.contract_version, "event_type": p.event_type,
-             "quantity": p.quantity, "amount_exact": p.amount_exact}
-            for p in rating.payouts
-        ],
+        "payouts": payout_records(rating),
         "counts": counts,
         "source_offsets": offsets,
     }
+
+
+def payout_records(rating: Rating) -> list[dict[str, Any]]:
+    """The partners' payout lines of a rated period (``PartnerPayoutLine``), exact and unrounded:
+    the close and every running total carry them from this one function, so the last running
+    total of a period and its close agree on every payout (invoicing rounds once, per line)."""
+    return [
+        {"partner_id": p.partner_id, "contract_version": p.contract_version, "event_type": p.event_type,
+         "quantity": p.quantity, "amount_exact": p.amount_exact}
+        for p in rating.payouts
+    ]

@@ -629,6 +629,7 @@ class StageTwo:
             "lines": [{"line_type": ln.line_type, "contract_version": ln.contract_version, "price_point": ln.price_point,
                        "event_type": ln.event_type, "quantity": ln.quantity, "unit": ln.unit,
                        "unit_price": ln.unit_price, "amount_exact": ln.amount_exact} for ln in rating.lines],
+            "payouts": d.payout_records(rating),
             "counts": counts,
             "latest_event_time": from_micros(ps.totals.max_event_us) if ps.totals.max_event_us else None,
             "updated_at": now,

@@ -8,6 +8,7 @@ import { SignIn } from "../features/session/SignIn"
 import { Toasts } from "../features/toasts/Toasts"
 import { Overview } from "../features/overview/Overview"
 import { ContractsList } from "../features/contracts/ContractsList"
+import { PartnerEarnings } from "../features/earnings/PartnerEarnings"
 
 // one chunk per route family, loaded on first visit: the sign-in, overview and contracts list stay in the
 // entry chunk (every role's first screen); the contract page (pacing chart, editor), the new-contract form,
@@ -55,6 +56,22 @@ function Home() {
   const user = useAppSelector(selectUser)
   if (!can.seeSpend(user)) return <Navigate to={homeOf(user)} replace />
   return <Overview />
+}
+
+/**
+ * The payout statements; for a partner (whose home this is) the open period's earnings per contract,
+ * provisional, above them.
+ */
+function Statements() {
+  const user = useAppSelector(selectUser)
+  return (
+    <>
+      {user?.tenantType === "partner" && <PartnerEarnings />}
+      <Suspense fallback={<Loading what="the payout statements" />}>
+        <StatementsList />
+      </Suspense>
+    </>
+  )
 }
 
 function Layout() {
@@ -137,7 +154,7 @@ export function App() {
         <Route path="approvals" element={<ApprovalsQueue />} />
         <Route path="invoices" element={<InvoicesList />} />
         <Route path="invoices/:id" element={<InvoiceDetail />} />
-        <Route path="statements" element={<StatementsList />} />
+        <Route path="statements" element={<Statements />} />
         <Route path="statements/:id" element={<StatementDetail />} />
         <Route path="*" element={<NotFound />} />
       </Route>

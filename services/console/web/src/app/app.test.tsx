@@ -5,14 +5,23 @@ import { ProblemAlert } from "../components/ui"
 import { App } from "./App"
 
 describe("the app shell", () => {
-  it("lands a partner on its statements, never on the spend overview the spend API refuses it", async () => {
-    const { calls } = stubFetch((url) => (url.pathname === "/api/invoicing/statements" ? { body: { items: [], next_cursor: null } } : undefined))
+  it("lands a partner on its earnings and statements, never on the spend overview the spend API refuses it", async () => {
+    const { calls } = stubFetch((url) => {
+      if (url.pathname === "/api/invoicing/statements") return { body: { items: [], next_cursor: null } }
+      if (url.pathname === "/api/metering/v1/earnings") return { body: { items: [], count: 0 } }
+      return undefined
+    })
     renderWithProviders(<App />, {
       preloadedState: signedInAs({ subject: "streamly-user", roles: ["partner"], tenantType: "partner", tenantId: "ptn-streamly" }),
     })
+    expect(await screen.findByRole("heading", { name: /Earnings this period/, level: 1 })).toBeInTheDocument()
+    expect(await screen.findByText("No open period has earnings yet.")).toBeInTheDocument()
     expect(await screen.findByRole("heading", { name: "Payout statements", level: 1 })).toBeInTheDocument()
     expect(screen.queryByRole("link", { name: "Overview" })).not.toBeInTheDocument()
-    expect(calls.some((c) => c.url.pathname.startsWith("/api/metering"))).toBe(false)
+    // of metering, a partner asks only for its earnings: never the spend the spend API refuses it
+    expect(calls.filter((c) => c.url.pathname.startsWith("/api/metering")).map((c) => c.url.pathname)).toEqual(
+      expect.arrayContaining(["/api/metering/v1/earnings"]))
+    expect(calls.some((c) => c.url.pathname.startsWith("/api/metering/v1/spend"))).toBe(false)
     // an empty list says when documents appear, and offers no dead pager
     expect(await screen.findByText("No payout statements yet.")).toBeInTheDocument()
     expect(screen.getByText(/drafted for each partner when a billing period closes/)).toBeInTheDocument()
