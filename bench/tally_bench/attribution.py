@@ -20,7 +20,12 @@ with a settle delay of 0 (the default 5 minutes would only measure the wait):
   its hand-over to the producer to its outcome read back from the outcomes topic (read_committed:
   the wait for the transaction's commit is part of it);
 - **uncovered**: a second processor on the uncovered topic, from its first progress to
-  ``tally_attribution_impressions_total{outcome="uncovered"}`` reaching the count.
+  ``tally_attribution_impressions_total{outcome="uncovered"}`` reaching the count;
+- **the index on disk at scale** (``TALLY_BENCH_ATTRIBUTION_LARGE_HOUSEHOLDS``, 2,000,000 by
+  default; 0 skips it): a third processor indexes that many households (one exposure each), its
+  RSS then; SIGKILLed and restarted on its store directory, the seconds from process start to
+  its first cycle (store trusted: the state is loaded from it, the changelog is not read);
+  SIGKILLed again with the directory deleted, the same for a rebuild of the store from the changelog.
 
 Index, conversions and uncovered are also given per CPU-second of the processor process (user +
 system time of all its threads over the same interval, from ``/proc/<pid>/stat``): on a shared
@@ -31,12 +36,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
+import shutil
+import signal
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -147,17 +157,20 @@ def _impressions(icodec: AvroCodec, tag: str, now: datetime, rng: random.Random,
 class _Run:
     """One processor process on its own group, transactional id and state changelog."""
 
-    def __init__(self, names: dict[str, str], tag: str, *, uncovered: bool = False) -> None:
-        """``uncovered``: read the uncovered impressions. Conversions and outcomes topics are the
-        run's own: a fresh group would otherwise decide an earlier run's conversions again."""
-        imp_topic = names["unc" if uncovered else "imp"]
+    def __init__(self, names: dict[str, str], tag: str, *, uncovered: bool = False, impressions: str | None = None) -> None:
+        """``uncovered``: read the uncovered impressions (``impressions``: that role's topic).
+        Conversions and outcomes topics are the run's own: a fresh group would otherwise decide
+        an earlier run's conversions again."""
+        imp_topic = names[impressions or ("unc" if uncovered else "imp")]
         self.tag = f"{tag}-{uuid.uuid4().hex[:4]}"
         self.state = unique("attr-state")
         self.conv, self.out = unique("attr-conv"), unique("attr-out")
         ensure_topics(BOOTSTRAP, [CONVERSIONS.renamed(self.conv), CONVERSION_OUTCOMES.renamed(self.out)])
         conv_topic, out_topic = self.conv, self.out
         self.port = free_port()
+        self.store_dir = tempfile.mkdtemp(prefix="tally-bench-attr-")
         env = {"TALLY_ATTRIBUTION_METRICS_PORT": str(self.port), "TALLY_ATTRIBUTION_SETTLE_DELAY_MS": "0",
+               "TALLY_ATTRIBUTION_STORE_DIR": self.store_dir,
                "TALLY_ATTRIBUTION_GROUP": f"bench-attr-{self.tag}", "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"bench-attr-{self.tag}",
                "TALLY_ATTRIBUTION_TOPIC_IMPRESSIONS": imp_topic, "TALLY_ATTRIBUTION_TOPIC_CONVERSIONS": conv_topic,
                "TALLY_ATTRIBUTION_TOPIC_TERMS": names["terms"], "TALLY_ATTRIBUTION_TOPIC_ATTRIBUTED": names["att"],
@@ -201,9 +214,33 @@ class _Run:
                                   "keep make bench bounded)")
             time.sleep(0.2)  # /metrics is rendered by the processor: asked more often, it costs the process CPU
 
+    def restart(self, *, lose_store: bool = False) -> None:
+        """SIGKILL the processor and start it again on the same group, changelog and store
+        directory (``lose_store``: the directory deleted in between)."""
+        assert self.svc.proc is not None
+        os.killpg(self.svc.proc.pid, signal.SIGKILL)
+        self.svc.proc.wait(30)
+        if lose_store:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+        self.svc.start()
+        self.started = time.perf_counter()
+
+    def wait_restored(self, households: int, timeout_s: float) -> float:
+        """Seconds from the (re)start until the households gauge shows ``households`` (the first
+        cycle after the restore sets it)."""
+        deadline = time.monotonic() + timeout_s
+        while (metric(self.port, "tally_attribution_exposure_households") or 0) < households:
+            if not self.svc.alive():
+                raise NotMeasured(f"the attribution processor exited: {self.svc.log_tail()}")
+            if time.monotonic() > deadline:
+                raise NotMeasured(f"restore of {households:,} households not done after {timeout_s:.0f} s")
+            time.sleep(0.1)
+        return time.perf_counter() - self.started
+
     def stop(self) -> None:
         self.svc.stop()
         delete_topics(BOOTSTRAP, [self.state, self.conv, self.out])
+        shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
 def measure(report: Report, args: Any) -> None:
@@ -214,7 +251,7 @@ def measure(report: Report, args: Any) -> None:
         raise NotMeasured(why)
     tag = uuid.uuid4().hex[:6]
     now = datetime.now(UTC)
-    specs = {"imp": IMPRESSIONS, "unc": IMPRESSIONS, "terms": CONTRACT_TERMS, "att": ATTRIBUTED_CONVERSIONS,
+    specs = {"imp": IMPRESSIONS, "unc": IMPRESSIONS, "big": IMPRESSIONS, "terms": CONTRACT_TERMS, "att": ATTRIBUTED_CONVERSIONS,
              "dlq_ing": DLQ_INGEST, "dlq_imp": DLQ_IMPRESSIONS, "dlq_conv": DLQ_CONVERSIONS}
     names = {k: unique(f"attr-{k}") for k in specs}
     runs: list[_Run] = []
@@ -321,6 +358,7 @@ def measure(report: Report, args: Any) -> None:
                   f"{per_cpu['uncovered'][-1]:,.0f} per processor CPU-second)", flush=True)
             unc.stop()
             runs.remove(unc)
+        _large_index(report, args, p, icodec, names, tag, now, rng, runs)
         if not report.figures["ratio.attribution_index_over_metering"].values:
             report.not_measured(["ratio.attribution_index_over_metering"],
                                 "needs metering measured in the same sitting (--only metering,attribution)")
@@ -343,6 +381,67 @@ def measure(report: Report, args: Any) -> None:
         if reader is not None:
             reader.close()
         delete_topics(BOOTSTRAP, list(names.values()))
+
+
+#: households of the large-index round (RSS bounded by the store, restore after SIGKILL); issue 19
+#: asks for 10 million, which takes ~15 minutes to fill and index on the 2-core bench machine
+LARGE_HOUSEHOLDS = int(os.environ.get("TALLY_BENCH_ATTRIBUTION_LARGE_HOUSEHOLDS", "2000000"))
+
+
+def _large_index(report: Report, args: Any, p: Producer, icodec: AvroCodec, names: dict[str, str], tag: str, now: datetime,
+                 rng: random.Random, runs: list[_Run]) -> None:
+    """The exposure index on disk at scale: the processor's RSS with ``LARGE_HOUSEHOLDS`` indexed,
+    then the time to be deciding again after a SIGKILL (store trusted: the changelog is not read)
+    and after a SIGKILL that loses the store (rebuilt from the changelog)."""
+    section = report.figures["attribution.memory"].section
+    n = LARGE_HOUSEHOLDS if args.households >= 1_000_000 else args.households * 3  # quick mode: a harness check
+    keys = {"attribution.store_rss": report.figure("attribution.store_rss", section,
+                                                   f"processor RSS, {n:,} households indexed (exposure index on disk)", "MiB"),
+            "attribution.store_restore": report.figure("attribution.store_restore", section,
+                                                       f"restart after SIGKILL, {n:,} households: store trusted", "s"),
+            "attribution.store_rebuild": report.figure("attribution.store_rebuild", section,
+                                                       f"restart after SIGKILL, {n:,} households: store lost, rebuilt", "s")}
+    if n <= 0:
+        report.not_measured(list(keys), "TALLY_BENCH_ATTRIBUTION_LARGE_HOUSEHOLDS=0")
+        return
+    print(f"  large index: filling {n:,} exposures (one per household) ...", flush=True)
+    t_fill = time.perf_counter()
+    for start in range(0, n, 500_000):  # in slices: the encoded records of 10 million would not fit the bench's memory
+        chunk = _impressions(icodec, f"{tag}L{start // 500_000}", now, rng, min(500_000, n - start), covered=True)
+        _produce_all(p, names["big"], chunk)
+    if p.flush(300):
+        raise NotMeasured("impressions were not acknowledged by the broker")
+    print(f"  filled in {time.perf_counter() - t_fill:.0f} s", flush=True)
+    run = _Run(names, tag, impressions="big")
+    runs.append(run)
+    build_s, _, _ = run.wait("tally_attribution_exposure_households", "", n, max(args.index_timeout_s, n / 10_000),
+                             "large exposure index households")
+    time.sleep(1.0)  # the last transaction's store write
+    rss = rss_bytes(run.pid())
+    report.add("attribution.store_rss", rss / 2**20)
+    size = sum(f.stat().st_size for f in Path(run.store_dir).rglob("*") if f.is_file())
+    print(f"  large index: {n:,} households in {build_s:.1f} s ({n / build_s:,.0f}/s), RSS {rss / 2**20:,.0f} MiB, "
+          f"store {size / 2**20:,.0f} MiB on disk", flush=True)
+    run.restart()
+    restore_s = run.wait_restored(n, 600)
+    rss_restored = rss_bytes(run.pid())
+    report.add("attribution.store_restore", restore_s)
+    print(f"  large index: SIGKILL -> deciding again in {restore_s:.1f} s (store trusted), RSS {rss_restored / 2**20:,.0f} MiB",
+          flush=True)
+    run.restart(lose_store=True)
+    rebuild_s = run.wait_restored(n, 1800)
+    report.add("attribution.store_rebuild", rebuild_s)
+    print(f"  large index: SIGKILL, store lost -> rebuilt from the changelog in {rebuild_s:.1f} s", flush=True)
+    memory_mb = 128  # TALLY_ATTRIBUTION_STORE_MEMORY_MB's default
+    keys["attribution.store_rss"].note = (
+        f"once the index of {n:,} households (one exposure each) is built in {build_s:.0f} s; after the trusted restart "
+        f"{rss_restored / 2**20:,.0f} MiB; the store's block cache and write buffers are bounded by "
+        f"TALLY_ATTRIBUTION_STORE_MEMORY_MB ({memory_mb}); {size / 2**20:,.0f} MiB on disk")
+    keys["attribution.store_restore"].note = ("process start -> first cycle: init_transactions, the committed offsets, the "
+                                              "store opened (the changelog is not read), the terms")
+    keys["attribution.store_rebuild"].note = "the store directory deleted before the restart: every x: record written to a new store"
+    run.stop()
+    runs.remove(run)
 
 
 def _steady(p: Producer, topic: str, reader: OutcomeReader, make: Callable[[int], list[tuple[bytes, str, str]]], rate: int,

@@ -19,6 +19,7 @@ import heapq
 import logging
 import threading
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -66,6 +67,7 @@ from .impression_reader import ImpressionReader
 from .metrics import ProcessorMetrics
 from .settings import AttributionSettings
 from .state import AttributionState
+from .store import ExposureStore, encode_checkpoint
 
 log = logging.getLogger("tally.attribution.processor")
 
@@ -146,6 +148,11 @@ class Processor:
         self._last_catch_up = 0.0
         self._last_prune = time.monotonic()
         self._last_lag = 0.0
+        #: the group's committed input offsets and their metadata, as of our last commit (the store's checkpoint)
+        self._committed: dict[tuple[str, int], tuple[int, str]] = {}
+        #: names each transaction in its offsets' commit metadata: ``<incarnation>:<sequence>``
+        self._incarnation = uuid.uuid4().hex[:12]
+        self._txn_seq = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,14 +169,22 @@ class Processor:
         # Fences any earlier incarnation and aborts its open transaction before we read state.
         self.producer.init_transactions(KAFKA_TIMEOUT_S)
         self._admin = AdminClient(admin_config(bootstrap, **{"client.id": "tally-attribution-processor"}))
-        self._restore_state(bootstrap)
-        self.terms_consumer = self._terms_consumer(bootstrap)
-        self._load_terms(until_caught_up=True)
         self.consumer = Consumer(consumer_config(
             bootstrap, self.s.attribution_group,
             **{"group.instance.id": self.s.attribution_transactional_id, "session.timeout.ms": 10_000,
                "max.poll.interval.ms": 120_000, "fetch.wait.max.ms": 100},
         ))
+        store = ExposureStore(self.s.store_dir, self.s.attribution_store_memory_mb)
+        self.state.use_store(store)
+        try:
+            self._run(bootstrap, stop)
+        finally:
+            store.close()
+
+    def _run(self, bootstrap: str, stop: threading.Event) -> None:
+        self._restore_state(bootstrap)
+        self.terms_consumer = self._terms_consumer(bootstrap)
+        self._load_terms(until_caught_up=True)
         self.consumer.subscribe([self.t_imp, self.t_conv], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("processor started", extra={"state_keys": len(self.state.kv), "pending": len(self.state.pending)})
@@ -207,7 +222,35 @@ class Processor:
 
     # ------------------------------------------------------------------ restore
 
+    def _committed_offsets(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The group's committed offsets of every input partition (those with one). The
+        consumer is read_committed, so librdkafka asks for stable offsets (KIP-447): after
+        ``init_transactions`` aborted a dead incarnation's transaction, nothing is pending."""
+        tps = []
+        for topic in (self.t_imp, self.t_conv):
+            md = self.consumer.list_topics(topic, timeout=KAFKA_TIMEOUT_S).topics[topic]
+            tps += [TopicPartition(topic, p) for p in sorted(md.partitions)]
+        return {(tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+                for tp in self.consumer.committed(tps, timeout=KAFKA_TIMEOUT_S) if tp.offset >= 0}
+
+    def _checkpoint(self) -> bytes:
+        """The store's checkpoint: the committed input offsets, and what they are offsets of."""
+        return b"%s|%s|" % (self.s.attribution_group.encode(), self.t_state.encode()) + encode_checkpoint(self._committed)
+
     def _restore_state(self, bootstrap: str) -> None:
+        # Kafka Streams' checkpoint rule under exactly-once: the store is trusted only when its
+        # checkpoint is the group's committed offsets (a kill between a commit and the store
+        # write leaves it one transaction behind; no checkpoint: new, or a rebuild cut short).
+        self._committed = self._committed_offsets()
+        store = self.state.store
+        assert store is not None
+        checkpoint = self._checkpoint()
+        outcome = "trusted" if store.checkpoint == checkpoint else "missing" if store.checkpoint is None else "stale"
+        log.info("exposure store opened", extra={"outcome": outcome, "path": str(store.path),
+                                                 "checkpoint": None if store.checkpoint is None else store.checkpoint.decode(),
+                                                 "committed": checkpoint.decode(), "households": store.households})
+        started = time.monotonic()
+        self.state.begin_restore(trusted=outcome == "trusted")
         c = Consumer(reader_config(bootstrap, f"{self.s.attribution_group}-restore"))
         try:
             md = c.list_topics(self.t_state, timeout=KAFKA_TIMEOUT_S).topics[self.t_state]
@@ -217,13 +260,18 @@ class Processor:
                 if key is not None:
                     self.state.restore(key, m.value())
 
-            # a bound, not a budget: ten million households restore in minutes
-            n = restore(c, self.t_state, md.partitions, apply, timeout_s=1800)
+            # A trusted store is the whole state as of the committed offsets: nothing to read.
+            # Otherwise every record, into memory and the store (a bound, not a budget: ten
+            # million households restore in minutes).
+            n = 0 if outcome == "trusted" else restore(c, self.t_state, md.partitions, apply, timeout_s=1800)
+            self.state.end_restore(checkpoint)
             for pending_key, pending in self.state.pending.items():
                 self._queue(pending_key, pending)
                 self._last_arrival[(pending["topic"], pending["p"])] = max(
                     self._last_arrival.get((pending["topic"], pending["p"]), 0), pending["arr"])
-            log.info("state restored", extra={"records": n, "keys": len(self.state.kv)})
+            log.info("state restored", extra={"records": n, "keys": len(self.state.kv), "store": outcome,
+                                              "households": self.state.household_count,
+                                              "seconds": round(time.monotonic() - started, 3)})
         finally:
             c.close()
 
@@ -291,7 +339,10 @@ class Processor:
         if mono - self._last_prune >= PRUNE_INTERVAL_S:
             self._last_prune = mono
             self._begin()
-            self.decider.prune(self.clock.now())
+            now = self.clock.now()
+            self.decider.prune(now)
+            now_us = to_micros(now)
+            self.state.prune_exposures(lambda rows: self.decider._kept(rows, now_us))
         if mono - self._last_lag >= LAG_INTERVAL_S:
             self._last_lag = mono
             self._report_lag()
@@ -325,6 +376,8 @@ class Processor:
         """Index a batch of impressions: one call of the compiled reader, then the index per record."""
         self._begin()
         rows = self.impressions.read([m.value() for m in msgs])
+        if self.state.store is not None:  # the batch's households in one multi-get
+            self.state.prefetch(["x:" + r[5] for r in rows if not isinstance(r, DecodeError) and r[6] == "none"])
         index = self.decider.index_exposure
         outcomes: dict[str, int] = {}
         last_arrival = self._last_arrival
@@ -435,12 +488,15 @@ class Processor:
         if first_due > wm:
             return
         self._begin()
-        decisions: list[Decision] = []
+        due: list[str] = []
         while heap and heap[0][0] + self.settle_ms <= wm:
             key = heapq.heappop(heap)[-1]
             if key in self.state.pending:
-                decisions.append(self._decide(key))
-        self._emit(decisions)
+                due.append(key)
+        if self.state.store is not None:  # their households in one multi-get
+            decoded = self._decoded
+            self.state.prefetch(["x:" + decoded[k]["household_id"] for k in due if k in decoded])
+        self._emit([self._decide(key) for key in due])
 
     def _queue(self, key: str, pending: dict[str, Any]) -> None:
         heapq.heappush(self._due, (pending["arr"], pending["topic"], pending["p"], pending["o"], key))
@@ -509,7 +565,17 @@ class Processor:
     def _commit(self) -> None:
         for key, value in self.state.drain_changes():
             self._produce(self.t_state, value, key)
-        positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
+        # Every assigned partition's offset (where one is known: read since the assignment, or
+        # committed before), each with this transaction's name as its commit metadata, so the
+        # committed offsets change with every transaction and fix which one the store must reflect.
+        self._txn_seq += 1
+        meta = f"{self._incarnation}:{self._txn_seq}"
+        offsets: dict[tuple[str, int], int] = {}
+        for tp in self.consumer.position(self.consumer.assignment()):
+            known = tp.offset if tp.offset >= 0 else self._committed.get((tp.topic, tp.partition), (-1, ""))[0]
+            if known >= 0:
+                offsets[(tp.topic, tp.partition)] = known
+        positions = [TopicPartition(t, p, o, metadata=meta) for (t, p), o in offsets.items()]
         try:
             if positions:
                 self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(),
@@ -524,6 +590,15 @@ class Processor:
         except KafkaException as exc:
             # The in-memory state already holds this cycle: only a restart from Kafka is consistent.
             raise ProcessorFailed(f"transaction failed: {exc}") from exc
+        for (t, p), o in offsets.items():
+            self._committed[(t, p)] = (o, meta)
+        try:
+            # Only now, after the commit: the store never holds an uncommitted transaction.
+            self.state.committed(self._checkpoint())
+        except Exception as exc:
+            # The store still holds the previous transaction under its checkpoint: the restart
+            # finds that checkpoint stale and rebuilds the store from the changelog.
+            raise ProcessorFailed(f"exposure store write failed after the commit: {exc}") from exc
         self._in_txn = False
         self._txn_decided = False
         self.metrics.transactions.inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from tally_kit.settings import KafkaSettings, Spec, non_negative_int, port, positive_int, setting
 from tally_streams import topics
@@ -62,7 +63,18 @@ class AttributionSettings(KafkaSecurity, KafkaSettings):
                                                      topics.DLQ_CONVERSIONS.name)
     attribution_topic_state: str = setting("TALLY_ATTRIBUTION_TOPIC_STATE", "compacted changelog of the processor state",
                                            "attribution.state-changelog")
+    attribution_store_dir: str = setting(
+        "TALLY_ATTRIBUTION_STORE_DIR",
+        "Directory of the processor's on-disk exposure index (RocksDB); empty = .state/attribution/<TRANSACTIONAL_ID>", "")
+    attribution_store_memory_mb: int = setting(
+        "TALLY_ATTRIBUTION_STORE_MEMORY_MB",
+        "Memory the exposure index store may use (block cache, with its write buffers charged to it), in MiB", "128", positive_int)
     log_level: str = setting("TALLY_LOG_LEVEL", "log level", "INFO")
+
+    @property
+    def store_dir(self) -> Path:
+        """Where this processor's exposure index lives."""
+        return Path(self.attribution_store_dir or Path(".state") / "attribution" / self.attribution_transactional_id)
 
 
 SPEC = Spec(AttributionSettings)

@@ -31,16 +31,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
-from rocksdict import (
-    BlockBasedOptions,
-    Cache,
-    DBCompressionType,
-    Options,
-    Rdict,
-    WriteBatch,
-    WriteBufferManager,
-    WriteOptions,
-)
+from rocksdict import Rdict, WriteBatch, WriteOptions
+
+from tally_streams.rocks import store_options
 
 ID = b"i"
 INDEX = b"x"
@@ -52,26 +45,6 @@ _DAY = struct.Struct(">Q")
 
 def _index_key(day: int, origin: bytes, offset: int) -> bytes:
     return INDEX + _DAY.pack(max(day, 0)) + origin + _Q.pack(offset)
-
-
-def store_options(memory_mb: int) -> Options:
-    """RocksDB options bounded to ``memory_mb``: block cache, with the write buffers charged to it."""
-    total = memory_mb * 1024 * 1024
-    cache = Cache(total)
-    opts = Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.set_write_buffer_size(max(total // 4, 1 << 20))
-    opts.set_max_write_buffer_number(2)
-    opts.set_write_buffer_manager(WriteBufferManager.new_write_buffer_manager_with_cache(total // 2, False, cache))
-    opts.set_compression_type(DBCompressionType.lz4())
-    opts.set_max_open_files(256)
-    table = BlockBasedOptions()
-    table.set_block_cache(cache)
-    table.set_bloom_filter(10, False)
-    table.set_cache_index_and_filter_blocks(True)
-    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    opts.set_block_based_table_factory(table)
-    return opts
 
 
 class DiskDedupeStore:

@@ -4,6 +4,7 @@ thread (or as a subprocess), a producer, and a collector reading every output to
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -59,6 +60,9 @@ def processor_env(bootstrap: str, names: dict[str, str], *, settle_ms: int = 500
         "TALLY_ATTRIBUTION_GROUP": f"{ident}-group",
         "TALLY_ATTRIBUTION_TRANSACTIONAL_ID": f"{ident}-txn",
         "TALLY_ATTRIBUTION_METRICS_PORT": "0",
+        # the exposure index on disk, one directory per test's processor identity (kept across its restarts)
+        "TALLY_ATTRIBUTION_STORE_DIR": str(Path(tempfile.gettempdir()) / "tally-attribution-tests" / ident),
+        "TALLY_ATTRIBUTION_STORE_MEMORY_MB": "16",
         # exposures are indexed relative to their arrival (wall clock): a test clock in the past
         # (tests/clock.py) keeps them by widening the allowance and the pre-contract window to cover the lag
         **({"TALLY_ATTRIBUTION_LATE_ALLOWANCE_DAYS": str(clock.days_behind() + 1),
