@@ -26,16 +26,14 @@ state changelog. Memory: ``tally_streams.rocks.store_options`` (one LRU block ca
 
 from __future__ import annotations
 
-import shutil
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from rocksdict import Rdict, WriteBatch, WriteOptions
+from rocksdict import WriteBatch
 
-from tally_streams.rocks import store_options
+from tally_streams.rocks import RocksStore
 
 HOUSEHOLD = b"x:"
 STATE = b"s"
@@ -49,31 +47,19 @@ def encode_checkpoint(offsets: dict[tuple[str, int], tuple[int, str]]) -> bytes:
     return orjson.dumps([[t, p, o, meta] for (t, p), (o, meta) in sorted(offsets.items()) if o >= 0])
 
 
-class ExposureStore:
+class ExposureStore(RocksStore):
     """Household → exposures rows, with the committed input offsets they reflect."""
 
-    def __init__(self, path: Path, memory_mb: int) -> None:
-        self.path = path
-        self.memory_mb = memory_mb
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db: Rdict | None = Rdict(str(path), store_options(memory_mb))
-        self._write = WriteOptions()
-        self.checkpoint: bytes | None = None
-        self.households = 0
-        self.exposures = 0
-        self._load_meta()
+    what = "exposure store"
+    checkpoint: bytes | None
+    households: int
+    exposures: int
 
     def _load_meta(self) -> None:
         cp = self.db.get(CHECKPOINT)
         self.checkpoint = None if cp is None else bytes(cp)
         counts = self.db.get(COUNT)
         self.households, self.exposures = (0, 0) if counts is None else _COUNTS.unpack(counts)
-
-    @property
-    def db(self) -> Rdict:
-        if self._db is None:
-            raise RuntimeError(f"exposure store {self.path} is closed")
-        return self._db
 
     # ------------------------------------------------------------------ reads
 
@@ -172,19 +158,6 @@ class ExposureStore:
         """(bytes in use, capacity) of the block cache, which the write buffers are charged to."""
         return (int(self.db.property_int_value("rocksdb.block-cache-usage") or 0),
                 int(self.db.property_int_value("rocksdb.block-cache-capacity") or 0))
-
-    def wipe(self) -> None:
-        """Delete everything (checkpoint included) and start empty."""
-        self.close()
-        Rdict.destroy(str(self.path), store_options(self.memory_mb))
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), store_options(self.memory_mb))
-        self._load_meta()
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 def decode_rows(value: bytes | memoryview) -> Any:

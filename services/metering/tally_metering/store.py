@@ -25,15 +25,13 @@ blocks stay within that bound.
 
 from __future__ import annotations
 
-import shutil
 import struct
 from collections.abc import Iterable
-from pathlib import Path
 from typing import cast
 
-from rocksdict import Rdict, WriteBatch, WriteOptions
+from rocksdict import WriteBatch
 
-from tally_streams.rocks import store_options
+from tally_streams.rocks import RocksStore
 
 ID = b"i"
 INDEX = b"x"
@@ -47,26 +45,19 @@ def _index_key(day: int, origin: bytes, offset: int) -> bytes:
     return INDEX + _DAY.pack(max(day, 0)) + origin + _Q.pack(offset)
 
 
-class DiskDedupeStore:
+class DiskDedupeStore(RocksStore):
     """The impression ids seen in one impressions partition, with the offset they reflect."""
 
-    def __init__(self, path: Path, memory_mb: int) -> None:
-        self.path = path
-        self.memory_mb = memory_mb
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db: Rdict | None = Rdict(str(path), store_options(memory_mb))
-        self.checkpoint: int | None = self._read_int(CHECKPOINT)
-        self.count: int = self._read_int(COUNT) or 0
-        self._write = WriteOptions()
+    what = "dedupe store"
+    checkpoint: int | None
+    count: int
+
+    def _load_meta(self) -> None:
+        self.checkpoint = self._read_int(CHECKPOINT)
+        self.count = self._read_int(COUNT) or 0
 
     def __len__(self) -> int:
         return self.count
-
-    @property
-    def db(self) -> Rdict:
-        if self._db is None:
-            raise RuntimeError(f"dedupe store {self.path} is closed")
-        return self._db
 
     def _read_int(self, key: bytes) -> int | None:
         v = self.db.get(key)
@@ -139,20 +130,6 @@ class DiskDedupeStore:
         """(bytes in use, capacity) of the store's block cache, which its write buffers are charged to."""
         return (int(self.db.property_int_value("rocksdb.block-cache-usage") or 0),
                 int(self.db.property_int_value("rocksdb.block-cache-capacity") or 0))
-
-    def wipe(self) -> None:
-        """Delete everything (checkpoint included) and start empty."""
-        self.close()
-        Rdict.destroy(str(self.path), store_options(self.memory_mb))
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), store_options(self.memory_mb))
-        self.checkpoint = None
-        self.count = 0
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
     def ids(self) -> Iterable[str]:
         """Every id held (tests)."""
