@@ -174,6 +174,18 @@ def period_by_key(key: str, tz: str, kind: PeriodKind) -> Period:
     return _period_from_first_day(first, tz, kind)
 
 
+def is_period_key(key: str) -> bool:
+    """Whether ``key`` names a period: a month (``2026-03``, 01 to 12) or an ISO week
+    (``2026-W10``, one the ISO calendar of that year has)."""
+    for kind in PeriodKind:
+        try:
+            period_by_key(key, "UTC", kind)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
 def next_period(p: Period) -> Period:
     first = p.end.astimezone(zone(p.tz)).date()
     return _period_from_first_day(_first_day_of(first, p.kind), p.tz, p.kind)

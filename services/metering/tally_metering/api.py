@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -43,7 +42,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from tally_billing.bounds import ID_LEN_MAX
 from tally_billing.money import exact, format_decimal
-from tally_billing.periods import PeriodKind, close_time, period_by_key
+from tally_billing.periods import PeriodKind, close_time, is_period_key, period_by_key
 from tally_kit import web as kweb
 from tally_kit.auth import Principal, TokenVerifier
 from tally_kit.db import dumps
@@ -63,8 +62,6 @@ READ_ROLES = ("admin", "ops", "approver", "finance", "advertiser")
 FILTERS = ("contract_id", "advertiser_id", "period_key", "status")
 EARNINGS_ROLES = ("admin", "ops", "approver", "finance", "partner")
 EARNINGS_FILTERS = ("contract_id", "partner_id", "period_key", "status")
-#: a period key as metering writes it: a month (2026-03) or an ISO week (2026-W10)
-PERIOD_KEY = re.compile(r"\d{4}-(?:0[1-9]|1[0-2]|W(?:0[1-9]|[1-4]\d|5[0-3]))")
 
 
 class TotalsView:
@@ -141,20 +138,30 @@ def _offer(queue: asyncio.Queue[RunningTotalRecord], rec: RunningTotalRecord) ->
 VIEW_KEY: web.AppKey[TotalsView] = web.AppKey("metering_totals_view", TotalsView)
 
 
+def _query(request: web.Request, names: tuple[str, ...], *, period_key_checked: bool = False) -> dict[str, str]:
+    """The query's filters among ``names``: an unknown one is a 422 of its own; a ``status``
+    other than open/closed, a value over the id bound and (when checked) a ``period_key`` no
+    period has are a 422 naming each."""
+    unknown = sorted(set(request.query) - set(names))
+    if unknown:
+        raise validation_error([(k, "unknown filter; use " + ", ".join(names)) for k in unknown])
+    problems = check_lengths({k: request.query.get(k) for k in names}, ID_LEN_MAX, prefix="")
+    status = request.query.get("status")
+    if status is not None and status not in {"open", "closed"}:
+        problems.append(("status", "must be open or closed"))
+    period_key = request.query.get("period_key")
+    if period_key_checked and period_key is not None and not is_period_key(period_key):
+        problems.append(("period_key", "must be a month (2026-03) or an ISO week (2026-W10)"))
+    if problems:
+        raise validation_error(sorted(set(problems)), "invalid query parameters")
+    return {k: v for k, v in request.query.items() if k in names}
+
+
 def _filters(request: web.Request, who: Principal) -> dict[str, str]:
     who.require(*READ_ROLES)
     if who.tenant_type == "partner":
         raise ApiError(403, "spend is advertiser data; partners read their payout statements")
-    unknown = sorted(set(request.query) - set(FILTERS))
-    if unknown:
-        raise validation_error([(k, "unknown filter; use " + ", ".join(FILTERS)) for k in unknown])
-    status = request.query.get("status")
-    if status is not None and status not in {"open", "closed"}:
-        raise validation_error([("status", "must be open or closed")])
-    too_long = check_lengths({k: request.query.get(k) for k in FILTERS}, ID_LEN_MAX, prefix="")
-    if too_long:
-        raise validation_error(too_long, "invalid query parameters")
-    filters = {k: v for k, v in request.query.items() if k in FILTERS}
+    filters = _query(request, FILTERS)
     _contract_in_scope(request.app[VIEW_KEY], who, filters.get("contract_id"))
     return filters
 
@@ -229,19 +236,7 @@ def _earnings_filters(request: web.Request, who: Principal) -> dict[str, str]:
     who.require(*EARNINGS_ROLES)
     if who.tenant_type == "advertiser":
         raise ApiError(403, "earnings are partner data; advertisers read their spend")
-    unknown = sorted(set(request.query) - set(EARNINGS_FILTERS))
-    if unknown:
-        raise validation_error([(k, "unknown filter; use " + ", ".join(EARNINGS_FILTERS)) for k in unknown])
-    problems = check_lengths({k: request.query.get(k) for k in EARNINGS_FILTERS}, ID_LEN_MAX, prefix="")
-    status = request.query.get("status")
-    if status is not None and status not in {"open", "closed"}:
-        problems.append(("status", "must be open or closed"))
-    period_key = request.query.get("period_key")
-    if period_key is not None and PERIOD_KEY.fullmatch(period_key) is None:
-        problems.append(("period_key", "must be a month (2026-03) or an ISO week (2026-W10)"))
-    if problems:
-        raise validation_error(sorted(set(problems)), "invalid query parameters")
-    return {k: v for k, v in request.query.items() if k in EARNINGS_FILTERS}
+    return _query(request, EARNINGS_FILTERS, period_key_checked=True)
 
 
 def _partners_by_contract(totals: list[RunningTotalRecord]) -> dict[str, set[str]]:
