@@ -8,7 +8,7 @@ import { AxeBuilder } from "@axe-core/playwright"
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { cpmTemplate, dayIn } from "../src/features/contracts/templates"
-import { mintToken, runPython, startStack, type Stack } from "./stack"
+import { demoApi, mintToken, runPython, startStack, type Stack } from "./stack"
 
 const ARTIFACTS = resolve(import.meta.dirname, "artifacts")
 const CHROMIUM = process.env.TALLY_CHROMIUM ?? "/usr/bin/chromium"
@@ -79,26 +79,11 @@ async function check(name: string, title: RegExp) {
   await expectAccessible()
 }
 
-let demoTokens: Record<string, string> = {}
-async function tokenOf(name: string): Promise<string> {
-  if (Object.keys(demoTokens).length === 0) {
-    const resp = await fetch(`${consoleUrl()}/api/demo/users`)
-    const body = (await resp.json()) as { users: { name: string; token: string }[] }
-    demoTokens = Object.fromEntries(body.users.map((u) => [u.name, u.token]))
-  }
-  const token = demoTokens[name]
-  if (!token) throw new Error(`no demo user ${name}`)
-  return token
-}
+const demo = demoApi(consoleUrl)
 
+/** A contracts API call that must succeed: its JSON answer. */
 async function api(user: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const resp = await fetch(`${consoleUrl()}/api/contracts${path}`, {
-    method, headers: { Authorization: `Bearer ${await tokenOf(user)}`, "Content-Type": "application/json", ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  })
-  const json = (await resp.json()) as Record<string, unknown>
-  if (resp.status >= 300) throw new Error(`${method} ${path}: ${resp.status} ${JSON.stringify(json)}`)
-  return json
+  return (await demo.ok(user, method, `/contracts${path}`, body, headers)).json
 }
 
 async function signInAs(user: string, on: Page = page) {

@@ -11,7 +11,7 @@ import { AxeBuilder } from "@axe-core/playwright"
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { cpaTemplate, dayIn, flat } from "../src/features/contracts/templates"
-import { runPython, startStack, type Stack } from "./stack"
+import { demoApi, runPython, startStack, type Stack } from "./stack"
 
 const ARTIFACTS = resolve(import.meta.dirname, "artifacts")
 const CHROMIUM = process.env.TALLY_CHROMIUM ?? "/usr/bin/chromium"
@@ -37,31 +37,7 @@ function consoleUrl(): string {
   return stack.console
 }
 
-let demoTokens: Record<string, string> = {}
-async function tokenOf(name: string): Promise<string> {
-  if (Object.keys(demoTokens).length === 0) {
-    const resp = await fetch(`${consoleUrl()}/api/demo/users`)
-    const body = (await resp.json()) as { users: { name: string; token: string }[] }
-    demoTokens = Object.fromEntries(body.users.map((u) => [u.name, u.token]))
-  }
-  const token = demoTokens[name]
-  if (!token) throw new Error(`no demo user ${name}`)
-  return token
-}
-
-async function call(user: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const resp = await fetch(`${consoleUrl()}/api${path}`, {
-    method, headers: { Authorization: `Bearer ${await tokenOf(user)}`, "Content-Type": "application/json", ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  })
-  return { status: resp.status, etag: resp.headers.get("ETag"), json: (await resp.json()) as Record<string, unknown> }
-}
-
-async function ok(user: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const r = await call(user, method, path, body, headers)
-  if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.json)}`)
-  return r
-}
+const { call, ok } = demoApi(consoleUrl)
 
 async function signInAs(user: string) {
   await page.goto(`${consoleUrl()}/signin`)

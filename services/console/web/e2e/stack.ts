@@ -55,3 +55,42 @@ export function runPython(args: string[]): Promise<void> {
     p.once("exit", (code) => (code === 0 ? ok() : fail(new Error(`${args.join(" ")} exited with ${code}`))))
   })
 }
+
+export interface ApiAnswer {
+  status: number
+  etag: string | null
+  json: Record<string, unknown>
+}
+
+/**
+ * The gateway's API as the demo's one-click users (their tokens from /api/demo/users, fetched once):
+ * `call` answers whatever came back, `ok` throws on a status of 300 or more.
+ */
+export function demoApi(consoleUrl: () => string) {
+  let tokens: Record<string, string> = {}
+  async function tokenOf(name: string): Promise<string> {
+    if (Object.keys(tokens).length === 0) {
+      const resp = await fetch(`${consoleUrl()}/api/demo/users`)
+      const body = (await resp.json()) as { users: { name: string; token: string }[] }
+      tokens = Object.fromEntries(body.users.map((u) => [u.name, u.token]))
+    }
+    const token = tokens[name]
+    if (!token) throw new Error(`no demo user ${name}`)
+    return token
+  }
+  async function call(user: string, method: string, path: string, body?: unknown,
+                      headers: Record<string, string> = {}): Promise<ApiAnswer> {
+    const resp = await fetch(`${consoleUrl()}/api${path}`, {
+      method, headers: { Authorization: `Bearer ${await tokenOf(user)}`, "Content-Type": "application/json", ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    return { status: resp.status, etag: resp.headers.get("ETag"), json: (await resp.json()) as Record<string, unknown> }
+  }
+  async function ok(user: string, method: string, path: string, body?: unknown,
+                    headers: Record<string, string> = {}): Promise<ApiAnswer> {
+    const r = await call(user, method, path, body, headers)
+    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.json)}`)
+    return r
+  }
+  return { tokenOf, call, ok }
+}
