@@ -265,6 +265,17 @@ class AvroCodec(Generic[R]):
         return names
 
     def decode(self, data: bytes | None) -> R:
+        return cast(R, self._read(data, plain=False))
+
+    def decode_plain(self, data: bytes | None) -> dict[str, Any]:
+        """``decode`` with the logical types left as their Avro base values: a timestamp-micros
+        is its ``int`` of microseconds, a decimal the unscaled big-endian two's-complement
+        ``bytes`` (:func:`plain_decimal` reads it). The same checks and ``DecodeError``s as
+        ``decode``; about half its cost on a running total, and nothing is built for a field the
+        caller does not read (a hot reader converts only the fields it uses)."""
+        return self._read(data, plain=True)
+
+    def _read(self, data: bytes | None, *, plain: bool) -> dict[str, Any]:
         if data is None:
             raise DecodeError("truncated", "no value (null record)")
         if len(data) < HEADER_LEN:
@@ -281,8 +292,11 @@ class AvroCodec(Generic[R]):
             )
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
+        writer_schema, reader_schema = writer.schema, self.schema.schema
+        if plain:
+            writer_schema, reader_schema = _plain_schema(writer), _plain_schema(self.schema)
         try:
-            record = fastavro.schemaless_reader(buf, writer.schema, self.schema.schema)
+            record = fastavro.schemaless_reader(buf, writer_schema, reader_schema)
         except EOFError as exc:
             raise DecodeError("truncated", f"body ends early under {writer.name} v{writer.version}: {exc}") from exc
         except Exception as exc:  # fastavro raises several types for garbage input
@@ -292,7 +306,31 @@ class AvroCodec(Generic[R]):
             raise DecodeError("corrupt", f"{len(data) - buf.tell()} trailing bytes after the record")
         if not isinstance(record, dict):
             raise DecodeError("corrupt", "body is not a record")
-        return cast(R, record)
+        return record
+
+
+_PLAIN_SCHEMAS: dict[int, Any] = {}  # by fingerprint: the parsed schema without its logical types
+
+
+def _plain_schema(version: SchemaVersion) -> Any:
+    plain = _PLAIN_SCHEMAS.get(version.fingerprint)
+    if plain is None:
+        def strip(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: strip(v) for k, v in node.items() if k != "logicalType"}
+            if isinstance(node, list):
+                return [strip(v) for v in node]
+            return node
+
+        # the same binary encoding (a logical type only annotates its base type), read as the base type
+        plain = _PLAIN_SCHEMAS[version.fingerprint] = fastavro.parse_schema(strip(version.schema))
+    return plain
+
+
+def plain_decimal(raw: bytes, scale: int) -> Decimal:
+    """A decimal of ``decode_plain``: its unscaled two's-complement big-endian bytes, exact (the
+    string constructor never rounds; ``scaleb`` would, to the context's 28 digits)."""
+    return Decimal(f"{int.from_bytes(raw, 'big', signed=True)}E-{scale}")
 
 
 # --------------------------------------------------------------------------- flat-record fast path
