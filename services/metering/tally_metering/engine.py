@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -90,7 +90,10 @@ class StageTwo:
             self.last_published[key] = mono
 
     def reset(self) -> None:
-        """Forget all state (the worker rebuilds it from the changelogs)."""
+        """Forget all state (the worker rebuilds it from the changelogs; an on-disk ledger is
+        closed with nothing of the failed transaction written, so it is trusted again)."""
+        for store in self.stores.values():
+            store.close()
         self.stores.clear()
         self.empty_checked.clear()
         self.dirty_totals.clear()
@@ -636,11 +639,16 @@ class StageTwo:
         }
         self.emit("running_total", record, record["total_id"])
 
-    def forget_old_usage(self, now: datetime) -> None:
-        """Ledger days past the re-rating horizon are dropped (their periods are locked)."""
+    def forget_old_usage(self, now: datetime, partitions: Iterable[int] | None = None) -> None:
+        """Ledger days past the re-rating horizon are dropped (their periods are locked) — of
+        ``partitions`` only when given: the worker passes those whose deltas the batch consumed,
+        so the tombstones commit with an offset of their partition (which an on-disk ledger's
+        checkpoint follows). Cheap when the cutoff day has not moved."""
         cutoff_day = (to_micros(now) - self.rerate_horizon_us) // DAY_US
-        for store in self.stores.values():
-            store.forget_usage_before(cutoff_day)
+        for q in self.stores if partitions is None else partitions:
+            store = self.stores.get(q)
+            if store is not None:
+                store.forget_usage_before(cutoff_day)
 
 
 def _cpa_line(version: int, event_type: str, quantity: int, amount: Decimal) -> d.Line:

@@ -74,10 +74,15 @@ class MeteringSettings(KafkaSecurity, KafkaSettings):
         "Usage stays in the ledger and periods stay re-rateable this long (event time); an older period is locked", "400", positive_int)
     metering_store_dir: str = setting(
         "TALLY_METERING_STORE_DIR",
-        "Directory of the on-disk state stores (RocksDB, one per impressions partition); empty = .state/metering/<WORKER_ID>", "")
+        "Directory of the on-disk state stores (RocksDB: the dedupe set per impressions partition, the usage ledger per "
+        "deltas partition); empty = .state/metering/<WORKER_ID>", "")
     metering_store_memory_mb: int = setting(
         "TALLY_METERING_STORE_MEMORY_MB",
-        "Memory each on-disk store may use (block cache, with its write buffers charged to it), in MiB", "64", positive_int)
+        "Memory each on-disk dedupe store may use (block cache, with its write buffers charged to it), in MiB", "64", positive_int)
+    metering_ledger_memory_mb: int = setting(
+        "TALLY_METERING_LEDGER_MEMORY_MB",
+        "Memory each on-disk usage ledger (one per deltas partition) may use, in MiB: half for its cache of decoded "
+        "days, half for RocksDB (block cache and write buffers)", "32", positive_int)
     metering_max_future_seconds: int = setting(
         "TALLY_METERING_MAX_FUTURE_SECONDS", "Events further than this ahead of the clock are dead-lettered", "3600", non_negative_int)
     metering_totals_interval_ms: int = setting(

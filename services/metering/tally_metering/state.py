@@ -6,7 +6,9 @@
   benches), and the changelog codec. Changelog: one record per (batch, event day) with the new
   ids, in the dedupe topic's partition of the same number.
 * ``TotalsStore`` — per deltas partition (one owner per advertiser): the usage ledger of every
-  (advertiser, campaign) hashed to that partition, the totals of every (contract, period) of
+  (advertiser, campaign) hashed to that partition (a ``Ledger``: on disk in the worker,
+  ``tally_metering.store.DiskLedgerStore``; in memory here, ``MemoryLedger``, for tests and
+  benches), the totals of every (contract, period) of
   those advertisers with what a closed period has billed so far, each contract's once-only
   alert marks and the terms revision its totals were derived under, and every CPA conversion
   seen (dedupe by conversion_id, and what a later reversal must give back). Changelog: a
@@ -21,10 +23,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 from tally_streams.avro import MAGIC, AvroCodec, SchemaCatalog
 from tally_streams.records import (
@@ -312,25 +314,212 @@ def _encode(entry: _Entry | bytes | None) -> bytes | None:
     if entry is None or isinstance(entry, bytes):
         return entry
     if isinstance(entry, UsageDay):
-        # the billing library builds the record (it imports nothing of tally_streams)
-        return _codec("metering_ledger_day", LedgerDayRecord).encode(cast(LedgerDayRecord, entry.to_record()))
+        return encode_usage_day(entry)
     if isinstance(entry, PeriodState):
         return _codec("metering_period_state", PeriodStateRecord).encode(entry.to_record())
     if isinstance(entry, ContractState):
         return _codec("metering_contract_state", ContractStateRecord).encode(entry.to_record())
     return _codec("metering_conversion_state", ConversionStateRecord).encode(entry.to_record())
 
+#: the changelog key prefix of a ledger day (``UsageDay.key``)
+LEDGER_PREFIX = f"ug{SEP}"
+
+
+def encode_usage_day(u: UsageDay) -> bytes:
+    """A ledger day's changelog value (``schemas/metering_ledger_day``), also its value on disk."""
+    # the billing library builds the record (it imports nothing of tally_streams)
+    return _codec("metering_ledger_day", LedgerDayRecord).encode(cast(LedgerDayRecord, u.to_record()))
+
+
+def decode_usage_day(value: bytes) -> UsageDay:
+    """A ledger day from its changelog value: Avro, or JSON from a worker before the state had its schemas."""
+    if value[:1] == b"{":
+        return UsageDay.from_json(json.loads(value))
+    return UsageDay.from_record(_codec("metering_ledger_day", LedgerDayRecord).decode(value))
+
+
+def ledger_key(key: str) -> tuple[str, str, int]:
+    """(advertiser, campaign, day) of a ledger day's changelog key ``ug<SEP>adv<SEP>campaign<SEP>day``."""
+    _, adv, campaign, day = key.split(SEP)
+    return adv, campaign, int(day)
+
+
+class Ledger(Protocol):
+    """The usage ledger of one deltas partition: (advertiser, campaign, UTC day) -> ``UsageDay``.
+
+    Written only by stage two inside a transaction (``day`` hands out the entry to change, and
+    ``TotalsStore.take_dirty`` ``stage``s its encoded changelog value); an on-disk ledger makes
+    the staged changes durable only after the transaction committed (``write_committed``)."""
+
+    #: the next deltas offset the ledger reflects (on disk: the store's checkpoint)
+    checkpoint: int | None
+
+    def day(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay:
+        """The entry to change (created empty when absent)."""
+        ...
+
+    def get(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay | None:
+        """The entry to read, if any."""
+        ...
+
+    def of_advertiser(self, advertiser_id: str) -> Iterable[UsageDay]:
+        """Every day of one advertiser, by campaign and day."""
+        ...
+
+    def of_campaign(self, advertiser_id: str, campaign_id: str) -> Iterable[UsageDay]:
+        """Every day of one (advertiser, campaign), by day."""
+        ...
+
+    def forget_before(self, day: int) -> list[str]:
+        """Drop the days older than ``day``; the changelog keys of those dropped."""
+        ...
+
+    def cells(self) -> int:
+        """(day, ledger class) rows held."""
+        ...
+
+    def stage(self, u: UsageDay, value: bytes) -> None:
+        """``u`` changed in the open transaction; ``value`` is its changelog value."""
+        ...
+
+    def restored(self, key: str, value: bytes | None) -> None:
+        """One ledger record of the changelog, while rebuilding (None: a tombstone)."""
+        ...
+
+    def set_checkpoint(self, checkpoint: int) -> None:
+        """The end of a rebuild: everything restored is kept, reflecting ``checkpoint``."""
+        ...
+
+    def write_committed(self, checkpoint: int | None) -> None:
+        """After the transaction committed: its staged changes, with the committed offset
+        (None: a change the offsets cannot vouch for, so the ledger is not trusted again)."""
+        ...
+
+    def pending(self) -> bool:
+        """Whether changes wait for ``write_committed``."""
+        ...
+
+    def memory(self) -> tuple[int, int]:
+        """(bytes in use, bound) of its caches."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class MemoryLedger:
+    """The whole ledger in a dict (tests and benches; the worker keeps it on disk)."""
+
+    def __init__(self) -> None:
+        #: (advertiser, campaign) -> UTC day -> usage
+        self.usage: dict[tuple[str, str], dict[int, UsageDay]] = {}
+        self.checkpoint: int | None = None
+        self._forgot_before: int | None = None
+
+    def day(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay:
+        days = self.usage.setdefault((advertiser_id, campaign_id), {})
+        u = days.get(day)
+        if u is None:
+            u = days[day] = UsageDay(advertiser_id, campaign_id, day)
+        return u
+
+    def get(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay | None:
+        return self.usage.get((advertiser_id, campaign_id), {}).get(day)
+
+    def of_advertiser(self, advertiser_id: str) -> list[UsageDay]:
+        return [u for (a, _), days in sorted(self.usage.items()) if a == advertiser_id
+                for _, u in sorted(days.items())]
+
+    def of_campaign(self, advertiser_id: str, campaign_id: str) -> list[UsageDay]:
+        return [u for _, u in sorted(self.usage.get((advertiser_id, campaign_id), {}).items())]
+
+    def forget_before(self, day: int) -> list[str]:
+        if self._forgot_before is not None and day <= self._forgot_before:
+            return []  # nothing older than the last cutoff is ever added (the dedupe horizon is shorter)
+        self._forgot_before = day
+        keys = []
+        for days in self.usage.values():
+            for old in [d for d in days if d < day]:
+                keys.append(days.pop(old).key)
+        return keys
+
+    def cells(self) -> int:
+        return sum(len(u.counts) for days in self.usage.values() for u in days.values())
+
+    def stage(self, u: UsageDay, value: bytes) -> None:
+        """Nothing to write: the dict is the ledger."""
+
+    def restored(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            adv, campaign, day = ledger_key(key)
+            self.usage.get((adv, campaign), {}).pop(day, None)
+            return
+        u = decode_usage_day(value)
+        self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
+
+    def set_checkpoint(self, checkpoint: int) -> None:
+        self.checkpoint = checkpoint
+
+    def write_committed(self, checkpoint: int | None) -> None:
+        self.checkpoint = checkpoint
+
+    def pending(self) -> bool:
+        return False
+
+    def memory(self) -> tuple[int, int]:
+        """Not bounded: (0, 0)."""
+        return 0, 0
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _CampaignDays(Mapping[int, UsageDay]):
+    """The days of one (advertiser, campaign), read through the ledger on demand."""
+
+    def __init__(self, ledger: Ledger, advertiser_id: str, campaign_id: str) -> None:
+        self._ledger, self._adv, self._campaign = ledger, advertiser_id, campaign_id
+
+    def __getitem__(self, day: int) -> UsageDay:
+        u = self._ledger.get(self._adv, self._campaign, day)
+        if u is None:
+            raise KeyError(day)
+        return u
+
+    def __iter__(self) -> Iterator[int]:
+        return (u.day for u in self._ledger.of_campaign(self._adv, self._campaign))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class LedgerView(Mapping[tuple[str, str], Mapping[int, UsageDay]]):
+    """A ledger as (advertiser, campaign) -> day -> usage, read on demand (what
+    ``tally_billing.ledger.plan_ivt_credit`` takes); only lookups by key are cheap."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __getitem__(self, key: tuple[str, str]) -> Mapping[int, UsageDay]:
+        return _CampaignDays(self._ledger, *key)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        raise TypeError("a ledger on disk is not iterated whole")
+
+    def __len__(self) -> int:
+        raise TypeError("a ledger on disk is not counted whole")
+
 
 class TotalsStore:
-    """Stage-two state of one deltas partition."""
+    """Stage-two state of one deltas partition. The usage ledger is ``ledger`` (in memory unless
+    one is given: the worker gives each partition its ``DiskLedgerStore``); the rest is in memory."""
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, ledger: Ledger | None = None) -> None:
         self.partition = partition
+        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self.periods: dict[tuple[str, str], PeriodState] = {}
         self.contracts: dict[str, ContractState] = {}
         self.conversions: dict[tuple[str, str], ConversionState] = {}
-        #: the usage ledger: (advertiser, campaign) -> UTC day -> usage
-        self.usage: dict[tuple[str, str], dict[int, UsageDay]] = {}
         #: IVT reports decided: report id -> "applied" | "refused" (a report id is decided once)
         self.ivt_reports: dict[str, str] = {}
         #: entries changed in the open transaction, by changelog key (None: a tombstone); encoded
@@ -354,29 +543,34 @@ class TotalsStore:
     def periods_of(self, contract_id: str) -> list[PeriodState]:
         return [ps for (c, _), ps in self.periods.items() if c == contract_id]
 
-    def usage_day(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay:
-        days = self.usage.setdefault((advertiser_id, campaign_id), {})
-        u = days.get(day)
-        if u is None:
-            u = days[day] = UsageDay(advertiser_id, campaign_id, day)
-        return u
+    @property
+    def usage(self) -> Mapping[tuple[str, str], Mapping[int, UsageDay]]:
+        """The ledger as (advertiser, campaign) -> UTC day -> usage (in memory: the dict itself)."""
+        if isinstance(self.ledger, MemoryLedger):
+            return self.ledger.usage
+        return LedgerView(self.ledger)
 
-    def usage_of(self, advertiser_id: str) -> list[UsageDay]:
+    def usage_day(self, advertiser_id: str, campaign_id: str, day: int) -> UsageDay:
+        """The ledger day to add to (``mark`` it once changed)."""
+        return self.ledger.day(advertiser_id, campaign_id, day)
+
+    def usage_of(self, advertiser_id: str) -> Iterable[UsageDay]:
         """Every ledger day of one advertiser, by campaign and day."""
-        return [u for (a, _), days in sorted(self.usage.items()) if a == advertiser_id
-                for _, u in sorted(days.items())]
+        return self.ledger.of_advertiser(advertiser_id)
 
     def forget_usage_before(self, day: int) -> int:
         """Drop ledger days older than ``day`` (past the re-rating horizon); tombstones their keys."""
-        n = 0
-        for days in self.usage.values():
-            for old in [d for d in days if d < day]:
-                self.dirty[days.pop(old).key] = None
-                n += 1
-        return n
+        keys = self.ledger.forget_before(day)
+        for key in keys:
+            self.dirty[key] = None
+        return len(keys)
 
     def ledger_cells(self) -> int:
-        return sum(len(u.counts) for days in self.usage.values() for u in days.values())
+        return self.ledger.cells()
+
+    def close(self) -> None:
+        """Release the ledger (an on-disk one is closed and kept: trusted again if still current)."""
+        self.ledger.close()
 
     def mark(self, entry: _Entry) -> None:
         self.dirty[entry.key] = entry
@@ -389,22 +583,25 @@ class TotalsStore:
     def take_dirty(self) -> dict[str, bytes | None]:
         """The changelog records of everything changed since the last call, each encoded once."""
         d, self.dirty = self.dirty, {}
-        return {k: _encode(v) for k, v in d.items()}
+        out: dict[str, bytes | None] = {}
+        for k, v in d.items():
+            if isinstance(v, UsageDay):
+                out[k] = value = encode_usage_day(v)
+                self.ledger.stage(v, value)  # the same bytes go to the store after the commit
+            else:
+                out[k] = _encode(v)
+        return out
 
     def apply_changelog(self, key: str, value: bytes | None) -> None:
         kind = key.split(SEP, 1)[0]
+        if kind == "ug":
+            self.ledger.restored(key, value)
+            return
         if value is None:  # a tombstone: only ledger days are ever forgotten
-            if kind == "ug":
-                _, adv, campaign, day = key.split(SEP)
-                self.usage.get((adv, campaign), {}).pop(int(day), None)
             return
         # Avro (schemas/metering_*); a JSON object from a worker before the state had its schemas
         legacy = value[:1] == b"{"
-        if kind == "ug":
-            u = UsageDay.from_json(json.loads(value)) if legacy else UsageDay.from_record(
-                _codec("metering_ledger_day", LedgerDayRecord).decode(value))
-            self.usage.setdefault((u.advertiser_id, u.campaign_id), {})[u.day] = u
-        elif kind == "ir":
+        if kind == "ir":
             if legacy:
                 d = json.loads(value)
                 self.ivt_reports[d["id"]] = d["status"]

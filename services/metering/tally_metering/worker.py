@@ -59,11 +59,12 @@ from .codec import DeltaCodec, ImpressionDecoder
 from .engine import StageTwo, delta_partition
 from .metrics import WorkerMetrics
 from .settings import MeteringSettings
-from .state import DAY_US, DedupeStore, TotalsStore
-from .store import DiskDedupeStore
+from .state import DAY_US, LEDGER_PREFIX, DedupeStore, TotalsStore
+from .store import DiskDedupeStore, DiskLedgerStore
 
 log = logging.getLogger("tally.metering.worker")
 
+_LEDGER_KEY = LEDGER_PREFIX.encode()
 
 
 class ResetRequired(Exception):
@@ -141,6 +142,8 @@ class Worker:
         self._new_ids: dict[int, dict[int, list[str]]] = {}
         #: ... taken by the batch's changelog: written to the stores once its transaction committed
         self._pending_ids: dict[int, dict[int, list[str]]] = {}
+        #: the deltas partitions the open batch consumed (their ledgers' checkpoints move with it)
+        self._deltas_in_batch: set[int] = set()
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ setup
@@ -254,10 +257,10 @@ class Worker:
                 state_restore.append(tp.partition)
         for q in list(self.stores):
             if (self.t_deltas, q) not in assigned or q in state_restore:
-                del self.stores[q]
+                self.stores.pop(q).close()  # its ledger is kept on disk: trusted again if nothing moved
         self.loop.forget(assigned.__contains__)
         self._restore_dedupe(imp_restore, committed)
-        self._restore_state(state_restore)
+        self._restore_state(state_restore, committed)
         log.info("partitions assigned", extra={"worker": self.s.metering_worker_id, "partitions": sorted(f"{t}[{p}]" for t, p in assigned),
                                                "restored_dedupe": imp_restore, "restored_state": state_restore})
 
@@ -275,7 +278,9 @@ class Worker:
                 if store is not None:
                     store.close()
             elif tp.topic == self.t_deltas:
-                self.stores.pop(tp.partition, None)
+                lost_store = self.stores.pop(tp.partition, None)
+                if lost_store is not None:
+                    lost_store.close()
 
     def _open_dedupe(self, partition: int) -> DiskDedupeStore:
         return DiskDedupeStore(self.s.store_dir / f"dedupe-{self.t_imp}-{partition}", self.s.metering_store_memory_mb)
@@ -308,15 +313,54 @@ class Worker:
         log.info("dedupe stores rebuilt", extra={"partitions": partitions, "records": n,
                                                  "seconds": round(time.monotonic() - started, 3)})
 
-    def _restore_state(self, partitions: list[int]) -> None:
+    def _open_ledger(self, partition: int) -> DiskLedgerStore:
+        return DiskLedgerStore(self.s.store_dir / f"ledger-{self.t_deltas}-{partition}", self.s.metering_ledger_memory_mb)
+
+    def _close_stores(self) -> None:
+        """Stage two's state is dropped; its ledgers are closed and kept on disk."""
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+
+    def _restore_state(self, partitions: list[int], committed: dict[tuple[str, int], int]) -> None:
+        """Stage two's state of ``partitions`` from the state changelog. Each partition's ledger
+        store is trusted when its checkpoint equals the committed deltas offset (its ledger
+        records in the changelog are then skipped), else wiped and rebuilt from them; the rest of
+        the state is always read from the changelog (it is in memory)."""
         if not partitions:
             return
-        stores = {q: TotalsStore(q) for q in partitions}
+        ledgers: dict[int, DiskLedgerStore] = {}
+        trusted: set[int] = set()
+        try:
+            for q in partitions:
+                ledger = ledgers[q] = self._open_ledger(q)
+                offset = committed.get((self.t_deltas, q))
+                if ledger.checkpoint is not None and ledger.checkpoint == offset:
+                    outcome = "trusted"
+                    trusted.add(q)
+                else:  # missing or stale (a kill between commit and store write, another owner in between)
+                    outcome = "missing" if ledger.checkpoint is None else "stale"
+                    ledger.wipe()
+                self.metrics.store_opens.labels("ledger", outcome).inc()
+                log.info("ledger store opened", extra={"worker": self.s.metering_worker_id, "partition": q,
+                                                       "outcome": outcome, "checkpoint": ledger.checkpoint,
+                                                       "committed": offset})
+            stores = {q: TotalsStore(q, ledgers[q]) for q in partitions}
 
-        def apply(m: Message) -> None:
-            stores[_where(m)[1]].apply_changelog(_key(m).decode(), m.value())
+            def apply(m: Message) -> None:
+                q, key = _where(m)[1], _key(m)
+                if q in trusted and key.startswith(_LEDGER_KEY):
+                    return  # already in the trusted store
+                stores[q].apply_changelog(key.decode(), m.value())
 
-        restore(self.restorer, self.s.metering_topic_state, partitions, apply)
+            restore(self.restorer, self.s.metering_topic_state, partitions, apply)
+            for q in partitions:
+                if q not in trusted:
+                    ledgers[q].set_checkpoint(committed[(self.t_deltas, q)])
+        except BaseException:
+            for ledger in ledgers.values():
+                ledger.close()
+            raise
         self.stores.update(stores)
         self.two.empty_checked.clear()  # re-derived from the restored state on the next step
         self.two.terms_changed.update(self.book.contracts)  # the next step compares each contract's revision
@@ -345,6 +389,7 @@ class Worker:
                 self.two.reset()
             finally:
                 self._close_dedupe()  # on disk: trusted again on assignment if still current
+                self._close_stores()
                 self._close_clients()
 
     def _produce(self, topic: str, value: bytes | None, key: str | bytes, partition: int | None = None) -> None:
@@ -369,6 +414,7 @@ class Worker:
             log.warning("transaction failed", extra={"error": str(exc), "fenced": exc.fenced})
             raise ResetRequired from exc
         self._store_committed_ids(consumed)
+        self._store_committed_ledgers(consumed)
         if msgs:
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
@@ -399,6 +445,10 @@ class Worker:
         for partition, group in deltas:
             for m in group:
                 self.two.apply(partition, self._decode_delta(m.value()), now)
+        # only partitions whose offsets this batch commits (see forget_old_usage); a no-op unless
+        # the horizon's day moved
+        self._deltas_in_batch = {partition for partition, _ in deltas}
+        self.two.forget_old_usage(now, self._deltas_in_batch)
         if self.two.terms_changed:
             self.two.rederive_changed_terms(now)
         self.housekeeping(now)
@@ -416,17 +466,38 @@ class Worker:
             log.exception("dedupe store write failed after the commit")
             raise ResetRequired from exc
 
+    def _store_committed_ledgers(self, consumed: Consumed) -> None:
+        """After the commit: each consumed deltas partition's changed ledger days and its committed
+        offset (the checkpoint) into its ledger store, in one write batch. A failed write leaves
+        the store behind the committed offset, so it is rebuilt (and never used half-written)."""
+        try:
+            for q, _ in consumed.of_topic(self.t_deltas):
+                store = self.stores.get(q)
+                if store is not None:
+                    store.ledger.write_committed(self.loop.committed[(self.t_deltas, q)])
+        except Exception as exc:
+            log.exception("ledger store write failed after the commit")
+            raise ResetRequired from exc
+
     def _changelog(self) -> Iterator[ChangelogRecord]:
         """What changed in this batch's state: the dedupe ids seen, then every stage-two entry
         (each encoded once however often it changed; None: a tombstone)."""
         new_ids, self._new_ids = self._new_ids, {}
         self._pending_ids = new_ids
+        unvouched = [q for q, store in self.stores.items() if q not in self._deltas_in_batch and store.ledger.pending()]
         for partition, days in new_ids.items():
             for day, ids in days.items():
                 yield self.s.metering_topic_dedupe, partition, str(day), DedupeStore.encode(ids)
         for q, store in self.stores.items():
             for key, value in store.take_dirty().items():
                 yield self.s.metering_topic_state, q, key, value
+        for q in unvouched:
+            # A ledger changed in a batch without an offset of its partition (never expected: only
+            # its deltas and the expiry on its batches change it) would be trusted with changes the
+            # checkpoint cannot tell apart: written now, before the commit, with its checkpoint
+            # removed, so it is rebuilt unless a later batch of its partition writes one again.
+            log.warning("ledger changed without an offset of its partition", extra={"partition": q})
+            self.stores[q].ledger.write_committed(None)
 
     # ------------------------------------------------------------------ stage one
 
@@ -592,7 +663,6 @@ class Worker:
         if mono - self._last_housekeeping >= 5:
             self._last_housekeeping = mono
             self._forget_old_ids(now)
-            self.two.forget_old_usage(now)
             self._report_state()
 
     def _forget_old_ids(self, now: datetime) -> None:
@@ -606,6 +676,9 @@ class Worker:
         self.metrics.store_memory.labels("dedupe", "used").set(sum(u for u, _ in disk))
         self.metrics.store_memory.labels("dedupe", "capacity").set(sum(c for _, c in disk))
         self.metrics.state_size.labels("ledger_rows").set(sum(s.ledger_cells() for s in self.stores.values()))
+        ledgers = [s.ledger.memory() for s in self.stores.values()]
+        self.metrics.store_memory.labels("ledger", "used").set(sum(u for u, _ in ledgers))
+        self.metrics.store_memory.labels("ledger", "capacity").set(sum(c for _, c in ledgers))
         self.metrics.state_size.labels("periods").set(sum(len(s.periods) for s in self.stores.values()))
         self.metrics.state_size.labels("conversions").set(sum(len(s.conversions) for s in self.stores.values()))
         try:
