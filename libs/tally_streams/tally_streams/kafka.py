@@ -164,6 +164,24 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 60.0, *, client: Mapping[
     raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout_s}s: {last}")
 
 
+def topic_replication(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of the topics a service creates for itself:
+    ``TALLY_TOPIC_REPLICATION`` / ``TALLY_TOPIC_MIN_INSYNC_REPLICAS``, 1 and 1 on the single local
+    broker, 3 and 2 on a cluster (``make up-cluster``, ``deploy/k8s``'s ConfigMap). The one reader
+    of both: ``ensure_topics`` and pacing's faust changelogs use it."""
+    env = os.environ if env is None else env
+    values = []
+    for name in ("TALLY_TOPIC_REPLICATION", "TALLY_TOPIC_MIN_INSYNC_REPLICAS"):
+        raw = env.get(name, "1")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {raw!r}")
+        values.append(int(raw))
+    rf, isr = values
+    if isr > rf:
+        raise ValueError(f"TALLY_TOPIC_MIN_INSYNC_REPLICAS ({isr}) exceeds TALLY_TOPIC_REPLICATION ({rf})")
+    return rf, isr
+
+
 def ensure_topics(
     bootstrap: str,
     specs: Iterable[TopicSpec],
@@ -178,10 +196,9 @@ def ensure_topics(
     Replication defaults to ``TALLY_TOPIC_REPLICATION`` / ``TALLY_TOPIC_MIN_INSYNC_REPLICAS``
     (1 and 1, the single local broker; production 3 and 2), so the topics a service creates for
     itself (state changelogs, deltas, its dead letters) are replicated like the catalog's."""
-    if replication_factor is None:
-        replication_factor = int(os.environ.get("TALLY_TOPIC_REPLICATION", "1"))
-    if min_insync_replicas is None:
-        min_insync_replicas = int(os.environ.get("TALLY_TOPIC_MIN_INSYNC_REPLICAS", "1"))
+    default_rf, default_isr = topic_replication()
+    replication_factor = default_rf if replication_factor is None else replication_factor
+    min_insync_replicas = default_isr if min_insync_replicas is None else min_insync_replicas
     admin = AdminClient(admin_config(bootstrap, **(client or {})))
     specs = list(specs)
     existing = set(admin.list_topics(timeout=10).topics)

@@ -31,7 +31,7 @@ from tally_kit.auth import TokenVerifier
 from tally_kit.clock import Clock
 from tally_streams.avro import DecodeError, SchemaCatalog
 from tally_streams.faust_codec import FaustAvroCodec, register_avro_codecs
-from tally_streams.kafka import dead_letter_record
+from tally_streams.kafka import dead_letter_record, topic_replication
 from tally_streams.records import BudgetAlertRecord, ContractTermsRecord, RunningTotalRecord
 
 from .api import create_api
@@ -202,13 +202,16 @@ def build(settings: PacingSettings, clock: Clock, *, catalog: SchemaCatalog | No
     register_avro_codecs(catalog)
     metrics = metrics or PacingMetrics()
     rules = rules_of(settings)
+    # faust creates its table changelogs itself, with its own replication factor (default 1): the
+    # one every service's own topics take (3 and 2 on a cluster), so a broker loss loses no changelog
+    replication, min_insync = topic_replication()
     brokers = ";".join(f"tallykafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h.strip())
     app = faust.App(
         settings.pacing_app_id, broker=brokers, store="memory://", autodiscover=False,
         datadir=settings.pacing_datadir, topic_partitions=settings.pacing_partitions, table_standby_replicas=0,
         consumer_auto_offset_reset="earliest", broker_commit_interval=1.0, web_enabled=True,
         broker_session_timeout=float(settings.pacing_session_timeout_s), broker_heartbeat_interval=1.0,
-        key_serializer="raw", value_serializer="json", Table=RoutedTable,
+        key_serializer="raw", value_serializer="json", Table=RoutedTable, topic_replication_factor=replication,
         # Tally's producer settings (tally_streams.kafka.producer_config): acks=all, lz4, and a 5 ms
         # linger so that changelog records leave in batches rather than a request each
         producer_linger=0.005, producer_compression_type="lz4", producer_acks=-1,
@@ -220,7 +223,8 @@ def build(settings: PacingSettings, clock: Clock, *, catalog: SchemaCatalog | No
     # producer buffer, logging a warning per fetched record: a batch writes up to two per period
     app.producer.buffer.max_messages = 2 * TOTALS_BATCH_MAX + 100
     json_table: dict[str, Any] = {"schema": faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
-                  "partitions": settings.pacing_partitions}
+                  "partitions": settings.pacing_partitions,
+                  "extra_topic_configs": {"min.insync.replicas": str(min_insync)}}
     hourly = cast(RoutedTable, app.Table("hourly", help="cumulative totals per (contract, period, UTC hour)",
                                          **json_table))
     periods = cast(RoutedTable, app.Table("periods", help="latest total, hour range and alert state per "

@@ -30,6 +30,8 @@ SERVICE_SETTINGS = ("tally_contracts", "tally_attribution", "tally_metering", "t
                     "tally_pacing")
 #: read by the service kit and the supervisor rather than by one service's settings
 KIT_ENV = {"TALLY_JWT_SECRET", "TALLY_STATE_DIR"}
+#: read by tally_streams.kafka.topic_replication for the topics a service creates itself
+TOPIC_ENV = {"TALLY_TOPIC_REPLICATION", "TALLY_TOPIC_MIN_INSYNC_REPLICAS"}
 #: read by every Kafka client through tally_streams.security (its SPEC, part of each service's --validate)
 SECURITY_ENV = {s.env for s in security.SPEC}
 #: the workloads that talk to Kafka, and the service (principal) each runs as
@@ -157,6 +159,14 @@ def test_kafka_is_three_controllers_and_three_brokers_with_the_production_settin
     assert config_map["data"]["TALLY_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
 
 
+def test_topics_the_services_create_themselves_are_replicated_like_the_cluster(docs: list[Doc]) -> None:
+    from tally_streams.kafka import topic_replication
+
+    config = one(docs, "ConfigMap", "tally-config")["data"]
+    kafka = one(docs, "Kafka", "tally")["spec"]["kafka"]["config"]
+    assert topic_replication(config) == (int(kafka["default.replication.factor"]), int(kafka["min.insync.replicas"])) == (3, 2)
+
+
 def test_postgresql_is_a_cloudnativepg_cluster_holding_both_databases(docs: list[Doc]) -> None:
     (cluster,) = of_kind(docs, "Cluster")
     name = cluster["metadata"]["name"]
@@ -244,7 +254,7 @@ def test_service_monitors_scrape_every_service_on_a_port_it_has(docs: list[Doc])
 
 
 def test_manifests_set_only_settings_the_services_read(docs: list[Doc]) -> None:
-    known = {s.env for _, s in settings_spec()} | KIT_ENV | SECURITY_ENV
+    known = {s.env for _, s in settings_spec()} | KIT_ENV | SECURITY_ENV | TOPIC_ENV
     used = set(one(docs, "ConfigMap", "tally-config")["data"])
     for workload in of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet"):
         for container in containers(workload):

@@ -34,3 +34,17 @@ def test_the_app_has_its_tables_and_agents_and_reads_committed_records() -> None
     assert app.transport.__class__ is Transport
     # (the integration test proves it: an aborted transaction's total never counts)
     assert Transport.Consumer is Consumer and issubclass(ReadCommittedConsumerThread, driver.AIOKafkaConsumerThread)
+
+
+def test_the_table_changelogs_are_replicated_like_every_topic_a_service_creates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tally_kit.clock import WallClock
+    from tally_pacing.app import build
+
+    monkeypatch.setenv("TALLY_TOPIC_REPLICATION", "3")
+    monkeypatch.setenv("TALLY_TOPIC_MIN_INSYNC_REPLICAS", "2")
+    app = build(load(SPEC, {"TALLY_PACING_APP_ID": "unit-pacing-rf"}), WallClock()).app
+    assert app.conf.topic_replication_factor == 3
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        assert (topic.replicas or app.conf.topic_replication_factor) == 3, table.name  # faust's Topic.declare
+        assert topic.config is not None and topic.config["min.insync.replicas"] == "2", table.name
