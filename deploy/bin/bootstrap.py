@@ -18,7 +18,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from tally_kit.migrations import migrate
-from tally_streams.kafka import ensure_topics, wait_for_broker
+from tally_streams.kafka import ensure_topics, topic_replication, wait_for_broker
 from tally_streams.topics import CATALOG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +48,7 @@ def wait_for_brokers(bootstrap: str, count: int, timeout_s: float) -> None:
 
 def main() -> int:
     bootstrap = os.environ.get("TALLY_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    replication = int(os.environ.get("TALLY_TOPIC_REPLICATION", "1"))
-    min_insync = int(os.environ.get("TALLY_TOPIC_MIN_INSYNC_REPLICAS", "1"))
+    replication, min_insync = topic_replication()
     wait_for_broker(bootstrap, timeout_s=120)
     wait_for_brokers(bootstrap, replication, timeout_s=120)
     created = ensure_topics(bootstrap, CATALOG, replication_factor=replication, min_insync_replicas=min_insync)
