@@ -3,7 +3,8 @@ quorum, replication factor 3, ``min.insync.replicas=2``, no unclean leader elect
 month through every service while the chaos driver SIGKILLs every service at least twice and,
 mid-stream, the controller broker (leaders move off it; it is restarted once they have, and waits
 to be back in every ISR) and then another broker — and every invoice and statement still equals
-the independent recomputation to the cent.
+the independent recomputation to the cent. The faust pacing worker runs beside them (not killed;
+its table changelogs created with three replicas) and must end holding every latest running total.
 
 The fixture starts the cluster with ``deploy/bin/stack.sh cluster-up`` and stops it afterwards
 unless it was already running (then it is left running, every node restarted)."""
@@ -19,12 +20,16 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ClusterMetadata, ConfigEntry, ConfigResource
 
+from tally_kit.auth import mint_token
 from tally_kit.clock import wait_or_stop
 from tally_streams import topics
 from tally_streams.kafka import ensure_topics
@@ -91,10 +96,82 @@ def cluster() -> Iterator[str]:
 SETTLE_DELAY_MS = 30_000
 
 
+#: the pacing worker (faust) runs here too, with its API on this port
+PACING_PORT = 18085
+
+
 @dataclass
 class ClusterStack(Stack):
     def env(self) -> dict[str, str]:
-        return {**super().env(), "TALLY_ATTRIBUTION_SETTLE_DELAY_MS": str(SETTLE_DELAY_MS)}
+        t, internal = self.topic, f"e2e-{self.run}"
+        return {**super().env(), "TALLY_ATTRIBUTION_SETTLE_DELAY_MS": str(SETTLE_DELAY_MS),
+                "TALLY_PACING_APP_ID": f"{internal}-pacing", "TALLY_PACING_PORT": str(PACING_PORT),
+                "TALLY_PACING_TOPIC_RUNNING_TOTALS": t["billing.running_totals"],
+                "TALLY_PACING_TOPIC_BUDGET_ALERTS": t["billing.budget_alerts"],
+                "TALLY_PACING_TOPIC_TERMS": t["contracts.terms"],
+                "TALLY_PACING_TOPIC_PACING_ALERTS": t["billing.pacing_alerts"],
+                "TALLY_PACING_TOPIC_DLQ": f"{internal}-dlq.billing.running_totals",
+                "TALLY_PACING_CLOCK_FILE": str(self.clock_file), "TALLY_PACING_DATADIR": str(self.tmp / "pacing")}
+
+    def procfile(self) -> Path:
+        """The API services and the pacing worker, which creates its table changelogs itself: with
+        the production replication here (``tally_streams.kafka.topic_replication``), as
+        ``deploy/k8s``'s ConfigMap sets it, so they are not among the topics the test reassigns."""
+        path = super().procfile()
+        pacing = self.command("pacing", "-m tally_pacing")
+        path.write_text(path.read_text() + f"pacing: env TALLY_TOPIC_REPLICATION={BROKERS} "
+                                           f"TALLY_TOPIC_MIN_INSYNC_REPLICAS=2 {pacing}\n")
+        return path
+
+
+async def pacing_agrees_with_the_running_totals(stack: Stack) -> None:
+    """The pacing worker, which ran through both broker failures, holds each (contract, period)'s
+    latest running total: the spend and billable count of its API equal the last record of
+    ``billing.running_totals`` per key (metering has stopped; bounded wait while pacing catches up)."""
+    last: dict[str, dict[str, Any]] = {}
+    for rec in read_topic(stack, stack.topic["billing.running_totals"], "running_total"):
+        last[rec["total_id"]] = rec  # one key is one partition, read in offset order
+    token = mint_token(stack.secret, "e2e-finance", ["finance"])
+    seen: dict[str, tuple[Decimal, int]] = {}
+    expected = {k: (Decimal(r["amount_exact"]), int(r["counts"].get(
+        "conversions_attributed" if r["contract_type"] == "cpa" else "billable", 0))) for k, r in last.items()}
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async def agrees() -> bool:
+            try:
+                async with session.get(f"http://127.0.0.1:{PACING_PORT}/v1/pacing",
+                                       headers={"Authorization": f"Bearer {token}"}) as resp:
+                    if resp.status != 200:
+                        return False
+                    items = (await resp.json())["items"]
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+            seen.clear()
+            seen.update({f"{i['contract_id']}/{i['period_key']}": (Decimal(i["spend"]), int(i["billable"])) for i in items})
+            return seen == expected
+
+        try:
+            await wait_until(agrees, 180, "the pacing API to hold every latest running total")
+        except AssertionError as exc:
+            wrong = {k: (seen.get(k), v) for k, v in expected.items() if seen.get(k) != v}
+            raise AssertionError(f"{exc}: (pacing, running total) differ for {wrong}; extra {set(seen) - set(expected)}") from exc
+    assert expected, "the month produced running totals"
+
+
+def pacing_changelogs_are_replicated(stack: Stack) -> list[str]:
+    """pacing's faust table changelogs: three replicas and min.insync.replicas=2 (what is wrong, else [])."""
+    md = metadata()
+    names = sorted(n for n in md.topics if n.startswith(f"e2e-{stack.run}-pacing-") and n.endswith("-changelog"))
+    wrong = [] if len(names) == 4 else [f"changelogs {names}"]
+    wrong += [f"{n}/{p.id}: {len(p.replicas)} replicas" for n in names for p in md.topics[n].partitions.values()
+              if len(p.replicas) != BROKERS]
+    client = admin()  # held until the futures resolve (a dropped client fails them)
+    futures = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in names])
+    for resource, fut in futures.items():
+        isr = fut.result(timeout=30)["min.insync.replicas"].value
+        if isr != "2":
+            wrong.append(f"{resource.name}: min.insync.replicas={isr}")
+    return wrong
 
 
 @pytest.fixture
@@ -287,6 +364,10 @@ async def test_broker_failures_on_the_cluster_still_invoice_to_the_cent(cluster_
     assert len(set(numbers)) == len(numbers) == len(expected.invoices)
     trial = actual["trial_balance"]
     assert trial.get("balanced", True) is True, trial
+
+    # The faust pacing worker ran through the same broker failures on changelogs replicated as in production.
+    assert pacing_changelogs_are_replicated(stack) == []
+    await pacing_agrees_with_the_running_totals(stack)
 
     # It ran on the production settings: every catalog topic three replicas, all in sync again.
     md = metadata()
