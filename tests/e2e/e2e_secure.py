@@ -44,13 +44,14 @@ class SecureStack(Stack):
                     "metering.state-changelog": env["TALLY_METERING_TOPIC_STATE"],
                     "metering.dedupe-changelog": env["TALLY_METERING_TOPIC_DEDUPE"],
                     "dlq.billing.attributed_conversions": env["TALLY_METERING_TOPIC_DLQ_ATTRIBUTED"],
-                    "attribution.state-changelog": env["TALLY_ATTRIBUTION_TOPIC_STATE"]}
+                    "attribution.state-changelog": env["TALLY_ATTRIBUTION_TOPIC_STATE"],
+                    "attribution.processor-lease": env["TALLY_ATTRIBUTION_TOPIC_LEASE"]}
         specs: list[TopicSpec] = [s.renamed(self.topic[s.name]) for s in topics.CATALOG]
         specs += [s.renamed(internal[s.name]) for s in topics.INTERNAL if s.name in internal]
         att, met = env["TALLY_ATTRIBUTION_GROUP"], env["TALLY_METERING_GROUP"]
         clients = [
             acls.Clients("contracts"), acls.Clients("ingest"),
-            acls.Clients("attribution", groups=(att, f"{att}-restore", f"{att}-terms"),
+            acls.Clients("attribution", groups=(att, f"{att}-restore", f"{att}-terms", f"{att}-lease"),
                          transactional_prefixes=(env["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"],)),
             acls.Clients("metering", groups=(met, f"{met}-restore", f"{met}-terms"),
                          transactional_prefixes=(f"tally-metering-{met}-",)),

@@ -118,6 +118,7 @@ class Stack:
             "TALLY_ATTRIBUTION_TOPIC_DLQ_IMPRESSIONS": t["dlq.ads.impressions"],
             "TALLY_ATTRIBUTION_TOPIC_DLQ_CONVERSIONS": t["dlq.ads.conversions"],
             "TALLY_ATTRIBUTION_TOPIC_STATE": f"{internal}-attribution.state-changelog",
+            "TALLY_ATTRIBUTION_TOPIC_LEASE": f"{internal}-attribution.processor-lease",
             # metering (worker + spend API)
             "TALLY_METERING_PORT": str(PORTS["spend"]),
             "TALLY_METERING_METRICS_PORT": "0",

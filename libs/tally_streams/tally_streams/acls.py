@@ -66,7 +66,7 @@ class Clients:
 
 
 #: The services' consumer groups and transactional ids, as their settings name them by default:
-#: attribution's processor (``TALLY_ATTRIBUTION_GROUP`` and its ``-restore``/``-terms`` readers,
+#: attribution's processor (``TALLY_ATTRIBUTION_GROUP`` and its ``-restore``/``-terms`` readers and ``-lease``,
 #: ``TALLY_ATTRIBUTION_TRANSACTIONAL_ID`` by prefix: ``tally-attribution`` locally,
 #: ``tally-attribution-<pod>`` on Kubernetes), metering's workers (``TALLY_METERING_GROUP``, the
 #: transactional id ``tally-metering-<group>-<worker id>``) and spend API (``tally-metering-api``),
@@ -75,7 +75,8 @@ class Clients:
 CLIENTS: tuple[Clients, ...] = (
     Clients("contracts"),
     Clients("ingest"),
-    Clients("attribution", groups=("tally-attribution", "tally-attribution-restore", "tally-attribution-terms"),
+    Clients("attribution", groups=("tally-attribution", "tally-attribution-restore", "tally-attribution-terms",
+                                   "tally-attribution-lease"),
             transactional_prefixes=("tally-attribution",)),
     Clients("metering", groups=("tally-metering", "tally-metering-restore", "tally-metering-terms", "tally-metering-api"),
             transactional_prefixes=("tally-metering-tally-metering-",)),

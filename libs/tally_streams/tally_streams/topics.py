@@ -125,6 +125,9 @@ INTERNAL: tuple[TopicSpec, ...] = (
               producers=("metering",)),
     TopicSpec("attribution.state-changelog", "state key", "none (JSON state values)", partitions=4, compacted=True,
               producers=("attribution",), consumers=("attribution",)),
+    # its one partition's owner in the group tally-attribution-lease is the active processor
+    TopicSpec("attribution.processor-lease", "none (never written)", "none", partitions=1, retention_ms=60_000,
+              producers=("attribution",), consumers=("attribution",)),
     TopicSpec("dlq.billing.running_totals", "as source", "dead_letter", partitions=1, retention_ms=-1,
               producers=("pacing",)),
 )

@@ -50,3 +50,7 @@ class ProcessorMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400))
         self.transactions = Counter(
             "tally_attribution_transactions_total", "Kafka transactions committed by the processor", registry=registry)
+        #: 1 while this process holds the processor lease and decides; 0 while it waits as a standby
+        self.active = Gauge(
+            "tally_attribution_processor_active", "1 = this processor holds the lease and decides, 0 = standby",
+            registry=registry)

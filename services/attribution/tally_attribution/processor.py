@@ -64,6 +64,7 @@ from .domain import (
     Source,
 )
 from .impression_reader import ImpressionReader
+from .lease import Lease, lease_topic_spec
 from .metrics import ProcessorMetrics
 from .settings import AttributionSettings
 from .state import AttributionState
@@ -140,6 +141,8 @@ class Processor:
         #: for the impression partitions' end offsets (``_end_offsets``); None: ask the consumer
         self._admin: AdminClient | None = None
         self._lost = False
+        #: the processor lease (``run``): lost means another replica may decide now
+        self._lease: Lease | None = None
         self._failed = False
         self._in_txn = False
         self._txn_started = 0.0
@@ -161,7 +164,24 @@ class Processor:
 
     def run(self, stop: threading.Event) -> None:
         bootstrap = self.s.kafka_bootstrap
-        ensure_topics(bootstrap, [state_topic_spec(self.t_state)])
+        ensure_topics(bootstrap, [state_topic_spec(self.t_state), lease_topic_spec(self.s.attribution_topic_lease)])
+        # A standby waits here, before it touches the transactional id (lease.py says why).
+        lease = Lease(bootstrap, f"{self.s.attribution_group}-lease", self.s.attribution_topic_lease,
+                      member=self.s.attribution_replica_id or self.s.attribution_transactional_id)
+        lease.start()
+        try:
+            if not lease.wait(stop):
+                if lease.lost.is_set():
+                    raise ProcessorFailed("processor lease lost before it was used")
+                return
+            self._lease = lease
+            self.metrics.active.set(1)
+            self._run_active(bootstrap, stop)
+        finally:
+            self.metrics.active.set(0)
+            lease.close()
+
+    def _run_active(self, bootstrap: str, stop: threading.Event) -> None:
         self.producer = Producer(producer_config(
             bootstrap, client_id="tally-attribution-processor",
             **{"transactional.id": self.s.attribution_transactional_id, "transaction.timeout.ms": 60_000},
@@ -315,6 +335,8 @@ class Processor:
     def _cycle(self) -> None:
         if self._lost:
             raise ProcessorFailed("partitions lost (session expired); restarting from the committed state")
+        if self._lease is not None and self._lease.lost.is_set():
+            raise ProcessorFailed("processor lease lost: another replica decides now; restart as a standby")
         msgs = self.consumer.consume(num_messages=BATCH_MAX, timeout=0.05)
         self._load_terms()
         impressions: list[Message] = []

@@ -33,7 +33,7 @@ class AttributionSettings(KafkaSecurity, KafkaSettings):
         non_negative_int)
     attribution_group: str = setting("TALLY_ATTRIBUTION_GROUP", "consumer group of the processor", "tally-attribution")
     attribution_transactional_id: str = setting(
-        "TALLY_ATTRIBUTION_TRANSACTIONAL_ID", "transactional id of the processor (one active decider; a new one fences the old)",
+        "TALLY_ATTRIBUTION_TRANSACTIONAL_ID", "transactional id of the processor, the same for every replica (the lease holder decides)",
         "tally-attribution")
     attribution_commit_interval_ms: int = setting("TALLY_ATTRIBUTION_COMMIT_INTERVAL_MS", "longest time between two processor transactions",
                                                   "200", positive_int)
@@ -63,6 +63,12 @@ class AttributionSettings(KafkaSecurity, KafkaSettings):
                                                      topics.DLQ_CONVERSIONS.name)
     attribution_topic_state: str = setting("TALLY_ATTRIBUTION_TOPIC_STATE", "compacted changelog of the processor state",
                                            "attribution.state-changelog")
+    attribution_replica_id: str = setting(
+        "TALLY_ATTRIBUTION_REPLICA_ID",
+        "this replica's static member id in the lease group (its pod name); empty = the transactional id", "")
+    attribution_topic_lease: str = setting(
+        "TALLY_ATTRIBUTION_TOPIC_LEASE", "one-partition topic whose assignment in the group <GROUP>-lease makes a processor the active one",
+        "attribution.processor-lease")
     attribution_store_dir: str = setting(
         "TALLY_ATTRIBUTION_STORE_DIR",
         "Directory of the processor's on-disk exposure index (RocksDB); empty = .state/attribution/<TRANSACTIONAL_ID>", "")

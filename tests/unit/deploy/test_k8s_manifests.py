@@ -199,7 +199,7 @@ def test_every_http_service_has_probes_resources_a_service_and_a_disruption_budg
 
 
 @pytest.mark.parametrize(("worker", "id_env"), [("metering", "TALLY_METERING_WORKER_ID"),
-                                                ("attribution", "TALLY_ATTRIBUTION_TRANSACTIONAL_ID")])
+                                                ("attribution", "TALLY_ATTRIBUTION_REPLICA_ID")])
 def test_every_stream_worker_takes_its_id_from_the_pod_name_and_keeps_a_volume(docs: list[Doc], worker: str,
                                                                                id_env: str) -> None:
     statefulset = one(docs, "StatefulSet", worker)
@@ -324,12 +324,16 @@ def test_every_kafka_workload_runs_as_its_own_user_with_the_cluster_ca(docs: lis
 
 
 def test_the_stream_workers_transactional_ids_are_granted_to_them() -> None:
-    """attribution's transactional id on Kubernetes is tally-attribution-<pod>, metering's
-    tally-metering-<group>-<pod>: both under the prefix their KafkaUser may use."""
+    """attribution's transactional id on Kubernetes is tally-attribution (both replicas: the
+    active processor and its standby), metering's tally-metering-<group>-<pod>: both under the
+    prefix their KafkaUser may use."""
     docs = base_docs()
     granted = {(a.principal, a.name) for a in acls.acls() if a.resource == acls.TRANSACTIONAL_ID}
     (att,) = containers(one(docs, "StatefulSet", "attribution"))
-    tid = env_of(att)["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"]["value"].replace("$(POD_NAME)", "attribution-0")
+    tid = env_of(att)["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"]["value"]
+    # one transactional id for the active processor and its standby: a takeover fences the old one
+    assert "$(" not in tid, tid
+    assert one(docs, "StatefulSet", "attribution")["spec"]["replicas"] == 2  # the active one and a standby
     assert any(p == "User:tally-attribution" and tid.startswith(prefix) for p, prefix in granted), tid
     from tally_metering.settings import SPEC
 

@@ -45,7 +45,8 @@ def test_only_the_owner_writes_each_family_of_topics() -> None:
     assert writes(b, "contracts") == {"contracts.events", "contracts.terms"}
     assert writes(b, "ingest") == {"ads.impressions", "ads.conversions", "ads.ivt_reports", "dlq.ingest"}
     assert writes(b, "attribution") == {"billing.attributed_conversions", "billing.conversion_outcomes",
-                                        "dlq.ads.impressions", "dlq.ads.conversions", "attribution.state-changelog"}
+                                        "dlq.ads.impressions", "dlq.ads.conversions", "attribution.state-changelog",
+                                        "attribution.processor-lease"}  # the lease: created, never written
     assert writes(b, "metering") == {"billing.running_totals", "billing.periods_closed", "billing.adjustments",
                                      "billing.budget_alerts", "billing.ivt_report_outcomes", "dlq.ads.impressions",
                                      "dlq.billing.attributed_conversions", "metering.deltas",
@@ -102,7 +103,7 @@ def test_the_clients_are_the_services_settings_defaults() -> None:
     pac, inv = defaults("tally_pacing.settings"), defaults("tally_invoicing.settings")
     clients = {c.service: c for c in acls.CLIENTS}
     group = att["TALLY_ATTRIBUTION_GROUP"]
-    assert clients["attribution"].groups == (group, f"{group}-restore", f"{group}-terms")
+    assert clients["attribution"].groups == (group, f"{group}-restore", f"{group}-terms", f"{group}-lease")
     assert clients["attribution"].transactional_prefixes == (att["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"],)
     group = met["TALLY_METERING_GROUP"]
     assert clients["metering"].groups[:3] == (group, f"{group}-restore", f"{group}-terms")
