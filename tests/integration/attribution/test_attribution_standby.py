@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,20 +23,13 @@ from tally_streams.kafka import delete_topics
 from tests import clock
 from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 
-from .conftest import Harness, make_topics, processor_env
-from .test_attribution_sigkill import start
+from .conftest import Harness, processor_env
+from .test_attribution_sigkill import names, start  # noqa: F401 (names: the fixture)
 
 pytestmark = pytest.mark.integration
 
 HOUSEHOLDS = 400
 AT = clock.now().replace(microsecond=0) - timedelta(hours=1)
-
-
-@pytest.fixture
-def names(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
-    n = make_topics(kafka_bootstrap)
-    yield n
-    delete_topics(kafka_bootstrap, list(n.values()))
 
 
 def _await_log(path: Path, text: str, count: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -48,7 +40,7 @@ def _await_log(path: Path, text: str, count: int, proc: subprocess.Popen[bytes],
         time.sleep(0.05)
 
 
-def test_standby_takes_over_each_outcome_once(kafka_bootstrap: str, catalog: SchemaCatalog, names: dict[str, str],
+def test_standby_takes_over_each_outcome_once(kafka_bootstrap: str, catalog: SchemaCatalog, names: dict[str, str],  # noqa: F811
                                               tmp_path: Path) -> None:
     h = Harness(kafka_bootstrap, catalog, names)
     base = processor_env(kafka_bootstrap, names, settle_ms=200)
@@ -65,7 +57,6 @@ def test_standby_takes_over_each_outcome_once(kafka_bootstrap: str, catalog: Sch
     h.producer.flush(30)
 
     produced: list[str] = []
-    feeding = threading.Event()
 
     def feed() -> None:
         codec = catalog.codec("conversion")
@@ -76,7 +67,7 @@ def test_standby_takes_over_each_outcome_once(kafka_bootstrap: str, catalog: Sch
                 produced.append(cid)
             if i % 10 == 0:  # paced over ~32 s: both kills, each followed by a 10 s takeover, land mid-stream
                 h.producer.flush(10)
-                time.sleep(0.8 if feeding.is_set() else 0.0)
+                time.sleep(0.8)
         h.producer.flush(30)
 
     out = names["outcomes"]
@@ -88,7 +79,6 @@ def test_standby_takes_over_each_outcome_once(kafka_bootstrap: str, catalog: Sch
         _await_log(logs["a"], "processor started", 1, procs["a"], 60)
         procs["b"] = start(envs["b"], logs["b"])
         _await_log(logs["b"], "standby: waiting for the processor lease", 1, procs["b"], 60)
-        feeding.set()
         feeder.start()
         kills: list[int] = []
         for active, standby, n in (("a", "b", 1), ("b", "a", 2)):
