@@ -135,6 +135,11 @@ positive_float = _checked(float, lambda v: v > 0, "must be > 0")
 port = _checked(int, lambda v: 0 < v < 65536, "must be a TCP port (1-65535)")
 
 
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """A parser of an integer from ``low`` to ``high``, both included."""
+    return _checked(int, lambda v: low <= v <= high, f"must be {low}-{high}")
+
+
 def boolean(raw: str) -> bool:
     low = raw.strip().lower()
     if low in {"1", "true", "yes", "on"}:

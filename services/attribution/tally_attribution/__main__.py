@@ -31,7 +31,7 @@ from tally_kit.settings import validate_main
 from tally_streams.avro import SchemaCatalog
 
 from .ingest import create_ingest_app
-from .processor import Processor
+from .replica import Replica
 from .settings import SPEC
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_processor() -> None:
         try:
-            Processor(settings, catalog, registry=registry).run(stop)
+            Replica(settings, catalog, registry=registry).run(stop)
         except BaseException as exc:
             failed.append(exc)
             raise

@@ -358,10 +358,18 @@ class Decider:
             return "reversal_amount", "must be > 0"
         return None
 
+    def decided_elsewhere(self, conv: Mapping[str, Any]) -> None:
+        """Another shard decides this conversion (its advertiser's): only its id is remembered,
+        in its place in the decision order, since a conversion id is counted once across
+        advertisers (each decided one leaves its ``c:`` key, whatever its outcome)."""
+        key = "c:" + conv["conversion_id"]
+        if self.state.get(key) is None:
+            self.state.put(key, {"s": "elsewhere", "t": to_micros(conv["event_time"]), "advertiser_id": conv["advertiser_id"]})
+
     def _remember_rejected(self, conv: Mapping[str, Any]) -> None:
         key = "c:" + conv["conversion_id"]
         if self.state.get(key) is None:
-            self.state.put(key, {"s": "rejected", "t": to_micros(conv["event_time"])})
+            self.state.put(key, {"s": "rejected", "t": to_micros(conv["event_time"]), "advertiser_id": conv["advertiser_id"]})
 
     def _usage(self, contracts: list[CpaContract], at: datetime) -> tuple[UsageSnapshot, dict[str, str]]:
         """Usage of every candidate contract in the period of ``at`` (in that contract's zone)."""
@@ -485,11 +493,13 @@ class Decider:
             self._remember_rejected(conv)
             return Decision(self._outcome(conv, src, now, reason=reason, detail=detail, original=orig_id))
 
+        # The advertiser first: another shard's conversion (``decided_elsewhere``) is known here
+        # only by its id and advertiser, so the answer must not depend on how it was decided.
+        if orig is not None and orig.get("advertiser_id", conv["advertiser_id"]) != conv["advertiser_id"]:
+            return reject(RejectReason.INVALID, "advertiser_id differs from the original conversion's")
         if orig is None or orig["s"] != "attributed":
             what = "is unknown" if orig is None else "was not attributed"
             return reject(RejectReason.INVALID, f"original conversion {orig_id!r} {what}; nothing to reverse")
-        if orig["advertiser_id"] != conv["advertiser_id"]:
-            return reject(RejectReason.INVALID, "advertiser_id differs from the original conversion's")
         version = self.book.version(orig["contract_id"], orig["version"])
         cur = None if version is None else version.terms.common.currency
         if conv["currency"] is not None and cur is not None and conv["currency"] != cur:

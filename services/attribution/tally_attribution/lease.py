@@ -1,27 +1,32 @@
-"""One active processor among replicas: the lease is the one partition of a topic nobody
-writes, held by whichever member of a consumer group Kafka assigned it to.
+"""Which replica decides which shard: the lease of shard k is partition k of a topic nobody
+writes, held by whichever member of the consumer group ``<group>-lease`` Kafka assigned it to.
 
 Why a lease at all: caps, tiers and order ids are decided per advertiser and contract while
-conversions arrive keyed by household, so one process must decide every partition. A second
-replica started beside it used to fence the first at ``init_transactions`` (same transactional
-id), which then died and, restarted, fenced the second: a ping-pong. With the lease the second
-replica waits, as a standby, before it touches the transactional id, and takes over when the
-active one dies (after the lease group's session timeout, 10 s; a replica restarted within it
-is its own static member and gets the lease straight back) or stops (a static member does not
-leave the group on close, so a clean stop waits for the session timeout too).
+conversions arrive keyed by household, so one process must decide all of an advertiser's
+conversions (``TALLY_ATTRIBUTION_SHARDS`` splits the advertisers into shards, one lease
+partition each). Two replicas deciding one shard used to fence each other at
+``init_transactions`` (the same transactional id) in turn: a ping-pong. With the lease a
+replica decides only the shards whose partitions it holds; one holding none waits as a standby,
+before it touches a transactional id. A replica that dies loses its shards to the others after
+the lease group's session timeout (10 s; restarted within it, it is its own static member and
+gets them straight back); one that stops keeps them as long (a static member does not leave the
+group on close).
 
-Correctness never rests on the lease: the transactional id does. A standby that takes over
-fences the old incarnation and aborts its open transaction, so a paused active one that still
-believes it holds the lease can commit nothing. The lease only keeps the replicas from taking
-turns. The group uses the cooperative-sticky assignor, so a standby joining never takes the
-partition from the member holding it (an eager assignor revokes it at every join and may give
-it to the newcomer).
+Correctness never rests on the lease: the transactional ids do. A replica taking a shard over
+fences the old incarnation and aborts its open transaction, so a paused one that still believes
+it holds the lease can commit nothing. The lease only keeps the replicas from taking turns and
+spreads the shards over them. The group uses the cooperative-sticky assignor: a replica joining
+takes only the shards that move to it, each revoked first from its holder, which hands it over
+cleanly (commits and stops it: ``Replica``) before the second rebalance gives it to the newcomer;
+the other shards never stop. An eager assignor would stop every shard at every join.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -34,21 +39,24 @@ log = logging.getLogger("tally.attribution.lease")
 POLL_S = 0.2
 
 
-def lease_topic_spec(name: str) -> TopicSpec:
-    """The lease topic (``topics.INTERNAL``) under ``name``: one partition, never written."""
-    return next(s for s in topics.INTERNAL if s.name == "attribution.processor-lease").renamed(name)
+def lease_topic_spec(name: str, shards: int = 1) -> TopicSpec:
+    """The lease topic (``topics.INTERNAL``) under ``name``: one partition per shard, never written."""
+    return replace(next(s for s in topics.INTERNAL if s.name == "attribution.processor-lease").renamed(name),
+                   partitions=shards)
 
 
 class Lease:
-    """Holds (or waits for) the lease in the background; ``held`` and ``lost`` say where it stands."""
+    """Holds (or waits for) lease partitions in the background: ``on_assign`` gets the shards
+    given to this member, ``on_revoke`` those taken away (it returns once they stopped here).
+    ``failed`` holds what broke the lease thread."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, *, member: str) -> None:
+    def __init__(self, bootstrap: str, group: str, topic: str, *, member: str,
+                 on_assign: Callable[[list[int]], None], on_revoke: Callable[[list[int]], None]) -> None:
         self.group, self.topic, self.member = group, topic, member
-        self.held = threading.Event()
-        #: set once a held lease was revoked or lost: this process must stop deciding
-        self.lost = threading.Event()
+        self._assign_cb, self._revoke_cb = on_assign, on_revoke
+        self.failed: list[BaseException] = []
         self._stop = threading.Event()
-        # static membership: a replica restarted within the session timeout gets its lease back
+        # static membership: a replica restarted within the session timeout gets its leases back
         # at once, without a rebalance (a killed single replica does not wait 10 s for itself)
         self._consumer = Consumer(consumer_config(
             bootstrap, group, **{"partition.assignment.strategy": "cooperative-sticky", "client.id": member,
@@ -60,32 +68,27 @@ class Lease:
                                  on_lost=self._on_revoke)
         self._thread.start()
 
-    def wait(self, stop: threading.Event, *, log_every_s: float = 30.0) -> bool:
-        """Block until the lease is held (True) or ``stop`` is set (False)."""
-        if not self.held.is_set():
-            log.info("standby: waiting for the processor lease", extra={"group": self.group, "member": self.member})
-        while not self.held.wait(0.1):
-            if stop.is_set() or self.lost.is_set():
-                return False
-            log_every_s -= 0.1
-            if log_every_s <= 0:
-                log_every_s = 30.0
-                log.info("standby: still waiting for the processor lease", extra={"group": self.group})
-        log.info("processor lease acquired", extra={"group": self.group, "member": self.member})
-        return True
+    def _shards(self, partitions: list[TopicPartition]) -> list[int]:
+        return sorted(tp.partition for tp in partitions if tp.topic == self.topic)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if any(tp.topic == self.topic for tp in partitions):
-            self.held.set()
+        shards = self._shards(partitions)
+        if shards and not self._stop.is_set():
+            log.info("processor lease acquired", extra={"group": self.group, "member": self.member, "shards": shards})
+            self._call(self._assign_cb, shards)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._stop.is_set():  # our own close
-            self.held.clear()
-            return
-        if self.held.is_set() and any(tp.topic == self.topic for tp in partitions):
-            self.held.clear()
-            self.lost.set()
-            log.error("processor lease lost", extra={"group": self.group, "member": self.member})
+        shards = self._shards(partitions)
+        if shards:
+            log.info("processor lease revoked", extra={"group": self.group, "member": self.member, "shards": shards})
+            self._call(self._revoke_cb, shards)
+
+    def _call(self, fn: Callable[[list[int]], None], shards: list[int]) -> None:
+        try:
+            fn(shards)
+        except BaseException as exc:  # raised inside consume(): keep it for the replica instead
+            log.exception("lease callback failed", extra={"shards": shards})
+            self.failed.append(exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -99,7 +102,7 @@ class Lease:
                 return
 
     def close(self) -> None:
-        """Stop holding the lease (a standby takes it once this member's session times out)."""
+        """Stop holding the leases (the other replicas take them once this member's session times out)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)

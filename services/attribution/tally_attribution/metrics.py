@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -50,7 +52,35 @@ class ProcessorMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400))
         self.transactions = Counter(
             "tally_attribution_transactions_total", "Kafka transactions committed by the processor", registry=registry)
-        #: 1 while this process holds the processor lease and decides; 0 while it waits as a standby
+        #: the shards this process holds the lease of and decides; 0 while it waits as a standby
         self.active = Gauge(
-            "tally_attribution_processor_active", "1 = this processor holds the lease and decides, 0 = standby",
+            "tally_attribution_processor_active", "Shards this process decides (0 = standby)",
             registry=registry)
+        # The gauges above are the process's: the sums over the shards it runs (the lag: the
+        # largest, every shard reading every partition).
+        self._lock = threading.Lock()
+        self._sizes: dict[int, tuple[int, int, int]] = {}
+        self._lags: dict[int, dict[tuple[str, int], int]] = {}
+
+    def shard_sizes(self, shard: int, households: int, exposures: int, pending: int) -> None:
+        with self._lock:
+            self._sizes[shard] = (households, exposures, pending)
+            self._set_sizes()
+
+    def shard_lag(self, shard: int, topic: str, partition: int, lag: int) -> None:
+        with self._lock:
+            self._lags.setdefault(shard, {})[(topic, partition)] = lag
+            self.lag.labels(topic, str(partition)).set(max(lags.get((topic, partition), 0) for lags in self._lags.values()))
+
+    def shard_gone(self, shard: int) -> None:
+        """A shard stopped here (handed to another replica): its sizes leave the sums."""
+        with self._lock:
+            self._sizes.pop(shard, None)
+            self._lags.pop(shard, None)
+            self._set_sizes()
+
+    def _set_sizes(self) -> None:
+        sizes = list(self._sizes.values())
+        self.households.set(sum(s[0] for s in sizes))
+        self.exposures.set(sum(s[1] for s in sizes))
+        self.pending.set(sum(s[2] for s in sizes))

@@ -64,9 +64,8 @@ from .domain import (
     Source,
 )
 from .impression_reader import ImpressionReader
-from .lease import Lease, lease_topic_spec
 from .metrics import ProcessorMetrics
-from .settings import AttributionSettings
+from .settings import AttributionSettings, shard_of
 from .state import AttributionState
 from .store import ExposureStore, encode_checkpoint
 
@@ -85,9 +84,14 @@ BATCH_MAX = 2000
 KAFKA_TIMEOUT_S = 30.0
 
 
-def state_topic_spec(name: str) -> TopicSpec:
-    """The processor's own changelog (compacted; kept as long as the state it rebuilds)."""
-    return TopicSpec(name, "state key", "none (JSON state values)", partitions=4, compacted=True)
+def state_topic_spec(name: str, shards: int = 1) -> TopicSpec:
+    """The processor's own changelog (compacted; kept as long as the state it rebuilds): at
+    least one partition per shard."""
+    return TopicSpec(name, "state key", "none (JSON state values)", partitions=max(4, shards), compacted=True)
+
+
+#: the state key naming the shard that built the state, and of how many: ``[shard, shards]``
+SHARD_KEY = "s:shard"
 
 
 class ProcessorFailed(RuntimeError):
@@ -102,11 +106,20 @@ class Processor:
         *,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
+        shard: int = 0,
+        metrics: ProcessorMetrics | None = None,
     ) -> None:
         self.s = settings
         self.clock: Clock = clock or WallClock()
         self.registry = registry or CollectorRegistry()
-        self.metrics = ProcessorMetrics(self.registry)
+        self.metrics = metrics or ProcessorMetrics(self.registry)
+        #: this processor decides the conversions of the advertisers with ``shard_of(advertiser) == shard``
+        self.shard, self.shards = shard, settings.attribution_shards
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is not one of the {self.shards} of TALLY_ATTRIBUTION_SHARDS")
+        self.group = settings.shard_name(settings.attribution_group, shard)
+        self.transactional_id = settings.shard_name(settings.attribution_transactional_id, shard)
+        self._owners: dict[str, bool] = {}
         self.codecs: dict[str, AvroCodec] = {
             name: catalog.codec(name)
             for name in ("impression", "conversion", "contract_terms", "attributed_conversion", "conversion_outcome",
@@ -141,8 +154,6 @@ class Processor:
         #: for the impression partitions' end offsets (``_end_offsets``); None: ask the consumer
         self._admin: AdminClient | None = None
         self._lost = False
-        #: the processor lease (``run``): lost means another replica may decide now
-        self._lease: Lease | None = None
         self._failed = False
         self._in_txn = False
         self._txn_started = 0.0
@@ -163,38 +174,26 @@ class Processor:
         return to_micros(self.clock.now()) // 1000
 
     def run(self, stop: threading.Event) -> None:
+        """Decide this shard until ``stop`` is set. Run it only where the shard's lease is held
+        (``replica.Replica``): two incarnations fence each other at ``init_transactions``."""
         bootstrap = self.s.kafka_bootstrap
-        ensure_topics(bootstrap, [state_topic_spec(self.t_state), lease_topic_spec(self.s.attribution_topic_lease)])
-        # A standby waits here, before it touches the transactional id (lease.py says why).
-        lease = Lease(bootstrap, f"{self.s.attribution_group}-lease", self.s.attribution_topic_lease,
-                      member=self.s.attribution_replica_id or self.s.attribution_transactional_id)
-        lease.start()
-        try:
-            if not lease.wait(stop):
-                if lease.lost.is_set():
-                    raise ProcessorFailed("processor lease lost before it was used")
-                return
-            self._lease = lease
-            self.metrics.active.set(1)
-            self._run_active(bootstrap, stop)
-        finally:
-            self.metrics.active.set(0)
-            lease.close()
+        ensure_topics(bootstrap, [state_topic_spec(self.t_state, self.shards)])
+        self._run_active(bootstrap, stop)
 
     def _run_active(self, bootstrap: str, stop: threading.Event) -> None:
         self.producer = Producer(producer_config(
             bootstrap, client_id="tally-attribution-processor",
-            **{"transactional.id": self.s.attribution_transactional_id, "transaction.timeout.ms": 60_000},
+            **{"transactional.id": self.transactional_id, "transaction.timeout.ms": 60_000},
         ))
         # Fences any earlier incarnation and aborts its open transaction before we read state.
         self.producer.init_transactions(KAFKA_TIMEOUT_S)
         self._admin = AdminClient(admin_config(bootstrap, **{"client.id": "tally-attribution-processor"}))
         self.consumer = Consumer(consumer_config(
-            bootstrap, self.s.attribution_group,
-            **{"group.instance.id": self.s.attribution_transactional_id, "session.timeout.ms": 10_000,
+            bootstrap, self.group,
+            **{"group.instance.id": self.transactional_id, "session.timeout.ms": 10_000,
                "max.poll.interval.ms": 120_000, "fetch.wait.max.ms": 100},
         ))
-        store = ExposureStore(self.s.store_dir, self.s.attribution_store_memory_mb)
+        store = ExposureStore(self.s.shard_store_dir(self.shard), self.s.attribution_store_memory_mb)
         self.state.use_store(store)
         try:
             self._run(bootstrap, stop)
@@ -207,7 +206,8 @@ class Processor:
         self._load_terms(until_caught_up=True)
         self.consumer.subscribe([self.t_imp, self.t_conv], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
-        log.info("processor started", extra={"state_keys": len(self.state.kv), "pending": len(self.state.pending)})
+        log.info("processor started", extra={"shard": self.shard, "shards": self.shards, "state_keys": len(self.state.kv),
+                                             "pending": len(self.state.pending)})
         try:
             while not stop.is_set():
                 self._cycle()
@@ -226,6 +226,7 @@ class Processor:
             self.consumer.close()
             self.terms_consumer.close()
             self.producer.flush(10)
+            self.metrics.shard_gone(self.shard)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = list(partitions)
@@ -255,7 +256,7 @@ class Processor:
 
     def _checkpoint(self) -> bytes:
         """The store's checkpoint: the committed input offsets, and what they are offsets of."""
-        return b"%s|%s|" % (self.s.attribution_group.encode(), self.t_state.encode()) + encode_checkpoint(self._committed)
+        return b"%s|%s|" % (self.group.encode(), self.t_state.encode()) + encode_checkpoint(self._committed)
 
     def _restore_state(self, bootstrap: str) -> None:
         # Kafka Streams' checkpoint rule under exactly-once: the store is trusted only when its
@@ -271,9 +272,10 @@ class Processor:
                                                  "committed": checkpoint.decode(), "households": store.households})
         started = time.monotonic()
         self.state.begin_restore(trusted=outcome == "trusted")
-        c = Consumer(reader_config(bootstrap, f"{self.s.attribution_group}-restore"))
+        c = Consumer(reader_config(bootstrap, f"{self.group}-restore"))
         try:
             md = c.list_topics(self.t_state, timeout=KAFKA_TIMEOUT_S).topics[self.t_state]
+            partitions = self._state_partitions(len(md.partitions))
 
             def apply(m: Message) -> None:
                 key = m.key()
@@ -283,8 +285,9 @@ class Processor:
             # A trusted store is the whole state as of the committed offsets: nothing to read.
             # Otherwise every record, into memory and the store (a bound, not a budget: ten
             # million households restore in minutes).
-            n = 0 if outcome == "trusted" else restore(c, self.t_state, md.partitions, apply, timeout_s=1800)
+            n = 0 if outcome == "trusted" else restore(c, self.t_state, partitions, apply, timeout_s=1800)
             self.state.end_restore(checkpoint)
+            self._check_shard_key()
             for pending_key, pending in self.state.pending.items():
                 self._queue(pending_key, pending)
                 self._last_arrival[(pending["topic"], pending["p"])] = max(
@@ -295,8 +298,33 @@ class Processor:
         finally:
             c.close()
 
+    def _state_partitions(self, count: int) -> list[int]:
+        """The changelog partitions this shard reads at a restore: all of them with one shard
+        (its records are spread by key); shard k of K writes to partition k and reads every
+        partition ≡ k (mod K), so a record another shard count left there is seen (and refused)."""
+        if count < self.shards:
+            raise ProcessorFailed(f"{self.t_state} has {count} partitions, fewer than the {self.shards} shards "
+                                  "(TALLY_ATTRIBUTION_SHARDS): add partitions or use a new changelog topic")
+        return list(range(count)) if self.shards == 1 else [p for p in range(count) if p % self.shards == self.shard]
+
+    def _check_shard_key(self) -> None:
+        """The state restored must be this shard's: the shard count is fixed for the life of the
+        state (another count sends advertisers to other shards, whose state never saw them)."""
+        mine = [self.shard, self.shards]
+        held = self.state.kv.get(SHARD_KEY)
+        empty = not self.state.kv and not self.state.pending and self.state.household_count == 0
+        if held == mine:
+            return
+        if held is not None or not (empty or self.shards == 1):  # one shard: state written before shards existed
+            raise ProcessorFailed(
+                f"the state in {self.t_state} was built as shard {held[0]} of {held[1]}, not {self.shard} of {self.shards}"
+                if held is not None else
+                f"{self.t_state} holds state of another shard count than {self.shards}; TALLY_ATTRIBUTION_SHARDS is fixed "
+                "for the life of the state (a new count needs a new changelog topic, group and transactional id)")
+        self.state.put(SHARD_KEY, mine)  # written with the first transaction
+
     def _terms_consumer(self, bootstrap: str) -> Consumer:
-        c = Consumer(consumer_config(bootstrap, f"{self.s.attribution_group}-terms"))
+        c = Consumer(consumer_config(bootstrap, f"{self.group}-terms"))
         md = c.list_topics(self.t_terms, timeout=KAFKA_TIMEOUT_S).topics[self.t_terms]
         c.assign([TopicPartition(self.t_terms, p, OFFSET_BEGINNING) for p in md.partitions])
         return c
@@ -335,8 +363,6 @@ class Processor:
     def _cycle(self) -> None:
         if self._lost:
             raise ProcessorFailed("partitions lost (session expired); restarting from the committed state")
-        if self._lease is not None and self._lease.lost.is_set():
-            raise ProcessorFailed("processor lease lost: another replica decides now; restart as a standby")
         msgs = self.consumer.consume(num_messages=BATCH_MAX, timeout=0.05)
         self._load_terms()
         impressions: list[Message] = []
@@ -368,9 +394,7 @@ class Processor:
         if mono - self._last_lag >= LAG_INTERVAL_S:
             self._last_lag = mono
             self._report_lag()
-        self.metrics.households.set(self.state.household_count)
-        self.metrics.exposures.set(self.state.exposure_count)
-        self.metrics.pending.set(len(self.state.pending))
+        self.metrics.shard_sizes(self.shard, self.state.household_count, self.state.exposure_count, len(self.state.pending))
         if self._in_txn:
             age = mono - self._txn_started
             if age * 1000 >= self.s.attribution_commit_interval_ms or (self._txn_decided and age >= DECIDED_COMMIT_S):
@@ -394,13 +418,22 @@ class Processor:
     def _on_impression(self, m: Message) -> None:
         self._on_impressions([m])
 
+    def owns(self, advertiser_id: str) -> bool:
+        """This shard decides the advertiser's conversions (and indexes its impressions)."""
+        owned = self._owners.get(advertiser_id)
+        if owned is None:
+            owned = self._owners[advertiser_id] = shard_of(advertiser_id, self.shards) == self.shard
+        return owned
+
     def _on_impressions(self, msgs: list[Message]) -> None:
         """Index a batch of impressions: one call of the compiled reader, then the index per record."""
         self._begin()
         rows = self.impressions.read([m.value() for m in msgs])
+        owns = self.owns
         if self.state.store is not None:  # the batch's households in one multi-get
-            self.state.prefetch(["x:" + r[5] for r in rows if not isinstance(r, DecodeError) and r[6] == "none"])
+            self.state.prefetch(["x:" + r[5] for r in rows if not isinstance(r, DecodeError) and r[6] == "none" and owns(r[2])])
         index = self.decider.index_exposure
+        first = self.shard == 0
         outcomes: dict[str, int] = {}
         last_arrival = self._last_arrival
         seen = self._imp_seen_ms
@@ -418,9 +451,15 @@ class Processor:
                 last_arrival[key] = arrival
             if arrival > seen.get(p, 0):
                 seen[p] = arrival
+            # Every shard reads every impression (the settle gate above needs them all) and
+            # indexes its advertisers' only; an undecodable one (no advertiser) is shard 0's.
             if isinstance(row, DecodeError):
+                if not first:
+                    continue
                 self._dead_letter(m, DeadLetter(classify_rejection(row), row.reason, row.field))
                 outcome = IMPRESSION_DEAD_LETTER
+            elif not owns(row[2]):
+                continue
             else:
                 iid, event_us, adv, campaign, partner, household, ivt = row
                 outcome = index(iid, event_us, adv, campaign, partner, household, ivt, arrival * 1000)
@@ -436,13 +475,17 @@ class Processor:
         try:
             conv = self.conversion_codec.decode(m.value())
         except DecodeError as exc:
-            self._dead_letter(m, DeadLetter(classify_rejection(exc), exc.reason))
+            if self.shard == 0:  # no advertiser to tell whose it is: shard 0's
+                self._dead_letter(m, DeadLetter(classify_rejection(exc), exc.reason))
             return
         problem = record_problem("conversion", conv)  # ads.conversions may come from partners' own producers
         if problem is not None:
-            refused = out_of_bounds(problem, conv, self.clock.now())
-            self._dead_letter(m, DeadLetter(refused.kind, refused.reason, refused.field))
+            if self.owns(str(conv["advertiser_id"])):
+                refused = out_of_bounds(problem, conv, self.clock.now())
+                self._dead_letter(m, DeadLetter(refused.kind, refused.reason, refused.field))
             return
+        # Another shard's conversion waits here too, and is "decided" in its place in the order,
+        # only to remember its id (a conversion id is counted once across advertisers).
         src = Source(*_coords(m))
         key = "q:" + src.id
         raw = m.value()
@@ -517,17 +560,24 @@ class Processor:
                 due.append(key)
         if self.state.store is not None:  # their households in one multi-get
             decoded = self._decoded
-            self.state.prefetch(["x:" + decoded[k]["household_id"] for k in due if k in decoded])
-        self._emit([self._decide(key) for key in due])
+            self.state.prefetch(["x:" + decoded[k]["household_id"] for k in due
+                                 if k in decoded and self.owns(decoded[k]["advertiser_id"])])
+        decisions = [self._decide(key) for key in due]
+        self._emit([d for d in decisions if d is not None])
 
     def _queue(self, key: str, pending: dict[str, Any]) -> None:
         heapq.heappush(self._due, (pending["arr"], pending["topic"], pending["p"], pending["o"], key))
 
-    def _decide(self, key: str) -> Decision:
-        """Decide one pending conversion; its records are produced by ``_emit``, in decision order."""
+    def _decide(self, key: str) -> Decision | None:
+        """Decide one pending conversion; its records are produced by ``_emit``, in decision order.
+        Another shard's conversion: None (its id remembered)."""
         p = self.state.pending[key]
         raw = p["raw"]
         conv = self._decoded.pop(key, None) or self.conversion_codec.decode(raw)
+        if not self.owns(conv["advertiser_id"]):
+            self.decider.decided_elsewhere(conv)
+            self.state.drop_pending(key)
+            return None
         now = self.clock.now()
         src = Source(p["topic"], p["p"], p["o"])
         d = self.decider.decide(conv, src, from_micros(p["arr"] * 1000), now)
@@ -564,10 +614,13 @@ class Processor:
 
     # ------------------------------------------------------------------ outputs
 
-    def _produce(self, topic: str, value: bytes | None, key: bytes | str | None) -> None:
+    def _produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key)
+                if partition is None:
+                    self.producer.produce(topic, value=value, key=key)
+                else:
+                    self.producer.produce(topic, value=value, key=key, partition=partition)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -580,13 +633,15 @@ class Processor:
         dlq = self.s.attribution_topic_dlq_impressions if topic == self.t_imp else self.s.attribution_topic_dlq_conversions
         record = dead_letter_record(topic, error_kind=dl.error_kind, reason=dl.reason, key=key, value=value,
                                     partition=partition, offset=offset, field=dl.field, failed_at=self.clock.now(),
-                                    consumer_group=self.s.attribution_group)
+                                    consumer_group=self.group)
         self._produce(dlq, self.codecs["dead_letter"].encode(record), key)
         self.metrics.dead_letters.labels(topic, dl.error_kind).inc()
 
     def _commit(self) -> None:
+        # One shard: spread by key, as ever; shard k of several: partition k (``_state_partitions``).
+        partition = None if self.shards == 1 else self.shard
         for key, value in self.state.drain_changes():
-            self._produce(self.t_state, value, key)
+            self._produce(self.t_state, value, key, partition)
         # Every assigned partition's offset (where one is known: read since the assignment, or
         # committed before), each with this transaction's name as its commit metadata, so the
         # committed offsets change with every transaction and fix which one the store must reflect.
@@ -635,7 +690,7 @@ class Processor:
                 if hi < 0:
                     continue
                 lag = hi - tp.offset if tp.offset >= 0 else hi
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+                self.metrics.shard_lag(self.shard, tp.topic, tp.partition, max(0, lag))
         except KafkaException as exc:  # a metric never stops the processor
             log.warning("lag not measured", extra={"error": str(exc)})
 

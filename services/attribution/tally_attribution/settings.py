@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tally_kit.settings import KafkaSettings, Spec, non_negative_int, port, positive_int, setting
+from tally_kit.settings import KafkaSettings, Spec, int_between, non_negative_int, port, positive_int, setting
 from tally_streams import topics
 from tally_streams.security import KafkaSecurity
+
+#: the most shards the processor may be split into (one lease partition, and one state
+#: changelog partition at least, each)
+MAX_SHARDS = 64
+
+
+def shard_of(advertiser_id: str, shards: int) -> int:
+    """The shard that decides the advertiser's conversions: the first 8 bytes of the BLAKE2b
+    digest of its UTF-8 bytes, mod the shard count. Stable across processes and Python versions
+    (unlike ``hash``), and well mixed: CRC-32 is linear, so its low bits put ids that differ in
+    a last digit 0-3 (adv-0 … adv-3) on one shard of two."""
+    digest = hashlib.blake2b(advertiser_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,10 +45,16 @@ class AttributionSettings(KafkaSecurity, KafkaSettings):
     attribution_settle_delay_ms: int = setting(
         "TALLY_ATTRIBUTION_SETTLE_DELAY_MS", "hold each conversion this long after its arrival so late exposures count", "300000",
         non_negative_int)
-    attribution_group: str = setting("TALLY_ATTRIBUTION_GROUP", "consumer group of the processor", "tally-attribution")
+    attribution_group: str = setting("TALLY_ATTRIBUTION_GROUP", "consumer group of the processor (shard k of several: <GROUP>-shard-<k>)",
+                                     "tally-attribution")
     attribution_transactional_id: str = setting(
-        "TALLY_ATTRIBUTION_TRANSACTIONAL_ID", "transactional id of the processor, the same for every replica (the lease holder decides)",
+        "TALLY_ATTRIBUTION_TRANSACTIONAL_ID",
+        "transactional id of the processor, the same for every replica (the lease holder decides; shard k of several: <ID>-shard-<k>)",
         "tally-attribution")
+    attribution_shards: int = setting(
+        "TALLY_ATTRIBUTION_SHARDS",
+        "advertiser shards the decisions are split into, each decided by whichever replica holds its lease partition; fixed for the "
+        f"life of the state (1-{MAX_SHARDS})", "1", int_between(1, MAX_SHARDS))
     attribution_commit_interval_ms: int = setting("TALLY_ATTRIBUTION_COMMIT_INTERVAL_MS", "longest time between two processor transactions",
                                                   "200", positive_int)
     attribution_max_exposures_per_household: int = setting(
@@ -67,7 +87,8 @@ class AttributionSettings(KafkaSecurity, KafkaSettings):
         "TALLY_ATTRIBUTION_REPLICA_ID",
         "this replica's static member id in the lease group (its pod name); empty = the transactional id", "")
     attribution_topic_lease: str = setting(
-        "TALLY_ATTRIBUTION_TOPIC_LEASE", "one-partition topic whose assignment in the group <GROUP>-lease makes a processor the active one",
+        "TALLY_ATTRIBUTION_TOPIC_LEASE",
+        "topic of one partition per shard: whichever member of the group <GROUP>-lease is assigned partition k decides shard k",
         "attribution.processor-lease")
     attribution_store_dir: str = setting(
         "TALLY_ATTRIBUTION_STORE_DIR",
@@ -79,8 +100,15 @@ class AttributionSettings(KafkaSecurity, KafkaSettings):
 
     @property
     def store_dir(self) -> Path:
-        """Where this processor's exposure index lives."""
+        """Where this processor's exposure index lives (each shard's under it: ``shard_store_dir``)."""
         return Path(self.attribution_store_dir or Path(".state") / "attribution" / self.attribution_transactional_id)
+
+    def shard_name(self, base: str, shard: int) -> str:
+        """A group or transactional id of shard ``shard``: the name itself when there is one shard."""
+        return base if self.attribution_shards == 1 else f"{base}-shard-{shard}"
+
+    def shard_store_dir(self, shard: int) -> Path:
+        return self.store_dir if self.attribution_shards == 1 else self.store_dir / f"shard-{shard}"
 
 
 SPEC = Spec(AttributionSettings)

@@ -4,12 +4,14 @@ Everything the decider must remember lives here, under a one-letter prefix:
 
 ``x:<household>``                 exposure index: ``[[impression_id, event_time_us, advertiser_id, campaign_id, partner_id], ...]``
 ``h:<household>``                 the household's attributed conversions: ``[[contract_id, event_type, event_time_us], ...]``
-``c:<conversion_id>``             every decided conversion id (dedupe; attributed ones keep what a reversal needs)
+``c:<conversion_id>``             every decided conversion id (dedupe; attributed ones keep what a reversal needs;
+                                  ``"s": "elsewhere"``: decided by another shard, only its id and advertiser)
 ``o:<advertiser>\\x1f<order_id>``  order ids already counted per advertiser → conversion id
 ``u:<contract>\\x1f<period>``      contract usage in a period ``[conversions, amount]``
 ``p:<contract>\\x1f<partner>\\x1f<period>``     partner usage in a period ``[conversions, amount]``
 ``e:<contract>\\x1f<period>\\x1f<event_type>``  conversions of an event type in a period (tiers)
 ``q:<topic>/<partition>/<offset>``  conversions waiting for their settle delay
+``s:shard``                        ``[shard, shards]``: which shard of how many built this state (``processor._check_shard_key``)
 
 In memory an ``x:`` value is one flat tuple per household (``EXPOSURE_WIDTH`` fields per
 exposure, sorted by (event time, impression id)) whose advertiser, campaign and partner ids are

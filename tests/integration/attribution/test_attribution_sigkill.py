@@ -10,10 +10,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,27 @@ def names(kafka_bootstrap: str) -> Iterator[dict[str, str]]:
     n = make_topics(kafka_bootstrap)
     yield n
     delete_topics(kafka_bootstrap, list(n.values()))
+
+
+def kill_all(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def await_every_outcome(h: Harness, records: int, replicas: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Until the outcomes topic holds ``records`` outcomes, then a second more (anything emitted
+    twice would show up by then); the replicas must all still run (none fenced another out)."""
+    h.collector.wait_for(h.names["outcomes"], lambda r: True, count=records, timeout_s=90)
+    time.sleep(1.0)
+    assert all(p.poll() is None for p in replicas)
+
+
+def assert_one_outcome_per_record(outcomes: list[dict[str, Any]], records: int) -> None:
+    """Nothing emitted twice, nothing missing: no consumer-side dedupe needed."""
+    assert len(outcomes) == records, (len(outcomes), records)
+    assert all(n == 1 for n in Counter(o["outcome_id"] for o in outcomes).values())
 
 
 def start(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -94,18 +116,13 @@ def test_sigkill_mid_stream_each_outcome_once(kafka_bootstrap: str, catalog: Sch
         h.collector.wait_for(outcomes_topic, lambda r: True, count=total, timeout_s=90)
         time.sleep(1.0)  # anything emitted twice would show up now
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+        kill_all(procs)
         h.collector.close()
 
     outcomes = h.collector.get(outcomes_topic)
     attributed = h.collector.get(names["attributed"])
     log = (tmp_path / "processor.log").read_text()
-    # nothing emitted twice: no consumer-side dedupe needed
-    assert len(outcomes) == len(produced), (len(outcomes), len(produced))
-    assert all(n == 1 for n in Counter(o["outcome_id"] for o in outcomes).values())
+    assert_one_outcome_per_record(outcomes, len(produced))
     per_id = Counter(o["conversion_id"] for o in outcomes)
     assert per_id == Counter(produced)
     firsts = {o["conversion_id"] for o in outcomes if o["outcome"] == "attributed"}

@@ -24,7 +24,7 @@ from tests import clock
 from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 
 from .conftest import Harness, processor_env
-from .test_attribution_sigkill import names, start  # noqa: F401 (names: the fixture)
+from .test_attribution_sigkill import assert_one_outcome_per_record, await_every_outcome, kill_all, names, start  # noqa: F401 (names: the fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -94,21 +94,15 @@ def test_standby_takes_over_each_outcome_once(kafka_bootstrap: str, catalog: Sch
             procs[active] = start(envs[active], logs[active])  # back, as the standby now
             _await_log(logs[active], "standby: waiting for the processor lease", waited + 1, procs[active], 60)
         feeder.join(90)
-        h.collector.wait_for(out, lambda r: True, count=len(produced), timeout_s=90)
-        time.sleep(1.0)  # anything emitted twice would show up now
-        assert procs["a"].poll() is None and procs["b"].poll() is None  # neither fenced the other out
+        await_every_outcome(h, len(produced), procs.values())
     finally:
-        for p in [*procs.values(), *killed]:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+        kill_all([*procs.values(), *killed])
         h.collector.close()
         delete_topics(kafka_bootstrap, [lease_topic])
 
     outcomes = h.collector.get(out)
     attributed = h.collector.get(names["attributed"])
-    assert len(outcomes) == len(produced), (len(outcomes), len(produced))
-    assert all(n == 1 for n in Counter(o["outcome_id"] for o in outcomes).values())
+    assert_one_outcome_per_record(outcomes, len(produced))
     assert Counter(o["conversion_id"] for o in outcomes) == Counter(produced)
     assert sum(1 for o in outcomes if o["reason"] == "duplicate") == len(produced) - HOUSEHOLDS
     assert Counter(a["conversion_id"] for a in attributed) == Counter({f"v{i}": 1 for i in range(HOUSEHOLDS)})
