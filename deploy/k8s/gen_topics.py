@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tally_streams import acls, topics
@@ -29,9 +30,14 @@ CLUSTER = "tally"  # the Strimzi Kafka resource (base/kafka/kafka.yaml)
 REPLICAS = 3
 MIN_INSYNC_REPLICAS = 2
 
+#: ``TALLY_ATTRIBUTION_SHARDS`` of ``base/workers/attribution.yaml``: the lease topic has one
+#: partition per shard, exactly (the test checks the two agree)
+ATTRIBUTION_SHARDS = 4
+
 #: Topics the services create for themselves (``tally_streams.topics.INTERNAL``, with who writes
 #: and reads each): on Kubernetes they must exist before the services start.
-OWN_TOPICS: tuple[TopicSpec, ...] = topics.INTERNAL
+OWN_TOPICS: tuple[TopicSpec, ...] = tuple(
+    replace(s, partitions=ATTRIBUTION_SHARDS) if s.name == "attribution.processor-lease" else s for s in topics.INTERNAL)
 
 
 def resource_name(topic: str) -> str:

@@ -50,6 +50,8 @@ class Clients:
 
     service: str
     groups: tuple[str, ...] = ()
+    #: consumer groups by name prefix (attribution's shards: ``<GROUP>-shard-<k>`` and its readers)
+    group_prefixes: tuple[str, ...] = ()
     transactional_ids: tuple[str, ...] = ()
     transactional_prefixes: tuple[str, ...] = ()
     #: topics the service creates and owns by name prefix (faust's table changelogs and leader topic)
@@ -60,13 +62,15 @@ class Clients:
     def prefixed(self, prefix: str) -> Clients:
         """The same clients with every name under ``prefix`` (tests run on throwaway names)."""
         return replace(self, groups=tuple(prefix + g for g in self.groups),
+                       group_prefixes=tuple(prefix + g for g in self.group_prefixes),
                        transactional_ids=tuple(prefix + t for t in self.transactional_ids),
                        transactional_prefixes=tuple(prefix + t for t in self.transactional_prefixes),
                        own_topic_prefixes=tuple(prefix + t for t in self.own_topic_prefixes))
 
 
 #: The services' consumer groups and transactional ids, as their settings name them by default:
-#: attribution's processor (``TALLY_ATTRIBUTION_GROUP`` and its ``-restore``/``-terms`` readers and ``-lease``,
+#: attribution's processor (``TALLY_ATTRIBUTION_GROUP`` and its ``-restore``/``-terms`` readers and ``-lease``;
+#: with several shards ``<GROUP>-shard-<k>`` and its readers, by prefix;
 #: ``TALLY_ATTRIBUTION_TRANSACTIONAL_ID`` by prefix: ``tally-attribution`` locally,
 #: ``tally-attribution-<pod>`` on Kubernetes), metering's workers (``TALLY_METERING_GROUP``, the
 #: transactional id ``tally-metering-<group>-<worker id>``) and spend API (``tally-metering-api``),
@@ -77,7 +81,7 @@ CLIENTS: tuple[Clients, ...] = (
     Clients("ingest"),
     Clients("attribution", groups=("tally-attribution", "tally-attribution-restore", "tally-attribution-terms",
                                    "tally-attribution-lease"),
-            transactional_prefixes=("tally-attribution",)),
+            group_prefixes=("tally-attribution-shard-",), transactional_prefixes=("tally-attribution",)),
     Clients("metering", groups=("tally-metering", "tally-metering-restore", "tally-metering-terms", "tally-metering-api"),
             transactional_prefixes=("tally-metering-tally-metering-",)),
     Clients("pacing", groups=("tally-pacing",), own_topic_prefixes=("tally-pacing-",), idempotent=False),
@@ -120,6 +124,8 @@ def acls(specs: Iterable[TopicSpec] = (*topics.CATALOG, *topics.INTERNAL), clien
     for c in clients:
         for group in c.groups:
             allow(c.service, GROUP, group, LITERAL, "Read", "Describe")
+        for prefix in c.group_prefixes:
+            allow(c.service, GROUP, prefix, PREFIX, "Read", "Describe")
         for tid in c.transactional_ids:
             allow(c.service, TRANSACTIONAL_ID, tid, LITERAL, "Write", "Describe")
         for prefix in c.transactional_prefixes:

@@ -324,16 +324,25 @@ def test_every_kafka_workload_runs_as_its_own_user_with_the_cluster_ca(docs: lis
 
 
 def test_the_stream_workers_transactional_ids_are_granted_to_them() -> None:
-    """attribution's transactional id on Kubernetes is tally-attribution (both replicas: the
-    active processor and its standby), metering's tally-metering-<group>-<pod>: both under the
+    """attribution's transactional id on Kubernetes is tally-attribution for every replica (shard
+    k's tally-attribution-shard-<k>), metering's tally-metering-<group>-<pod>: both under the
     prefix their KafkaUser may use."""
     docs = base_docs()
     granted = {(a.principal, a.name) for a in acls.acls() if a.resource == acls.TRANSACTIONAL_ID}
     (att,) = containers(one(docs, "StatefulSet", "attribution"))
     tid = env_of(att)["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"]["value"]
-    # one transactional id for the active processor and its standby: a takeover fences the old one
+    # one transactional id per shard, whichever replica decides it: a takeover fences the old one
     assert "$(" not in tid, tid
-    assert one(docs, "StatefulSet", "attribution")["spec"]["replicas"] == 2  # the active one and a standby
+    shards = int(env_of(att)["TALLY_ATTRIBUTION_SHARDS"]["value"])
+    assert shards == gen_topics().ATTRIBUTION_SHARDS > 1
+    own = {s.name: s for s in gen_topics().OWN_TOPICS}
+    assert own["attribution.processor-lease"].partitions == shards  # one lease per shard, exactly
+    assert own["attribution.state-changelog"].partitions >= shards  # a changelog partition per shard
+    scaled = one(docs, "ScaledObject", "attribution")["spec"]
+    assert 2 <= one(docs, "StatefulSet", "attribution")["spec"]["replicas"] == scaled["minReplicaCount"]
+    assert scaled["maxReplicaCount"] == shards  # a replica more would hold no shard
+    (trigger,) = scaled["triggers"]
+    assert trigger["metadata"]["consumerGroup"] == f"{tid}-shard-0"
     assert any(p == "User:tally-attribution" and tid.startswith(prefix) for p, prefix in granted), tid
     from tally_metering.settings import SPEC
 

@@ -84,9 +84,10 @@ def test_nothing_is_granted_wholesale() -> None:
         assert a.name not in {"*", ""}, a
         if a.resource == CLUSTER:
             assert a.operation == "IdempotentWrite", a
-        if a.pattern != LITERAL:  # prefixes only for metering's transactional ids and pacing's faust topics
+        if a.pattern != LITERAL:  # prefixes only for transactional ids, attribution's shard groups, pacing's faust topics
             assert (a.principal, a.name) in {("User:tally-metering", "tally-metering-tally-metering-"),
                                              ("User:tally-attribution", "tally-attribution"),
+                                             ("User:tally-attribution", "tally-attribution-shard-"),
                                              ("User:tally-pacing", "tally-pacing-")}, a
 
 
@@ -104,6 +105,7 @@ def test_the_clients_are_the_services_settings_defaults() -> None:
     clients = {c.service: c for c in acls.CLIENTS}
     group = att["TALLY_ATTRIBUTION_GROUP"]
     assert clients["attribution"].groups == (group, f"{group}-restore", f"{group}-terms", f"{group}-lease")
+    assert clients["attribution"].group_prefixes == (f"{group}-shard-",)  # settings.shard_name
     assert clients["attribution"].transactional_prefixes == (att["TALLY_ATTRIBUTION_TRANSACTIONAL_ID"],)
     group = met["TALLY_METERING_GROUP"]
     assert clients["metering"].groups[:3] == (group, f"{group}-restore", f"{group}-terms")
