@@ -429,9 +429,10 @@ class Processor:
         """Index a batch of impressions: one call of the compiled reader, then the index per record."""
         self._begin()
         rows = self.impressions.read([m.value() for m in msgs])
-        owns = self.owns
+        owns = self.owns if self.shards > 1 else None  # one shard owns every advertiser
         if self.state.store is not None:  # the batch's households in one multi-get
-            self.state.prefetch(["x:" + r[5] for r in rows if not isinstance(r, DecodeError) and r[6] == "none" and owns(r[2])])
+            self.state.prefetch(["x:" + r[5] for r in rows
+                                 if not isinstance(r, DecodeError) and r[6] == "none" and (owns is None or owns(r[2]))])
         index = self.decider.index_exposure
         first = self.shard == 0
         outcomes: dict[str, int] = {}
@@ -458,7 +459,7 @@ class Processor:
                     continue
                 self._dead_letter(m, DeadLetter(classify_rejection(row), row.reason, row.field))
                 outcome = IMPRESSION_DEAD_LETTER
-            elif not owns(row[2]):
+            elif owns is not None and not owns(row[2]):
                 continue
             else:
                 iid, event_us, adv, campaign, partner, household, ivt = row
