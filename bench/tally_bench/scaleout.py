@@ -27,16 +27,17 @@ processors. On a 2-core machine the point is correctness and no collapse, not li
   i.e. every partition is being consumed and committed by its new owner. Afterwards the
   production stops and the group's billable total must equal the number of distinct impressions
   produced, per contract and in all (nothing lost, nothing doubled across the two rebalances).
-- **Attribution**: N ``python -m tally_attribution processor`` processes in one group (distinct
-  ``TALLY_ATTRIBUTION_TRANSACTIONAL_ID``, which is also their static member id) on a fresh
-  16-partition impressions topic. The impressions (one exposure per household,
-  ``--scaleout-households``) are produced only once the group is stable with N members holding
-  every partition and each processor has logged its share: the processor's state is not partitioned (restored whole at start, kept on
-  revoke), so a rebalance after indexing began would leave households in the wrong process.
-  The rate is households / seconds from the first record handed to the producer (a thread) to the sum of their
-  ``tally_attribution_exposure_households`` gauges reaching the count; the processors' logged
-  assignments must not change after production began (disjoint shares of all 16 partitions) and
-  the exposures counted and the households indexed must equal the households produced.
+- **Attribution**: N ``python -m tally_attribution processor`` replicas with
+  ``TALLY_ATTRIBUTION_SHARDS=N`` (one group, transactional id and lease topic; distinct
+  ``TALLY_ATTRIBUTION_REPLICA_ID``) on a fresh 16-partition impressions topic; the four CPA
+  advertisers are chosen to split evenly over the N shards. The impressions (one exposure per
+  household, ``--scaleout-households``) are produced only once every replica decides exactly one
+  shard (logged ``deciding shards``), so the measurement is not a rebalance. The rate is
+  households / seconds from the first record handed to the producer (a thread) to the sum of
+  their ``tally_attribution_exposure_households`` gauges reaching the count; no shard may have
+  been handed over after production began, and the exposures counted and the households indexed
+  must equal the households produced. Every shard reads (and decodes) every impression and
+  indexes its advertisers' only, so on two cores N = 2 is about correctness and no collapse.
 """
 
 from __future__ import annotations
@@ -494,9 +495,12 @@ class Attribution:
     attribution runs; each run gets its own impressions, conversions and state topics."""
 
     def __init__(self, households: int) -> None:
+        from tally_attribution.settings import shard_of
         from tally_billing.terms import parse_terms, terms_to_json
 
-        self.tag = uuid.uuid4().hex[:6]
+        # advertisers adv-<tag>-<i> (``attribution._impressions``) split evenly over 2 shards
+        self.tag = next(t for t in (uuid.uuid4().hex[:6] for _ in range(1000))
+                        if sorted(shard_of(f"adv-{t}-{i}", 2) for i in range(attribution.CONTRACTS)) == [0, 0, 1, 1])
         self.households = households
         specs = {"terms": CONTRACT_TERMS, "att": ATTRIBUTED_CONVERSIONS, "out": CONVERSION_OUTCOMES, "dlq_ing": DLQ_INGEST,
                  "dlq_imp": DLQ_IMPRESSIONS, "dlq_conv": DLQ_CONVERSIONS}
@@ -531,23 +535,23 @@ class Attribution:
                 "TALLY_ATTRIBUTION_TOPIC_STATE": state, "TALLY_ATTRIBUTION_PORT": str(free_port()), "TALLY_LOG_LEVEL": "INFO"}
 
     def run(self, n: int, *, timeout_s: float = 240) -> dict[str, Any]:
-        """N processors in one fresh group; the impressions produced once the group is stable."""
+        """N replicas of N shards; the impressions produced once each decides one shard."""
         run_tag = f"{self.tag}-{uuid.uuid4().hex[:4]}"
-        imp, conv = _topic_16("so-attr-imp"), _topic_16("so-attr-conv", CONVERSIONS)  # co-partitioned by household
-        state = unique("so-attr-state")
+        imp, conv = _topic_16("so-attr-imp"), _topic_16("so-attr-conv", CONVERSIONS)
+        state, lease = unique("so-attr-state"), unique("so-attr-lease")
         group = f"bench-attr-so-{run_tag}"
         procs: list[tuple[Service, int]] = []
-        watch: GroupWatch | None = None
         try:
             for i in range(n):
                 port = free_port()
-                env = self.env(group, f"bench-attr-so-{run_tag}-{i}", port, imp, conv, state)
+                env = {**self.env(group, f"bench-attr-so-{run_tag}", port, imp, conv, state),
+                       "TALLY_ATTRIBUTION_SHARDS": str(n), "TALLY_ATTRIBUTION_REPLICA_ID": f"bench-attr-so-{run_tag}-{i}",
+                       "TALLY_ATTRIBUTION_TOPIC_LEASE": lease}
                 if i == 0:
                     why = validate_settings(attribution.MODULE, env)
                     if why:
                         raise NotMeasured(why)
                 procs.append((Service(f"attribution-scaleout-{i}", attribution.MODULE, env, args=["processor"]).start(), port))
-            watch = GroupWatch(group, imp)
 
             def alive() -> None:
                 for s, _ in procs:
@@ -555,17 +559,17 @@ class Attribution:
                         raise NotMeasured(f"an attribution processor exited: {s.log_tail()}")
 
             def stable() -> bool:
-                """The broker has the group stable, and every processor has taken up its share."""
+                """Every replica decides one shard, each shard started."""
                 alive()
-                return (watch is not None and watch.stable_with(n, 0.0) is not None
-                        and held(procs, imp) == list(range(PARTITIONS)))
+                latest = [_shards(s) for s, _ in procs]
+                return (all(latest) and sorted(k for a in latest for k in a[-1]) == list(range(n))
+                        and sum(_log_count(s, '"processor started"') for s, _ in procs) >= n)
 
             try:
-                wait_until(f"the group of {n} processor(s) stable on all 16 partitions", stable, 120, SAMPLE_S)
+                wait_until(f"{n} replica(s) deciding one shard each", stable, 120, SAMPLE_S)
             except TimeoutError as exc:
                 raise NotMeasured(str(exc)) from exc
-            watch.close()
-            generations = [len(_assignments(s, imp)) for s, _ in procs]
+            handed = sum(_log_count(s, '"shards handed over"') for s, _ in procs)
             backlog = Backlog(self.producer, imp, self.records)
             cpu0 = sum(cpu_s(s.proc.pid) for s, _ in procs if s.proc)
             t0 = time.perf_counter()
@@ -587,26 +591,33 @@ class Attribution:
             cpu = sum(cpu_s(s.proc.pid) for s, _ in procs if s.proc) - cpu0
             exposures = total("tally_attribution_impressions_total", 'outcome="exposure"')
             households = total("tally_attribution_exposure_households")
-            assignments = [_assignments(s, imp) for s, _ in procs]
-            if [len(a) for a in assignments] != generations or held(procs, imp) != list(range(PARTITIONS)):
-                raise NotMeasured(f"{n} processor(s): the group rebalanced while indexing (assignments of {imp}: "
-                                  f"{assignments}); the processor's state is not partitioned, so that is not measured")
+            shards = [_shards(s)[-1] for s, _ in procs]
+            if sum(_log_count(s, '"shards handed over"') for s, _ in procs) != handed:
+                raise NotMeasured(f"{n} processor(s): a shard was handed over while indexing (now {shards}): not measured")
             if exposures != self.households or households != self.households:
                 raise NotMeasured(f"{n} processor(s): {exposures:,.0f} exposures and {households:,.0f} households indexed "
                                   f"for {self.households:,} households produced")
             produce_s = backlog.finish()
             seconds = t_end - t0
             return {"impressions_per_s": self.households / seconds, "seconds": seconds, "produce_s": produce_s,
-                    "per_cpu_s": self.households / max(cpu, 1e-3), "partitions": [len(a[-1]) for a in assignments]}
+                    "per_cpu_s": self.households / max(cpu, 1e-3), "shards": shards}
         finally:
-            if watch is not None:
-                watch.close()
             for s, _ in procs:
                 s.stop()
-            delete_topics(BOOTSTRAP, [imp, conv, state])
+            delete_topics(BOOTSTRAP, [imp, conv, state, lease])
 
     def close(self) -> None:
         delete_topics(BOOTSTRAP, list(self.names.values()))
+
+
+def _shards(svc: Service) -> list[list[int]]:
+    """The shards in each of the replica's "deciding shards" log lines."""
+    return [json.loads(line)["shards"] for line in svc.log_path.read_text(errors="replace").splitlines()
+            if '"deciding shards"' in line]
+
+
+def _log_count(svc: Service, text: str) -> int:
+    return svc.log_path.read_text(errors="replace").count(text)
 
 
 def _assignments(svc: Service, topic: str) -> list[list[int]]:
@@ -710,15 +721,16 @@ def measure(report: Report, args: argparse.Namespace) -> None:
                     report.add(f"scaleout.attribution_{n}", res["impressions_per_s"])
                     notes[f"scaleout.attribution_{n}"].append(f"{res['per_cpu_s']:,.0f} per processor CPU-second")
                     print(f"  round {r + 1}: {n} processor(s) {res['impressions_per_s']:,.0f} impressions/s in "
-                          f"{res['seconds']:.1f} s (partitions {res['partitions']}; produced in {res['produce_s']:.1f} s; "
+                          f"{res['seconds']:.1f} s (shards {res['shards']}; produced in {res['produce_s']:.1f} s; "
                           f"{res['per_cpu_s']:,.0f} per processor CPU-second)", flush=True)
                 report.add("scaleout.ratio_attribution_2_over_1", got[2] / got[1])
         finally:
             bench.close()
         for n in PROCESSORS:
             report.figures[f"scaleout.attribution_{n}"].note = (
-                f"{args.scaleout_households:,} households, produced once the group was stable; households and exposures "
-                "checked; " + "; ".join(notes[f"scaleout.attribution_{n}"]))
+                f"{args.scaleout_households:,} households over 4 advertisers, {n} shard(s) on {n} replica(s), produced once "
+                "each decided one shard; households and exposures checked; every shard reads every impression; "
+                + "; ".join(notes[f"scaleout.attribution_{n}"]))
 
     _section(report, METERING_KEYS, metering_rounds)
     _section(report, REBALANCE_KEYS, rebalance_rounds)
