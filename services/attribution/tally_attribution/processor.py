@@ -82,6 +82,8 @@ CATCH_UP_CHECK_S = 0.02
 DECIDED_COMMIT_S = 0.02
 BATCH_MAX = 2000
 KAFKA_TIMEOUT_S = 30.0
+#: librdkafka's RD_KAFKA_PARTITION_UA, ``produce``'s default: the configured partitioner picks
+ANY_PARTITION = -1
 
 
 def state_topic_spec(name: str, shards: int = 1) -> TopicSpec:
@@ -312,13 +314,14 @@ class Processor:
         state (another count sends advertisers to other shards, whose state never saw them)."""
         mine = [self.shard, self.shards]
         held = self.state.kv.get(SHARD_KEY)
-        empty = not self.state.kv and not self.state.pending and self.state.household_count == 0
         if held == mine:
             return
-        if held is not None or not (empty or self.shards == 1):  # one shard: state written before shards existed
+        if held is not None:
+            raise ProcessorFailed(f"the state in {self.t_state} was built as shard {held[0]} of {held[1]}, "
+                                  f"not {self.shard} of {self.shards}")
+        empty = not self.state.kv and not self.state.pending and self.state.household_count == 0
+        if not empty and self.shards > 1:  # (one shard adopts state written before shards existed)
             raise ProcessorFailed(
-                f"the state in {self.t_state} was built as shard {held[0]} of {held[1]}, not {self.shard} of {self.shards}"
-                if held is not None else
                 f"{self.t_state} holds state of another shard count than {self.shards}; TALLY_ATTRIBUTION_SHARDS is fixed "
                 "for the life of the state (a new count needs a new changelog topic, group and transactional id)")
         self.state.put(SHARD_KEY, mine)  # written with the first transaction
@@ -481,7 +484,7 @@ class Processor:
             return
         problem = record_problem("conversion", conv)  # ads.conversions may come from partners' own producers
         if problem is not None:
-            if self.owns(str(conv["advertiser_id"])):
+            if self.owns(conv["advertiser_id"]):
                 refused = out_of_bounds(problem, conv, self.clock.now())
                 self._dead_letter(m, DeadLetter(refused.kind, refused.reason, refused.field))
             return
@@ -615,13 +618,10 @@ class Processor:
 
     # ------------------------------------------------------------------ outputs
 
-    def _produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int | None = None) -> None:
+    def _produce(self, topic: str, value: bytes | None, key: bytes | str | None, partition: int = ANY_PARTITION) -> None:
         while True:
             try:
-                if partition is None:
-                    self.producer.produce(topic, value=value, key=key)
-                else:
-                    self.producer.produce(topic, value=value, key=key, partition=partition)
+                self.producer.produce(topic, value=value, key=key, partition=partition)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -640,7 +640,7 @@ class Processor:
 
     def _commit(self) -> None:
         # One shard: spread by key, as ever; shard k of several: partition k (``_state_partitions``).
-        partition = None if self.shards == 1 else self.shard
+        partition = ANY_PARTITION if self.shards == 1 else self.shard
         for key, value in self.state.drain_changes():
             self._produce(self.t_state, value, key, partition)
         # Every assigned partition's offset (where one is known: read since the assignment, or

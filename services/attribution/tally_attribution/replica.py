@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
@@ -32,7 +31,7 @@ from tally_streams.kafka import admin_config, ensure_topics
 
 from .lease import Lease, lease_topic_spec
 from .metrics import ProcessorMetrics
-from .processor import KAFKA_TIMEOUT_S, Processor, ProcessorFailed, state_topic_spec
+from .processor import KAFKA_TIMEOUT_S, Processor, ProcessorFailed
 from .settings import AttributionSettings
 
 log = logging.getLogger("tally.attribution.replica")
@@ -41,12 +40,22 @@ log = logging.getLogger("tally.attribution.replica")
 HANDOVER_S = 60.0
 
 
-@dataclass
 class _Running:
-    processor: Processor
-    thread: threading.Thread
-    stop: threading.Event = field(default_factory=threading.Event)
-    errors: list[BaseException] = field(default_factory=list)
+    """One shard's processor on its own thread; ``errors`` holds what it raised."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name=f"attribution-shard-{processor.shard}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.processor.run(self.stop)
+        except BaseException as exc:
+            log.exception("shard failed", extra={"shard": self.processor.shard})
+            self.errors.append(exc)
 
 
 class Replica:
@@ -61,8 +70,8 @@ class Replica:
 
     def run(self, stop: threading.Event) -> None:
         bootstrap = self.s.kafka_bootstrap
-        t_lease, t_state = self.s.attribution_topic_lease, self.s.attribution_topic_state
-        ensure_topics(bootstrap, [state_topic_spec(t_state, self.shards), lease_topic_spec(t_lease, self.shards)])
+        t_lease = self.s.attribution_topic_lease
+        ensure_topics(bootstrap, [lease_topic_spec(t_lease, self.shards)])  # each shard ensures its changelog
         self._check_lease_topic(bootstrap, t_lease)
         # A standby waits in the lease group, before it touches a transactional id (lease.py says why).
         lease = Lease(bootstrap, f"{self.s.attribution_group}-lease", t_lease,
@@ -100,25 +109,17 @@ class Replica:
         """Lease callback: run the shards given to this replica."""
         with self._lock:
             for k in shards:
-                if k >= self.shards or k in self._running:
-                    continue
-                proc = Processor(self.s, self.catalog, clock=self.clock, registry=self.registry, shard=k,
-                                 metrics=self.metrics)
-                running = _Running(proc, threading.Thread())
-                running.thread = threading.Thread(target=self._run_shard, args=(running,), name=f"attribution-shard-{k}",
-                                                  daemon=True)
-                self._running[k] = running
-                running.thread.start()
-            self.metrics.active.set(len(self._running))
-        log.info("deciding shards", extra={"shards": sorted(self._running), "of": self.shards})
+                if k < self.shards and k not in self._running:
+                    self._running[k] = _Running(Processor(self.s, self.catalog, clock=self.clock, registry=self.registry,
+                                                          shard=k, metrics=self.metrics))
+        self._deciding()
 
-    @staticmethod
-    def _run_shard(running: _Running) -> None:
-        try:
-            running.processor.run(running.stop)
-        except BaseException as exc:
-            log.exception("shard failed", extra={"shard": running.processor.shard})
-            running.errors.append(exc)
+    def _deciding(self) -> None:
+        """The shards this replica runs now: the gauge and the log line (the bench reads it)."""
+        with self._lock:
+            held = sorted(self._running)
+        self.metrics.active.set(len(held))
+        log.info("deciding shards", extra={"shards": held, "of": self.shards})
 
     def _stop(self, shards: list[int]) -> None:
         """Lease callback (and the replica's own stop): each shard commits its open transaction
@@ -134,9 +135,6 @@ class Replica:
                 continue  # stays listed: the replica fails on it
             with self._lock:
                 self._running.pop(r.processor.shard, None)
-        with self._lock:
-            self.metrics.active.set(len(self._running))
-            left = sorted(self._running)
         if stopping:
             log.info("shards handed over", extra={"shards": [r.processor.shard for r in stopping]})
-            log.info("deciding shards", extra={"shards": left, "of": self.shards})
+            self._deciding()

@@ -56,7 +56,7 @@ class FakeProducer:
     def begin_transaction(self) -> None:
         return None
 
-    def produce(self, topic: str, value: bytes, key: Any = None) -> None:
+    def produce(self, topic: str, value: bytes, key: Any = None, partition: int = -1) -> None:
         self.sent.append((topic, key, value))
 
 
