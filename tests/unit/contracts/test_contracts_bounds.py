@@ -16,8 +16,11 @@ from tally_billing.terms import committed_value, parse_terms, read_terms, valida
 from tally_contracts import domain
 
 ROOT = Path(__file__).resolve().parents[3]
-#: CPU seconds one request may spend in terms handling (generous for two shared cores)
-BUDGET_S = 0.02
+#: CPU seconds one request may spend in terms handling. A guard against unbounded work (the 9999
+#: flight once cost seconds), not a performance goal: those live in `make bench`. The worst
+#: request costs ~5-26 ms here depending on the day (26 ms on 2026-12-03, when this shared machine
+#: ran 40-65 % slower), so the bound sits well above that and well below the seconds it guards.
+BUDGET_S = 0.1
 
 
 def _cpu(fn: Any, *args: Any) -> tuple[float, Any]:
