@@ -262,7 +262,7 @@ def up(ready_timeout_s: float) -> int:
     name_parties(toks["admin"])
 
     def seeded() -> list[dict[str, Any]] | None:
-        code, page = _get(f"{url('contracts')}/contracts?limit=100&effective_on={time.strftime('%Y-%m-01', time.gmtime())}",
+        code, page = _get(f"{url('contracts')}/contracts?limit=100&effective_on={time.strftime('%Y-%m-%d', time.gmtime())}",
                           toks["ops"])
         items = page.get("items", []) if code == 200 and isinstance(page, dict) else []
         demo = [c for c in items if c.get("advertiser_id", "").startswith("adv-") and c.get("status") == "active"]

@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
@@ -40,7 +39,7 @@ from tally_billing.bounds import record_problem
 from tally_billing.usage import from_micros, to_micros
 from tally_kit.clock import Clock, WallClock
 from tally_streams.avro import AvroCodec, DecodeError, EncodeError, SchemaCatalog
-from tally_streams.eos import restore
+from tally_streams.eos import TableFollower, restore
 from tally_streams.kafka import (
     admin_config,
     classify_rejection,
@@ -204,8 +203,9 @@ class Processor:
 
     def _run(self, bootstrap: str, stop: threading.Event) -> None:
         self._restore_state(bootstrap)
-        self.terms_consumer = self._terms_consumer(bootstrap)
-        self._load_terms(until_caught_up=True)
+        self.terms_consumer = Consumer(consumer_config(bootstrap, f"{self.group}-terms", **{"enable.partition.eof": True}))
+        self.terms = TableFollower(self.terms_consumer, self.t_terms, self._apply_terms)
+        self.terms.catch_up(timeout_s=KAFKA_TIMEOUT_S)
         self.consumer.subscribe([self.t_imp, self.t_conv], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("processor started", extra={"shard": self.shard, "shards": self.shards, "state_keys": len(self.state.kv),
@@ -326,40 +326,17 @@ class Processor:
                 "for the life of the state (a new count needs a new changelog topic, group and transactional id)")
         self.state.put(SHARD_KEY, mine)  # written with the first transaction
 
-    def _terms_consumer(self, bootstrap: str) -> Consumer:
-        c = Consumer(consumer_config(bootstrap, f"{self.group}-terms"))
-        md = c.list_topics(self.t_terms, timeout=KAFKA_TIMEOUT_S).topics[self.t_terms]
-        c.assign([TopicPartition(self.t_terms, p, OFFSET_BEGINNING) for p in md.partitions])
-        return c
-
-    def _load_terms(self, *, until_caught_up: bool = False) -> None:
-        tc = self.terms_consumer
-        ends: dict[int, int] = {}
-        if until_caught_up:
-            for tp in tc.assignment():
-                lo, hi = watermarks(tc, tp)
-                if hi > lo:
-                    ends[tp.partition] = hi
-        while True:
-            msgs = tc.consume(num_messages=1000, timeout=0.5 if ends else 0)
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                try:
-                    record = self.terms_codec.decode(m.value())
-                except DecodeError as exc:
-                    self.metrics.terms_ignored.inc()
-                    log.error("undecodable contracts.terms record", extra={"offset": m.offset(), "error": str(exc)})
-                    continue
-                why = self.book.apply(record)
-                if why is not None:
-                    self.metrics.terms_ignored.inc()
-                    log.warning("terms record ignored", extra={"contract_id": record["contract_id"], "why": why})
-            for p in list(ends):
-                if tc.position([TopicPartition(self.t_terms, p)])[0].offset >= ends[p]:
-                    del ends[p]
-            if not ends and (not msgs or not until_caught_up):
-                return
+    def _apply_terms(self, m: Message) -> None:
+        try:
+            record = self.terms_codec.decode(m.value())
+        except DecodeError as exc:
+            self.metrics.terms_ignored.inc()
+            log.error("undecodable contracts.terms record", extra={"offset": m.offset(), "error": str(exc)})
+            return
+        why = self.book.apply(record)
+        if why is not None:
+            self.metrics.terms_ignored.inc()
+            log.warning("terms record ignored", extra={"contract_id": record["contract_id"], "why": why})
 
     # ------------------------------------------------------------------ the cycle
 
@@ -367,7 +344,7 @@ class Processor:
         if self._lost:
             raise ProcessorFailed("partitions lost (session expired); restarting from the committed state")
         msgs = self.consumer.consume(num_messages=BATCH_MAX, timeout=0.05)
-        self._load_terms()
+        self.terms.poll()
         impressions: list[Message] = []
         t_imp = self.t_imp
         for m in msgs:

@@ -44,7 +44,7 @@ from .run import (
     wait_metered,
     write_header,
 )
-from .scenario import build, previous_month
+from .scenario import build, live_scenario, previous_month
 from .traffic import LiveTraffic, TrafficMix, generate
 
 
@@ -86,9 +86,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_live(args: argparse.Namespace) -> int:
     tokens = Tokens.mint(os.environ.get("TALLY_JWT_SECRET") or ensure_local_secret())
-    today = datetime.now(UTC).date()
     run_id = f"live{uuid.uuid4().hex[:6]}" if args.run_id is None else args.run_id
-    scenario = build(args.seed, date(today.year, today.month, 1), run_id)
+    scenario = live_scenario(args.seed, datetime.now(UTC), run_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -59,7 +59,7 @@ class Tokens:
 async def create_contracts(scenario: Scenario, contracts: ContractsClient, *, reuse: bool = False,
                            late_io: int = 0) -> list[LiveContract]:
     """Every contract of the scenario, approved; with ``reuse``, one already approved under the
-    same name and advertiser for the scenario's month is taken instead of creating another.
+    same name and advertiser in force on its first flight day is taken instead of creating another.
 
     ``late_io``: the scenario's first ``late_io`` CPM contracts are only drafted (``late_io`` set
     on them); ``approve_late`` approves them once part of the traffic was sent."""
@@ -71,7 +71,8 @@ async def create_contracts(scenario: Scenario, contracts: ContractsClient, *, re
         if c.key in late:
             live.append(LiveContract(await contracts.create_draft(c.name, c.terms, c.partner_ids), c.terms, late_io=True))
             continue
-        cid = await contracts.find_approved(c.name, c.advertiser_id, scenario.month) if reuse else None
+        flight_start = date.fromisoformat(c.terms["common"]["flight_start"])
+        cid = await contracts.find_approved(c.name, c.advertiser_id, flight_start) if reuse else None
         if cid is None:
             cid = await contracts.create_approved(c.name, c.terms, c.partner_ids)
         live.append(LiveContract(cid, c.terms))

@@ -10,13 +10,19 @@ empty ``run_id`` so its advertisers and partners (``adv-acme``, ``adv-globex``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 
 def previous_month(today: date) -> date:
     """The first day of the month before ``today``'s (January's is the previous year's December)."""
     return date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
+
+
+def next_month(month: date) -> date:
+    """The first day of the month after ``month``'s."""
+    return date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+
 
 @dataclass(frozen=True)
 class SimContract:
@@ -38,7 +44,7 @@ class SimContract:
 @dataclass(frozen=True)
 class Scenario:
     seed: int
-    month: date  # first day of the simulated billing month (contracts' flights cover it)
+    month: date  # first day of the simulated billing month (its contracts' flights, unless the demo's)
     run_id: str
     contracts: tuple[SimContract, ...]
     partners: tuple[str, ...]
@@ -49,15 +55,15 @@ class Scenario:
         return {c: k for k in self.contracts for c in k.campaign_ids}
 
 
-def _common(currency: str, tz: str, advertiser: str, campaigns: list[str], month: date, **extra: Any) -> dict[str, Any]:
-    last = _month_end(month)
+def _common(currency: str, tz: str, advertiser: str, campaigns: list[str], flight: tuple[date, date],
+            **extra: Any) -> dict[str, Any]:
     common: dict[str, Any] = {
         "currency": currency,
         "time_zone": tz,
         "billing_period": "month",
         "payment_terms_days": 30,
-        "flight_start": month.isoformat(),
-        "flight_end": last.isoformat(),
+        "flight_start": flight[0].isoformat(),
+        "flight_end": flight[1].isoformat(),
         "campaign_ids": campaigns,
         "po_reference": f"PO-{advertiser.upper()}",
         "measurement": "first_party",
@@ -74,14 +80,15 @@ def _common(currency: str, tz: str, advertiser: str, campaigns: list[str], month
 
 
 def _month_end(month: date) -> date:
-    nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
-    return date.fromordinal(nxt.toordinal() - 1)
+    return date.fromordinal(next_month(month).toordinal() - 1)
 
 
-def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
+def build(seed: int, month: date, run_id: str = "sim", *, flight: tuple[date, date] | None = None) -> Scenario:
     """The standard mix: three CPM contracts (flat USD, graduated EUR with a period cap, volume
-    JPY with a minimum commitment) and one CPA contract (USD, two partners)."""
+    JPY with a minimum commitment) and one CPA contract (USD, two partners), their flights
+    ``month`` unless ``flight`` (first and last day) says otherwise."""
     r = run_id
+    flights = flight or (month, _month_end(month))
 
     def ident(name: str) -> str:
         return f"{r}-{name}" if r else name
@@ -92,7 +99,7 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
         SimContract(
             "cpm-flat-usd", _name(r, "Acme CTV flat"), adv["acme"],
             {"contract_type": "cpm",
-             "common": _common("USD", "America/New_York", adv["acme"], [ident("cmp-acme-1"), ident("cmp-acme-2")], month),
+             "common": _common("USD", "America/New_York", adv["acme"], [ident("cmp-acme-1"), ident("cmp-acme-2")], flights),
              "cpm": {"rate_card": {"kind": "flat", "tier_basis": "period", "bands": [{"from_impressions": 0, "rate_cpm": "12.50"}]},
                      "budget_caps": {"total": None, "per_period": None}, "minimum_commitment_per_period": None},
              "cpa": None},
@@ -100,7 +107,7 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
         SimContract(
             "cpm-graduated-eur", _name(r, "Bier graduated capped"), adv["bier"],
             {"contract_type": "cpm",
-             "common": _common("EUR", "Europe/Berlin", adv["bier"], [ident("cmp-bier-1")], month),
+             "common": _common("EUR", "Europe/Berlin", adv["bier"], [ident("cmp-bier-1")], flights),
              "cpm": {"rate_card": {"kind": "graduated", "tier_basis": "period",
                                    "bands": [{"from_impressions": 0, "rate_cpm": "9.00"},
                                              {"from_impressions": 1500, "rate_cpm": "7.125"}]},
@@ -110,7 +117,7 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
         SimContract(
             "cpm-volume-jpy", _name(r, "Kaze volume JPY"), adv["kaze"],
             {"contract_type": "cpm",
-             "common": _common("JPY", "Asia/Tokyo", adv["kaze"], [ident("cmp-kaze-1")], month),
+             "common": _common("JPY", "Asia/Tokyo", adv["kaze"], [ident("cmp-kaze-1")], flights),
              "cpm": {"rate_card": {"kind": "volume", "tier_basis": "period",
                                    "bands": [{"from_impressions": 0, "rate_cpm": "1450"},
                                              {"from_impressions": 1000, "rate_cpm": "1333"}]},
@@ -120,7 +127,7 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
         SimContract(
             "cpa-usd", _name(r, "Globex affiliate CPA"), adv["globex"],
             {"contract_type": "cpa",
-             "common": _common("USD", "America/Los_Angeles", adv["globex"], [ident("cmp-globex-1"), ident("cmp-globex-2")], month),
+             "common": _common("USD", "America/Los_Angeles", adv["globex"], [ident("cmp-globex-1"), ident("cmp-globex-2")], flights),
              "cpm": None,
              "cpa": {"payouts": [
                          {"event_type": "purchase", "advertiser_price": {"kind": "percent", "percent": "10"},
@@ -138,6 +145,16 @@ def build(seed: int, month: date, run_id: str = "sim") -> Scenario:
         ),
     )
     return Scenario(seed, month, run_id, contracts, partners, (ident("cmp-unknown"),))
+
+
+def live_scenario(seed: int, now: datetime, run_id: str) -> Scenario:
+    """The demo's contracts for traffic at ``now``: flights from the day before ``now``'s UTC day
+    to the end of the next month, so every contract's local day is inside its flight whatever
+    its time zone (New York is still in last month for the first hours of a UTC month; Tokyo is
+    already in the next one for the last hours), and no earlier month is billed for nothing."""
+    today = now.astimezone(UTC).date()
+    first = date(today.year, today.month, 1)
+    return build(seed, first, run_id, flight=(date.fromordinal(today.toordinal() - 1), _month_end(next_month(first))))
 
 
 def _name(run_id: str, name: str) -> str:

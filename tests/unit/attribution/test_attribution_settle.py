@@ -16,6 +16,7 @@ from tally_attribution.settings import SPEC
 from tally_kit.clock import FixedClock
 from tally_kit.settings import load
 from tally_streams.avro import SchemaCatalog
+from tally_streams.eos import TableFollower
 from tests.attribution_builders import EPOCH_2026, conversion, cpa_terms, impression, terms_record
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -156,7 +157,7 @@ def _cycle_commits(rig: Rig, *, age_s: float) -> int:
     commits: list[None] = []
     rig.proc._commit = lambda: commits.append(None)
     rig.consumer.consume = _NoMessages().consume  # type: ignore[attr-defined]
-    rig.proc.terms_consumer = _NoMessages()
+    rig.proc.terms = TableFollower(_NoMessages(), "terms", lambda m: None)  # type: ignore[arg-type]
     now = time.monotonic()
     rig.proc._last_lag = rig.proc._last_prune = now  # no lag report or prune sweep in this cycle
     rig.proc._txn_started = now - age_s

@@ -85,3 +85,22 @@ def test_the_demo_scenario_uses_the_console_tenants_and_a_restart_never_reuses_e
 ])
 def test_previous_month_on_awkward_days(today: date, month: date) -> None:
     assert previous_month(today) == month
+
+
+@pytest.mark.parametrize("now", ["2026-12-01T01:30:00+00:00",  # New York and Los Angeles still in November
+                                 "2026-12-31T20:00:00+00:00",  # Tokyo and Berlin already in January
+                                 "2028-02-29T12:00:00+00:00", "2026-03-08T07:30:00+00:00"])  # a leap day; a DST change
+def test_the_live_scenario_flights_cover_now_in_every_contracts_time_zone(now: str) -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tally_sim.scenario import live_scenario
+
+    instant = datetime.fromisoformat(now)
+    scenario = live_scenario(7, instant, "")
+    for c in scenario.contracts:
+        common = c.terms["common"]
+        local = instant.astimezone(ZoneInfo(common["time_zone"])).date()
+        assert date.fromisoformat(common["flight_start"]) <= local < date.fromisoformat(common["flight_end"]), (c.key, local)
+        assert date.fromisoformat(common["flight_start"]) >= date(instant.year, instant.month, 1) - timedelta(days=1)
+    assert live_scenario(7, instant, "").contracts == scenario.contracts  # a restart the same day finds them by name
