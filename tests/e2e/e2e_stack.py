@@ -94,6 +94,9 @@ class Stack:
             "TALLY_KAFKA_BOOTSTRAP": self.bootstrap,
             "TALLY_JWT_SECRET": self.secret,
             "TALLY_STATE_DIR": str(self.state),
+            # the processors' on-disk stores live and go with the test's directory, not the checkout's .state
+            "TALLY_ATTRIBUTION_STORE_DIR": str(self.state / "stores" / "attribution"),
+            "TALLY_METERING_STORE_DIR": str(self.state / "stores" / "metering"),
             # contracts
             "TALLY_CONTRACTS_DATABASE_URL": pg_dsn(self.dbs["contracts"]),
             "TALLY_CONTRACTS_PORT": str(PORTS["contracts"]),
