@@ -203,8 +203,16 @@ def test_sigkill_mid_stream_and_restart_gives_the_same_series(pacing_world: Paci
     w.produce("running_totals", "running_total", second, key=lambda r: r["total_id"])
     w.start()
     want = {c: expected_series(per[c], MARCH) for c in contracts}
-    await_condition("the same series after the SIGKILL", lambda: _hour_series_by_contract(w, contracts) == want,
-                    timeout_s=180)
+    try:
+        await_condition("the same series after the SIGKILL", lambda: _hour_series_by_contract(w, contracts) == want,
+                        timeout_s=180)
+    except AssertionError as exc:
+        got = _hour_series_by_contract(w, contracts)
+        # per contract that differs: (points held, points wanted) and the first hours that differ
+        wrong = {c: ((len(got[c]), len(want[c])), [(g, e) for g, e in zip(got[c], want[c], strict=False) if g != e][:3])
+                 for c in contracts if got[c] != want[c]}
+        raise AssertionError(f"{exc}: (got, want) per contract: {wrong}; the restarted worker took "
+                             f"{w.metric('tally_pacing_records_total')} records\nlog:\n{w.logs.read_text()[-6000:]}") from exc
     # batches mix partitions: every table write still went to its source record's changelog partition
     # (the partition a worker owning that input partition restores)
     source = {(m.key() or b"").decode(): m.partition()
