@@ -256,39 +256,16 @@ class TableFollower:
 
     def catch_up(self, timeout_s: float = 60.0) -> int:
         """From the beginning to at least the end the topic has now; returns the records read.
-
-        Every record consumed is handed on, one written while catching up too: ``consume_to_end``
-        stops at the ends it saw and drops what a fetch brought beyond them, which a follower,
-        whose position has passed them, would never read again (a contract approved while
-        metering starts would stay unknown until its next restart)."""
+        A record written while catching up is handed on too (``past_end``): the follower's
+        position passes it, so it would never be read again (a contract approved while metering
+        starts would stay unknown until its next restart)."""
         md = self.consumer.list_topics(self.topic, timeout=10)
         tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in md.topics[self.topic].partitions]
         self.consumer.assign(tps)
-        ends: dict[int, int] = {}
-        for tp in tps:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=10)
-            if high > low:
-                ends[tp.partition] = high
-        deadline = time.monotonic() + timeout_s
         n = 0
-        while ends:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic} partitions {sorted(ends)} not read to the end within {timeout_s}s")
-            msgs = self.consumer.consume(1000, 0.05)
-            for m in msgs:
-                err, partition, offset = m.error(), m.partition() or 0, m.offset() or 0
-                if err is not None:
-                    skip_end_of_partition(err)
-                    ends.pop(partition, None)  # at the end it has now, at or past the one it had
-                    continue
-                self.on_record(m)
-                n += 1
-                if offset >= ends.get(partition, 0) - 1:
-                    ends.pop(partition, None)
-            if ends and not msgs:  # the rest may be transaction markers, never delivered
-                for pos in self.consumer.position([TopicPartition(self.topic, p) for p in ends]):
-                    if pos.offset >= ends[pos.partition]:
-                        del ends[pos.partition]
+        for m in consume_to_end(self.consumer, tps, timeout_s=timeout_s, past_end=True):
+            self.on_record(m)
+            n += 1
         return n
 
     def poll(self, timeout_s: float = 0.0, max_records: int = 1000) -> int:

@@ -107,12 +107,16 @@ def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 300.0,
 
 
 def consume_to_end(consumer: Consumer, partitions: Sequence[TopicPartition], *,
-                   timeout_s: float = 300.0) -> Iterator[Message]:
+                   timeout_s: float = 300.0, past_end: bool = False) -> Iterator[Message]:
     """The records of ``partitions`` (already assigned to ``consumer`` at their start offsets),
     up to the end each had when called: its high watermark, or partition EOF when the consumer
     has ``enable.partition.eof`` (under read_committed the last offsets may be transaction
     markers, never delivered: EOF, or the position passing the end, says the partition is done).
-    The one way Tally reads a topic or a changelog to its end (best with ``reader_config``)."""
+    The one way Tally reads a topic or a changelog to its end (best with ``reader_config``).
+
+    A fetch may bring records written after the call, past those ends: a one-shot read leaves
+    them out; with ``past_end`` they are yielded too, for a consumer that keeps following from
+    its position (``TableFollower``), which would otherwise never see them."""
     ends: dict[tuple[str, int], int] = {}
     for tp in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
@@ -131,15 +135,11 @@ def consume_to_end(consumer: Consumer, partitions: Sequence[TopicPartition], *,
                 ends.pop(key, None)  # type: ignore[arg-type]
                 continue
             end = ends.get(key)  # type: ignore[arg-type]
-            if end is None:
-                continue  # already done: past the end it had when called
             assert offset is not None
-            if offset >= end:
+            if end is not None and offset >= end - 1:
                 del ends[key]  # type: ignore[arg-type]
-                continue
-            yield m
-            if offset >= end - 1:
-                del ends[key]  # type: ignore[arg-type]
+            if (end is not None and offset < end) or past_end:
+                yield m
         if not msgs and ends:
             # nothing came: the rest may be transaction markers, never delivered
             for pos in consumer.position([TopicPartition(t, p) for t, p in ends]):
