@@ -10,7 +10,7 @@ empty ``run_id`` so its advertisers and partners (``adv-acme``, ``adv-globex``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 
@@ -154,7 +154,7 @@ def live_scenario(seed: int, now: datetime, run_id: str) -> Scenario:
     already in the next one for the last hours), and no earlier month is billed for nothing."""
     today = now.astimezone(UTC).date()
     first = date(today.year, today.month, 1)
-    return build(seed, first, run_id, flight=(date.fromordinal(today.toordinal() - 1), _month_end(next_month(first))))
+    return build(seed, first, run_id, flight=(today - timedelta(days=1), _month_end(next_month(first))))
 
 
 def _name(run_id: str, name: str) -> str:
